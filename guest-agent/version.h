@@ -1,0 +1,4 @@
+/* The agent's version string. */
+#pragma once
+
+const char *kiln_agent_version(void);

@@ -1,0 +1,99 @@
+/* Tests for common/: errors, buffers, hashing, files, JSON. */
+#include "kiln-test.h"
+
+#include "common/buf.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/json.h"
+
+static void
+test_error_first_wins_and_prefix(void **state)
+{
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_error_set(&err, -ENOENT, "first %d", 1), -ENOENT);
+    kiln_error_set(&err, -EINVAL, "second");
+    assert_string_equal(err.message, "first 1");
+    kiln_error_prefix(&err, -ENOENT, "recipe %s", "r");
+    assert_string_equal(err.message, "recipe r: first 1");
+    assert_int_equal(err.code, -ENOENT);
+    assert_int_equal(kiln_error_set(NULL, -EIO, "ignored"), -EIO);
+}
+
+static void
+test_buf(void **state)
+{
+    _cleanup_buf_ struct kiln_buf b = {0};
+    for (int i = 0; i < 1000; i++)
+        kiln_buf_appendf(&b, "%d,", i);
+    assert_int_equal(strncmp(b.data, "0,1,2,", 6), 0);
+    assert_int_equal(b.data[b.len], '\0');
+    char *s = kiln_buf_steal(&b);
+    assert_int_equal(b.len, 0);
+    free(s);
+}
+
+static void
+test_hash_known_values(void **state)
+{
+    char hex[KILN_HASH_MAX_HEX];
+    kiln_hash_buf_hex(KILN_HASH_SHA256, "abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    kiln_hash_buf_hex(KILN_HASH_MD5, "abc", 3, hex);
+    assert_string_equal(hex, "900150983cd24fb0d6963f7d28e17f72");
+    kiln_hash_buf_hex(KILN_HASH_SHA1, "abc", 3, hex);
+    assert_string_equal(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    enum kiln_hash_alg alg;
+    assert_int_equal(kiln_hash_alg_from_name("sha512", &alg), 0);
+    assert_int_equal(alg, KILN_HASH_SHA512);
+    assert_int_equal(kiln_hash_alg_from_name("crc32", &alg), -EINVAL);
+    /* RFC 4231 test case 2 */
+    uint8_t mac[32];
+    kiln_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
+    kiln_hex_encode(mac, 32, hex);
+    assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+static void
+test_files(void **state)
+{
+    _cleanup_free_ char *dir = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_mkdtemp("kiln-test", &dir, &err), 0);
+    _cleanup_free_ char *sub = kiln_path_join(dir, "a/b/c");
+    assert_int_equal(kiln_mkdir_p(sub, 0755, &err), 0);
+    _cleanup_free_ char *f = kiln_path_join(sub, "f.txt");
+    assert_int_equal(kiln_write_file_atomic(f, "hello", 5, 0644, &err), 0);
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    assert_int_equal(kiln_read_file(f, 100, &data, &len, &err), 0);
+    assert_int_equal(len, 5);
+    assert_string_equal(data, "hello");
+    char hex[KILN_HASH_MAX_HEX];
+    assert_int_equal(kiln_hash_file_hex(KILN_HASH_MD5, f, hex, &err), 0);
+    assert_string_equal(hex, "5d41402abc4b2a76b9719d911017c592");
+    char *small = NULL;
+    assert_int_equal(kiln_read_file(f, 3, &small, &len, &err), -KILN_E_LIMIT);
+    assert_null(small);
+    assert_int_equal(kiln_rm_rf(dir, &err), 0);
+    assert_int_equal(access(dir, F_OK), -1);
+}
+
+static void
+test_json(void **state)
+{
+    json_t *j = NULL;
+    struct kiln_error err = {0};
+    const char *dup = "{\"a\": 1, \"a\": 2}";
+    assert_int_equal(kiln_json_parse(dup, strlen(dup), 100, "x.json", &j, &err), -KILN_E_PARSE);
+    assert_non_null(strstr(err.message, "x.json:1:"));
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_json_parse(dup, strlen(dup), 4, "x.json", &j, &err), -KILN_E_LIMIT);
+    const char *ok = "{\"k\": \"v\"}";
+    assert_int_equal(kiln_json_parse(ok, strlen(ok), 100, "x.json", &j, NULL), 0);
+    assert_string_equal(kiln_json_get_str(j, "k"), "v");
+    json_decref(j);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test(test_error_first_wins_and_prefix), cmocka_unit_test(test_buf),
+               cmocka_unit_test(test_hash_known_values), cmocka_unit_test(test_files),
+               cmocka_unit_test(test_json))
