@@ -244,7 +244,7 @@ test_loops(void **state)
     expect(LOOPSTEP("          forEach: [a]\n          for:\n            start: 1\n            end: 1\n            updateBy: 1\n"),
            "t.yml:9:11: phases[0].steps[0].loop: exactly one of 'for' and 'forEach' is required");
     expect(LOOPSTEP("          forEach:\n            list: a,b\n            delimiter: '|'\n"),
-           "t.yml:10:24: phases[0].steps[0].loop.forEach: delimiter must be one character");
+           "t.yml:11:24: phases[0].steps[0].loop.forEach: delimiter must be one character");
     expect(LOOPSTEP("          forEach: a-string\n"),
            "t.yml:8:20: phases[0].steps[0].loop.forEach: must be a list, or a mapping");
     expect(LOOPSTEP("          name: bad.name\n          forEach: [a]\n"),
