@@ -1252,9 +1252,9 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
             for (size_t j = 0; j < run.docs[i]->n_parameters && !declared; j++)
                 declared = kiln_streq(run.docs[i]->parameters[j].name, key);
         if (!declared) {
-            json_decref(global);
             r = kiln_error_set(err, -KILN_E_INVALID, "parameter '%s' is not declared by any "
                                                      "document", key);
+            json_decref(global);
             goto out;
         }
     }

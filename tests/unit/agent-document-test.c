@@ -246,9 +246,9 @@ test_loops(void **state)
     expect(LOOPSTEP("          forEach:\n            list: a,b\n            delimiter: '|'\n"),
            "t.yml:11:24: phases[0].steps[0].loop.forEach: delimiter must be one character");
     expect(LOOPSTEP("          forEach: a-string\n"),
-           "t.yml:8:20: phases[0].steps[0].loop.forEach: must be a list, or a mapping");
+           "t.yml:9:20: phases[0].steps[0].loop.forEach: must be a list, or a mapping");
     expect(LOOPSTEP("          name: bad.name\n          forEach: [a]\n"),
-           "t.yml:8:17: phases[0].steps[0].loop: invalid loop name 'bad.name'");
+           "t.yml:9:17: phases[0].steps[0].loop: invalid loop name 'bad.name'");
 }
 
 static void
