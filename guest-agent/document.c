@@ -134,6 +134,17 @@ kiln_document_find_var(const struct kiln_document *doc, const char *name)
     return NULL;
 }
 
+bool
+kiln_doc_var_allows(const struct kiln_doc_var *v, const char *value)
+{
+    if (!v->allowed)
+        return true;
+    for (size_t i = 0; i < v->allowed->n; i++)
+        if (kiln_streq(v->allowed->items[i]->value, value))
+            return true;
+    return false;
+}
+
 const struct kiln_doc_phase *
 kiln_document_find_phase(const struct kiln_document *doc, const char *name)
 {
@@ -196,7 +207,8 @@ parse_vars(struct parser *p, const struct kiln_yaml_node *list, const char *what
     }
     struct kiln_doc_var *v = kiln_new(struct kiln_doc_var, list->n ? list->n : 1);
     size_t n = 0;
-    static const char *const param_keys[] = {"type", "default", "description", NULL};
+    static const char *const param_keys[] = {"type", "default", "description", "allowedValues",
+                                             NULL};
     static const char *const const_keys[] = {"type", "value", "description", NULL};
     for (size_t i = 0; i < list->n; i++) {
         const struct kiln_yaml_node *item = list->items[i];
@@ -233,13 +245,29 @@ parse_vars(struct parser *p, const struct kiln_yaml_node *list, const char *what
             DIAG(p, key, f, "duplicate variable name '%s'", name);
             continue;
         }
+        const struct kiln_yaml_node *allowed = constant ? NULL
+                                                        : kiln_yaml_map_get(body, "allowedValues");
+        if (allowed) {
+            _cleanup_free_ char *fa = kiln_asprintf("%s.allowedValues", fn);
+            bool ok = allowed->kind == KILN_YAML_SEQUENCE && allowed->n > 0;
+            for (size_t j = 0; ok && j < allowed->n; j++)
+                ok = allowed->items[j]->kind == KILN_YAML_SCALAR;
+            if (!ok) {
+                DIAG(p, allowed, fa, "must be a non-empty list of strings");
+                allowed = NULL;
+            }
+        }
         v[n++] = (struct kiln_doc_var){
             .name = name,
             .type = type,
             .value = value,
             .description = get_text(p, body, "description", fn, false),
+            .allowed = allowed,
             .node = key,
         };
+        if (value && !kiln_doc_var_allows(&v[n - 1], value))
+            DIAG(p, kiln_yaml_map_get(body, "default"), fn,
+                 "default '%s' is not one of the allowedValues", value);
     }
     *ret = v;
     *ret_n = n;

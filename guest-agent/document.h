@@ -81,8 +81,12 @@ struct kiln_doc_var {
     const char *type;
     const char *value; /* parameter default or constant value; NULL: none */
     const char *description;
+    const struct kiln_yaml_node *allowed; /* parameters: allowedValues list, or NULL */
     const struct kiln_yaml_node *node;
 };
+
+/* Whether value is one of a parameter's allowedValues (true when it has none). */
+bool kiln_doc_var_allows(const struct kiln_doc_var *v, const char *value);
 
 struct kiln_document {
     char *path;

@@ -799,6 +799,17 @@ exec_document(struct run *run, struct kiln_document *doc, const json_t *params, 
     dx.vars = vars;
     for (size_t i = 0; i < doc->n_constants; i++)
         json_object_set_new(vars, doc->constants[i].name, json_string(doc->constants[i].value));
+    if (!resuming) {
+        json_object_set_new(doc_rec, "name", json_string(doc->name ? doc->name : ""));
+        json_object_set_new(doc_rec, "filePath", json_string(doc->path));
+        json_object_set_new(doc_rec, "status", json_string("running"));
+        json_object_set_new(doc_rec, "description",
+                            json_string(doc->description ? doc->description : ""));
+        json_object_set_new(doc_rec, "startTime", json_now());
+        json_object_set_new(doc_rec, "endTime", json_now());
+        json_object_set_new(doc_rec, "failureMessage", json_string(""));
+        json_object_set_new(doc_rec, "phases", json_array());
+    }
     for (size_t i = 0; i < doc->n_parameters; i++) {
         const struct kiln_doc_var *p = &doc->parameters[i];
         const char *v = kiln_json_get_str(params, p->name);
@@ -810,21 +821,21 @@ exec_document(struct run *run, struct kiln_document *doc, const json_t *params, 
                                                      "--parameters %s=...",
                                                      p->name, p->name);
             json_object_set_new(doc_rec, "failureMessage", json_string(msg));
+            json_object_set_new(doc_rec, "endTime", json_now());
+            counts->failed_doc = true;
+            return 0;
+        }
+        if (!kiln_doc_var_allows(p, v)) {
+            json_object_set_new(doc_rec, "status", json_string("failed"));
+            _cleanup_free_ char *msg = kiln_asprintf("parameter '%s': '%s' is not one of its "
+                                                     "allowedValues",
+                                                     p->name, v);
+            json_object_set_new(doc_rec, "failureMessage", json_string(msg));
+            json_object_set_new(doc_rec, "endTime", json_now());
             counts->failed_doc = true;
             return 0;
         }
         json_object_set_new(vars, p->name, json_string(v));
-    }
-    if (!resuming) {
-        json_object_set_new(doc_rec, "name", json_string(doc->name ? doc->name : ""));
-        json_object_set_new(doc_rec, "filePath", json_string(doc->path));
-        json_object_set_new(doc_rec, "status", json_string("running"));
-        json_object_set_new(doc_rec, "description",
-                            json_string(doc->description ? doc->description : ""));
-        json_object_set_new(doc_rec, "startTime", json_now());
-        json_object_set_new(doc_rec, "endTime", json_now());
-        json_object_set_new(doc_rec, "failureMessage", json_string(""));
-        json_object_set_new(doc_rec, "phases", json_array());
     }
     logline(run, true, "Document %s", doc->path);
     emit(run, json_pack("{s:s,s:s}", "event", "document-start", "document", doc->path));
