@@ -49,3 +49,26 @@ enum kiln_mod_encoding {
     KILN_ENC_UTF32BE,
 };
 int kiln_mod_encoding_parse(const char *name, enum kiln_mod_encoding *ret);
+
+/* ---- reading resolved inputs ----
+ * Values arrive as the YAML became JSON: a scalar may be a string, a number or a boolean, and
+ * after {{ variable }} substitution booleans and numbers may be strings. These accept all of
+ * them. Errors name the module and the field. */
+
+/* The items of a list-shaped input (an array), or the single object of an object-shaped one. */
+size_t kiln_mod_item_count(const json_t *inputs);
+const json_t *kiln_mod_item(const json_t *inputs, size_t i);
+
+/* String form of a scalar field; NULL (and 0) when absent or null and not required. */
+int kiln_mod_get_str(const json_t *obj, const char *module, const char *key, bool required,
+                     char **ret, struct kiln_error *err);
+int kiln_mod_get_bool(const json_t *obj, const char *module, const char *key, bool def,
+                      bool *ret, struct kiln_error *err);
+int kiln_mod_get_int(const json_t *obj, const char *module, const char *key, long long def,
+                     long long *ret, struct kiln_error *err);
+/* A list of scalars as a NULL-terminated vector (empty vector when absent). */
+int kiln_mod_get_strv(const json_t *obj, const char *module, const char *key, char ***ret,
+                      struct kiln_error *err);
+
+/* A line of the module's own progress on the step console ("stdout"). */
+void kiln_mod_console(const struct kiln_module_ctx *ctx, const char *fmt, ...) _printf_(2, 3);
