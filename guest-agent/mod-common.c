@@ -1,5 +1,6 @@
 /* Helpers shared by the action modules. */
 #include <errno.h>
+#include <iconv.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,4 +190,76 @@ kiln_mod_console(const struct kiln_module_ctx *ctx, const char *fmt, ...)
     if (n == 0 || s[n - 1] != '\n')
         ctx->console(ctx->console_userdata, "stdout", "\n", 1);
     free(s);
+}
+
+const char *
+kiln_mod_encoding_name(enum kiln_mod_encoding enc)
+{
+    switch (enc) {
+    case KILN_ENC_UTF8:
+        return "UTF-8";
+    case KILN_ENC_UTF16LE:
+        return "UTF-16LE";
+    case KILN_ENC_UTF16BE:
+        return "UTF-16BE";
+    case KILN_ENC_UTF32LE:
+        return "UTF-32LE";
+    case KILN_ENC_UTF32BE:
+        return "UTF-32BE";
+    }
+    return "UTF-8";
+}
+
+static int
+convert(const char *to, const char *from, const char *data, size_t len, struct kiln_buf *out,
+        struct kiln_error *err)
+{
+    iconv_t cd = iconv_open(to, from);
+    if (cd == (iconv_t)-1)
+        return kiln_error_errno(err, -errno, "cannot convert %s to %s", from, to);
+    char *in = (char *)data;
+    size_t left = len;
+    while (left > 0) {
+        char chunk[4096];
+        char *o = chunk;
+        size_t room = sizeof(chunk);
+        size_t r = iconv(cd, &in, &left, &o, &room);
+        kiln_buf_append(out, chunk, sizeof(chunk) - room);
+        if (r == (size_t)-1 && errno != E2BIG) {
+            int e = errno;
+            iconv_close(cd);
+            return kiln_error_set(err, -EILSEQ, "text is not valid %s at byte %zu%s", from,
+                                  len - left, e == EINVAL ? " (truncated character)" : "");
+        }
+    }
+    iconv_close(cd);
+    return 0;
+}
+
+int
+kiln_mod_encode(enum kiln_mod_encoding enc, const char *utf8, size_t len, struct kiln_buf *out,
+                struct kiln_error *err)
+{
+    return convert(kiln_mod_encoding_name(enc), "UTF-8", utf8, len, out, err);
+}
+
+int
+kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len, struct kiln_buf *utf8,
+                struct kiln_error *err)
+{
+    static const struct {
+        enum kiln_mod_encoding enc;
+        const char *bom;
+        size_t n;
+    } boms[] = {
+        {KILN_ENC_UTF8, "\xEF\xBB\xBF", 3},        {KILN_ENC_UTF16LE, "\xFF\xFE", 2},
+        {KILN_ENC_UTF16BE, "\xFE\xFF", 2},         {KILN_ENC_UTF32LE, "\xFF\xFE\0\0", 4},
+        {KILN_ENC_UTF32BE, "\0\0\xFE\xFF", 4},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(boms); i++)
+        if (boms[i].enc == enc && len >= boms[i].n && memcmp(data, boms[i].bom, boms[i].n) == 0) {
+            data += boms[i].n;
+            len -= boms[i].n;
+        }
+    return convert("UTF-8", kiln_mod_encoding_name(enc), data, len, utf8, err);
 }

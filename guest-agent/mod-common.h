@@ -72,3 +72,11 @@ int kiln_mod_get_strv(const json_t *obj, const char *module, const char *key, ch
 
 /* A line of the module's own progress on the step console ("stdout"). */
 void kiln_mod_console(const struct kiln_module_ctx *ctx, const char *fmt, ...) _printf_(2, 3);
+
+/* Text conversion for the file modules (iconv). Encoding writes no byte-order mark; decoding
+ * drops one that matches the encoding. Invalid input is an error naming the encoding. */
+int kiln_mod_encode(enum kiln_mod_encoding enc, const char *utf8, size_t len,
+                    struct kiln_buf *out, struct kiln_error *err);
+int kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len,
+                    struct kiln_buf *utf8, struct kiln_error *err);
+const char *kiln_mod_encoding_name(enum kiln_mod_encoding enc);
