@@ -142,8 +142,9 @@ static int
 silence_error(struct kiln_agent_client *c, int waited_ms, struct kiln_error *err)
 {
     c->need_sync = true;
+    int secs = (waited_ms + 500) / 1000;
     return kiln_error_set(err, -ETIMEDOUT, "agent stopped answering after %d s",
-                          (waited_ms + 999) / 1000);
+                          secs > 0 ? secs : 1);
 }
 
 static int

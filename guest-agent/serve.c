@@ -369,7 +369,8 @@ static int
 upload_advance(struct agent *a, struct kiln_error *err)
 {
     struct upload *u = &a->up;
-    const char *id = kiln_json_get_str(u->record, "execution-id");
+    /* A copy: the record goes away with the upload, before the job starts. */
+    _cleanup_free_ char *id = kiln_strdup(kiln_json_get_str(u->record, "execution-id"));
     _cleanup_free_ char *dir = job_dir(a, id);
     _cleanup_free_ char *docdir = kiln_path_join(dir, "documents");
     for (;;) {
