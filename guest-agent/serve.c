@@ -187,7 +187,7 @@ static void
 on_event(void *userdata, const json_t *event)
 {
     struct agent *a = userdata;
-    send_json(a, KILN_MSG_EVENT, 0, a->job_seq, event);
+    send_json(a, KILN_MSG_EVENT, 0, __atomic_load_n(&a->job_seq, __ATOMIC_RELAXED), event);
 }
 
 static void
@@ -201,7 +201,8 @@ on_console(void *userdata, const char *stream, const char *data, size_t len)
         tmp[0] = id;
         memcpy(tmp + 1, data, n);
         _cleanup_buf_ struct kiln_buf b = {0};
-        kiln_proto_encode(&b, KILN_MSG_CONSOLE, 0, a->job_seq, tmp, n + 1);
+        kiln_proto_encode(&b, KILN_MSG_CONSOLE, 0, __atomic_load_n(&a->job_seq, __ATOMIC_RELAXED),
+                          tmp, n + 1);
         pthread_mutex_lock(&a->lock);
         send_locked(a, &b);
         pthread_mutex_unlock(&a->lock);
@@ -314,7 +315,7 @@ job_thread(void *arg)
     pthread_mutex_lock(&a->lock);
     a->running = false;
     pthread_mutex_unlock(&a->lock);
-    send_json(a, type, KILN_PROTO_FLAG_REPLY, a->job_seq, msg);
+    send_json(a, type, KILN_PROTO_FLAG_REPLY, __atomic_load_n(&a->job_seq, __ATOMIC_RELAXED), msg);
     ssize_t w = write(a->wake[1], "x", 1);
     (void)w;
     return NULL;
@@ -531,7 +532,7 @@ handle_resume(struct agent *a, const struct kiln_proto_frame *f, struct kiln_err
         if (!kiln_streq(a->job_id, id))
             return kiln_error_set(err, -EBUSY, "another job is running");
         /* Already running (the host reconnected): stream to the new request. */
-        a->job_seq = f->seq;
+        __atomic_store_n(&a->job_seq, f->seq, __ATOMIC_RELAXED);
         _cleanup_json_ json_t *j = json_pack("{s:s}", "execution-id", id);
         send_json(a, KILN_MSG_JOB_STARTED, KILN_PROTO_FLAG_REPLY, f->seq, j);
         return 0;
