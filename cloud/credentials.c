@@ -321,8 +321,9 @@ resolve_profile(struct kiln_aws_credentials_provider *p, const char *profile, un
     if (r < 0)
         return r;
     if (role_arn) {
+        r = assume_role(p, profile, role_arn, depth, ret, err);
         p->source = "assume-role";
-        return assume_role(p, profile, role_arn, depth, ret, err);
+        return r;
     }
     r = static_keys(profile, true, ret, err);
     if (r > 0) {
