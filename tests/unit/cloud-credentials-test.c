@@ -177,6 +177,7 @@ creds_assume_role(void **state)
                               "source_profile = loop\n");
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", s.port);
+    fake_now = kiln_aws_parse_time("2027-01-15T06:00:00Z");
     struct kiln_aws_credentials_options o = {.profile = "builder", .endpoint_url = url,
                                              .clock = fake_clock};
     struct kiln_aws_credentials_provider *p = NULL;
