@@ -118,6 +118,15 @@ kiln_aws_client_now(const struct kiln_aws_client *c)
     return c->clock ? c->clock() : time(NULL);
 }
 
+double
+kiln_aws_client_set_budget(struct kiln_aws_client *c, double budget)
+{
+    double old = c->budget;
+    if (budget > 0)
+        c->budget = budget;
+    return old;
+}
+
 void
 kiln_aws_client_stats(const struct kiln_aws_client *c, struct kiln_aws_stats *ret)
 {
@@ -458,7 +467,8 @@ xfer_prepare(struct xfer *x, struct kiln_error *err)
                                       req->unsigned_payload ? KILN_SIGV4_UNSIGNED_PAYLOAD : NULL};
     struct kiln_sigv4_params p = {.creds = &creds, .region = c->region, .service = req->service,
                                   .now = kiln_aws_client_now(c), .no_path_normalize = req->s3,
-                                  .no_path_encode = req->s3, .content_sha256_header = req->s3};
+                                  .no_path_encode = req->s3,
+                                  .content_sha256_header = req->s3 || req->unsigned_payload};
     struct kiln_sigv4_result res;
     r = kiln_sigv4_sign_headers(&sreq, &p, &res, err);
     kiln_aws_credentials_clear(&creds);

@@ -42,6 +42,8 @@ char *kiln_aws_client_endpoint(const struct kiln_aws_client *c, const char *serv
 int kiln_aws_client_credentials(struct kiln_aws_client *c, struct kiln_aws_credentials *ret,
                                 struct kiln_error *err);
 time_t kiln_aws_client_now(const struct kiln_aws_client *c);
+/* Change the per-call time budget (seconds); returns the previous one. */
+double kiln_aws_client_set_budget(struct kiln_aws_client *c, double budget);
 /* Statistics since creation: attempts, retries and bytes of request bodies sent. */
 struct kiln_aws_stats {
     unsigned long requests;
