@@ -5,8 +5,10 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "agent-engine-test-modules.h"
+#include "common/buf.h"
 #include "common/fs.h"
 #include "common/json.h"
 #include "guest-agent/engine.h"
