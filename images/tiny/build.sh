@@ -37,7 +37,7 @@ done | awk '!seen[$0]++')
 digest=$( {
     echo "kiln-tiny-1 $kver"
     (cd "$here" && find . -type f | LC_ALL=C sort | xargs sha256sum)
-    sha256sum "$kernel" "$busybox" "$bash_bin" "$agent" "${modpaths[@]}" | awk '{ print $1 }'
+    sha256sum "$here/../extract-vmlinux" "$kernel" "$busybox" "$bash_bin" "$agent" "${modpaths[@]}" | awk '{ print $1 }'
     # The agent's and bash's shared libraries are part of the image too.
     ldd "$agent" "$bash_bin" | awk '/=> \// { print $3 }' | LC_ALL=C sort -u | xargs sha256sum \
         | awk '{ print $1 }'
@@ -97,18 +97,8 @@ qemu-img convert -q -f raw -O qcow2 "$tmp/root.img" "$tmp/disk.qcow2"
 cmdline="console=ttyS0,115200 quiet loglevel=3 panic=-1 kiln.root=/dev/vda"
 mkdir -p "$out.tmp"
 mv "$tmp/disk.qcow2" "$tmp/initrd.img" "$out.tmp/"
-# Under TCG, inflating the xz-compressed bzImage takes seconds; QEMU boots the uncompressed ELF
-# kernel (PVH entry) directly. Fall back to the bzImage when the payload cannot be extracted.
 kernel_file=vmlinuz
-off=$(LC_ALL=C grep -obUaP '\xfd\x37\x7a\x58\x5a\x00' "$kernel" | head -1 | cut -d: -f1 || true)
-# (xz complains about the bytes after the payload: judge the result, not its exit status.)
-[ -n "$off" ] && { tail -c +$((off + 1)) "$kernel" | xz -dcq >"$out.tmp/vmlinux" 2>/dev/null || true; }
-if [ -s "$out.tmp/vmlinux" ] && [ "$(head -c 4 "$out.tmp/vmlinux" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
-    kernel_file=vmlinux
-else
-    rm -f "$out.tmp/vmlinux"
-    cp "$kernel" "$out.tmp/vmlinuz"
-fi
+"$here/../extract-vmlinux" "$kernel" "$out.tmp/vmlinux" && kernel_file=vmlinux || cp "$kernel" "$out.tmp/vmlinuz"
 cat >"$out.tmp/image.json" <<JSON
 {
   "name": "tiny",
