@@ -1,0 +1,7 @@
+/* kiln: the command line. */
+#include <stdio.h>
+int
+main(void)
+{
+    return 0;
+}
