@@ -56,10 +56,43 @@ strdup_or_null(const char *s)
     return s ? kiln_strdup(s) : NULL;
 }
 
+/* Default parentImage resolution: a qcow2/raw file, absolute or relative to the recipe. */
+static int
+resolve_parent_file(const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
+                    struct kiln_error *err)
+{
+    _cleanup_free_ char *p = recipe->parent_image[0] == '/'
+                                 ? kiln_strdup(recipe->parent_image)
+                                 : kiln_path_join(recipe->dir, recipe->parent_image);
+    struct stat st;
+    if (stat(p, &st) < 0 || !S_ISREG(st.st_mode))
+        return kiln_error_set(err, -ENOENT,
+                              "parentImage '%s': not an image in the catalog and not a qcow2/raw "
+                              "file (looked at %s)",
+                              recipe->parent_image, p);
+    size_t n = strlen(p);
+    bool raw = (n > 4 && strcmp(p + n - 4, ".raw") == 0) ||
+               (n > 4 && strcmp(p + n - 4, ".img") == 0);
+    ret->kind = kiln_strdup(raw ? "raw" : "qcow2");
+    ret->location = realpath(p, NULL);
+    return 0;
+}
+
+static void
+ref_copy(struct kiln_image_ref *dst, const struct kiln_image_ref *src)
+{
+    dst->kind = strdup_or_null(src->kind);
+    dst->location = strdup_or_null(src->location);
+    dst->kernel = strdup_or_null(src->kernel);
+    dst->initrd = strdup_or_null(src->initrd);
+    dst->cmdline = strdup_or_null(src->cmdline);
+}
+
 /* ---- loading and validation ---- */
 
 struct plan {
     char *home;
+    struct kiln_image_ref parent;
     struct kiln_recipe *recipe;
     struct kiln_infrastructure *infra;
     struct kiln_distribution_config *dist;
@@ -71,6 +104,7 @@ static void
 plan_clear(struct plan *p)
 {
     free(p->home);
+    ref_clear(&p->parent);
     kiln_recipe_free(p->recipe);
     kiln_infrastructure_free(p->infra);
     kiln_distribution_free(p->dist);
@@ -101,6 +135,7 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
     kiln_buf_init(&all);
     struct kiln_error e = {0};
     char cause[KILN_ERROR_CAUSE_MAX] = "";
+    int r;
 
     if (kiln_recipe_load(opts->recipe_path, &p->recipe, &e) < 0) {
         snprintf(cause, sizeof(cause), "%s", e.cause);
@@ -138,6 +173,11 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
         }
         if (kiln_recipe_resolve(p->recipe, search, &e) < 0)
             append_error(&all, &e);
+        r = opts->resolve_parent
+                ? opts->resolve_parent(opts->resolve_userdata, p->recipe, &p->parent, &e)
+                : resolve_parent_file(p->recipe, &p->parent, &e);
+        if (r < 0)
+            append_error(&all, &e);
         /* Validate every document that could be found, even when others could not. */
         size_t n = p->recipe->n_components;
         p->docs = kiln_new(struct kiln_document_info, n ? n : 1);
@@ -155,7 +195,7 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
             if (p->recipe->components[i].resolved)
                 p->docs[i] = infos[k++];
     }
-    int r = 0;
+    r = 0;
     if (all.len) {
         r = kiln_error_set(err, -KILN_E_INVALID, "%s", all.data);
         if (cause[0])
@@ -357,28 +397,6 @@ terminate(struct build *b, struct kiln_error *err)
     int r = b->ops->terminate(inst, 0, err);
     if (r < 0)
         return kiln_error_prefix(err, r, "terminating the %s instance", b->inst_role);
-    return 0;
-}
-
-/* Default parentImage resolution: a qcow2/raw file, absolute or relative to the recipe. */
-static int
-resolve_parent_file(const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
-                    struct kiln_error *err)
-{
-    _cleanup_free_ char *p = recipe->parent_image[0] == '/'
-                                 ? kiln_strdup(recipe->parent_image)
-                                 : kiln_path_join(recipe->dir, recipe->parent_image);
-    struct stat st;
-    if (stat(p, &st) < 0 || !S_ISREG(st.st_mode))
-        return kiln_error_set(err, -ENOENT,
-                              "parentImage '%s': not an image in the catalog and not a qcow2/raw "
-                              "file (looked at %s)",
-                              recipe->parent_image, p);
-    size_t n = strlen(p);
-    bool raw = (n > 4 && strcmp(p + n - 4, ".raw") == 0) ||
-               (n > 4 && strcmp(p + n - 4, ".img") == 0);
-    ret->kind = kiln_strdup(raw ? "raw" : "qcow2");
-    ret->location = realpath(p, NULL);
     return 0;
 }
 
@@ -612,12 +630,7 @@ stages(struct build *b, struct kiln_error *err)
     r = set_status(b, KILN_IMAGE_BUILDING, err);
     if (r < 0)
         return r;
-    if (b->opts->resolve_parent)
-        r = b->opts->resolve_parent(b->opts->resolve_userdata, rec, &b->parent, err);
-    else
-        r = resolve_parent_file(rec, &b->parent, err);
-    if (r < 0)
-        return r;
+    ref_copy(&b->parent, &b->plan.parent);
     if (cancelled(b))
         return kiln_error_set(err, -ECANCELED, "cancelled");
     r = launch(b, &b->parent, "build", err);

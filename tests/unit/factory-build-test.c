@@ -674,7 +674,7 @@ test_invalid_documents_start_nothing(void **state)
         "name: second\nschemaVersion: 2.0\nphases:\n  - name: deploy\n    steps:\n"
         "      - name: A\n        onFailure: Explode\n");
     put(f, "recipe.yml",
-        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: parent.qcow2\ncomponents:\n"
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: missing.qcow2\ncomponents:\n"
         "  - path: components/hello.yml\n  - path: components/second.yml\n"
         "  - path: components/gone.yml\n");
     struct kiln_build_result res;
@@ -687,7 +687,8 @@ test_invalid_documents_start_nothing(void **state)
                               "second.yml:2:16: schemaVersion '2.0' is not supported",
                               "second.yml:4:11: phase 'deploy' is not one of",
                               "second.yml:6:9: step: missing required field 'action'",
-                              "second.yml:7:20: onFailure 'Explode'", NULL};
+                              "second.yml:7:20: onFailure 'Explode'",
+                              "parentImage 'missing.qcow2': not an image in the catalog", NULL};
     for (size_t i = 0; expected[i]; i++)
         if (!strstr(err.message, expected[i]))
             fail_msg("missing \"%s\" in:\n%s", expected[i], err.message);
