@@ -103,14 +103,14 @@ struct plan {
 static void
 plan_clear(struct plan *p)
 {
+    for (size_t i = 0; p->recipe && p->docs && i < p->recipe->n_components; i++)
+        kiln_document_info_clear(&p->docs[i]);
+    free(p->docs);
     free(p->home);
     ref_clear(&p->parent);
     kiln_recipe_free(p->recipe);
     kiln_infrastructure_free(p->infra);
     kiln_distribution_free(p->dist);
-    for (size_t i = 0; p->recipe && p->docs && i < p->recipe->n_components; i++)
-        kiln_document_info_clear(&p->docs[i]);
-    free(p->docs);
     kiln_strv_free(p->doc_paths);
     memset(p, 0, sizeof(*p));
 }

@@ -35,12 +35,14 @@ static struct {
 
 struct dbl_conn {
     const struct kiln_driver_config *cfg;
+    struct kiln_instance *kept; /* handles close() frees; the guests themselves stay */
 };
 
 struct kiln_instance {
     struct dbl_conn *conn;
     char *name;
     bool stopped;
+    struct kiln_instance *next;
 };
 
 static void
@@ -77,10 +79,19 @@ dbl_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret, struc
     return 0;
 }
 
+/* Like a real driver, close() frees the handles of instances still open (a guest launched
+ * with KILN_LAUNCH_KEEP_ON_FAILURE keeps running); it never terminates them. */
 static void
 dbl_close(void *conn)
 {
-    free(conn);
+    struct dbl_conn *c = conn;
+    while (c->kept) {
+        struct kiln_instance *i = c->kept;
+        c->kept = i->next;
+        free(i->name);
+        free(i);
+    }
+    free(c);
 }
 
 static int
@@ -109,6 +120,8 @@ dbl_launch(void *conn, const struct kiln_image_ref *image, const char *name, int
     struct kiln_instance *inst = kiln_new(struct kiln_instance, 1);
     inst->conn = c;
     inst->name = kiln_strdup(name);
+    inst->next = c->kept;
+    c->kept = inst;
     *ret = inst;
     return 0;
 }
@@ -206,6 +219,11 @@ dbl_terminate(struct kiln_instance *inst, unsigned flags, struct kiln_error *err
     if (!inst)
         return 0;
     dbl_resource(inst->conn, inst->name, false);
+    for (struct kiln_instance **p = &inst->conn->kept; *p; p = &(*p)->next)
+        if (*p == inst) {
+            *p = inst->next;
+            break;
+        }
     free(inst->name);
     free(inst);
     return 0;
@@ -806,7 +824,57 @@ test_cleanup_document(void **state)
     free(dir);
 }
 
-KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_success, setup, teardown),
+/* The example recipes in examples/recipes/ validate: recipe, infrastructure, distribution,
+ * pipeline and component documents. Parent images come from the image catalog; here a resolver
+ * that knows the catalog's two names stands in for it. */
+static int
+catalog_names(void *userdata, const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
+              struct kiln_error *err)
+{
+    if (strcmp(recipe->parent_image, "tiny") != 0 && strcmp(recipe->parent_image, "debian-12"))
+        return kiln_error_set(err, -ENOENT, "unknown parent %s", recipe->parent_image);
+    ret->kind = kiln_strdup("qcow2");
+    ret->location = kiln_asprintf("/catalog/%s.qcow2", recipe->parent_image);
+    return 0;
+}
+
+static void
+test_examples_validate(void **state)
+{
+    const char *recipes[] = {"hello-world-tiny.yml", "hello-world-debian-12.yml", NULL};
+    for (size_t i = 0; recipes[i]; i++) {
+        char *recipe = kiln_asprintf("%s/examples/recipes/%s", kiln_test_source_dir(), recipes[i]);
+        char *infra = kiln_asprintf("%s/examples/recipes/local-infrastructure.yml",
+                                    kiln_test_source_dir());
+        char *dist = kiln_asprintf("%s/examples/recipes/local-distribution.yml",
+                                   kiln_test_source_dir());
+        struct kiln_build_options opts = {
+            .recipe_path = recipe,
+            .infrastructure_path = infra,
+            .distribution_path = dist,
+            .home = "/nonexistent-kiln-home",
+            .resolve_parent = catalog_names,
+        };
+        struct kiln_error err = {0};
+        if (kiln_build_validate(&opts, &err) < 0)
+            fail_msg("%s: %s", recipes[i], err.message);
+        free(recipe);
+        free(infra);
+        free(dist);
+    }
+    char *pipeline = kiln_asprintf("%s/examples/recipes/pipeline.yml", kiln_test_source_dir());
+    struct kiln_pipeline *p = NULL;
+    struct kiln_error err = {0};
+    if (kiln_pipeline_load(pipeline, &p, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(access(p->recipe_path, R_OK), 0);
+    assert_int_equal(access(p->infrastructure_path, R_OK), 0);
+    kiln_pipeline_free(p);
+    free(pipeline);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
+               cmocka_unit_test_setup_teardown(test_success, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_snapshot_failure, setup, teardown),
