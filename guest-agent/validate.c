@@ -210,7 +210,7 @@ struct check_ud {
     const char *field;
 };
 
-static void
+static void _printf_(3, 4)
 module_report(void *userdata, const struct kiln_yaml_node *at, const char *fmt, ...)
 {
     struct check_ud *ud = userdata;
