@@ -178,6 +178,20 @@ test_parameters(void **state)
 }
 
 static void
+test_allowed_values(void **state)
+{
+    (void)state;
+    expect_valid(HEAD "parameters:\n  - Mode:\n      type: string\n      default: fast\n"
+                      "      allowedValues: [fast, slow]\nphases:\n  - name: build\n    steps:\n" BASH("A"));
+    expect(HEAD "parameters:\n  - Mode:\n      type: string\n      default: medium\n"
+                "      allowedValues: [fast, slow]\nphases:\n  - name: build\n    steps:\n" BASH("A"),
+           "t.yml:6:16: parameters.Mode: default 'medium' is not one of the allowedValues");
+    expect(HEAD "parameters:\n  - Mode:\n      type: string\n      allowedValues: fast\n"
+                "phases:\n  - name: build\n    steps:\n" BASH("A"),
+           "t.yml:6:22: parameters.Mode.allowedValues: must be a non-empty list of strings");
+}
+
+static void
 test_unknown_action(void **state)
 {
     (void)state;
@@ -507,7 +521,7 @@ KILN_TEST_MAIN(cmocka_unit_test(test_valid_minimal), cmocka_unit_test(test_defau
                cmocka_unit_test(test_malformed_yaml), cmocka_unit_test(test_schema_version),
                cmocka_unit_test(test_unknown_keys), cmocka_unit_test(test_names),
                cmocka_unit_test(test_duplicates), cmocka_unit_test(test_phases_rules),
-               cmocka_unit_test(test_step_fields), cmocka_unit_test(test_parameters),
+               cmocka_unit_test(test_step_fields), cmocka_unit_test(test_parameters), cmocka_unit_test(test_allowed_values),
                cmocka_unit_test(test_unknown_action), cmocka_unit_test(test_module_inputs),
                cmocka_unit_test(test_all_errors_at_once), cmocka_unit_test(test_loops),
                cmocka_unit_test(test_loop_references), cmocka_unit_test(test_variable_references),
