@@ -11,7 +11,6 @@
         return kiln_error_set(err, -KILN_E_UNSUPPORTED, "%s: not implemented yet", name);        \
     }
 
-PENDING(kiln_mod_web_download, "WebDownload")
 PENDING(kiln_mod_s3_download, "S3Download")
 PENDING(kiln_mod_s3_upload, "S3Upload")
 PENDING(kiln_mod_update_os, "UpdateOS")
