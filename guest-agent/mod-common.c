@@ -263,3 +263,26 @@ kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len, struct
         }
     return convert("UTF-8", kiln_mod_encoding_name(enc), data, len, utf8, err);
 }
+
+bool
+kiln_mod_star_match(const char *pat, const char *s)
+{
+    const char *star = NULL, *resume = NULL;
+    while (*s) {
+        if (*pat == '*') {
+            star = pat++;
+            resume = s;
+        } else if (*pat == *s) {
+            pat++;
+            s++;
+        } else if (star) {
+            pat = star + 1;
+            s = ++resume;
+        } else {
+            return false;
+        }
+    }
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
+}

@@ -80,3 +80,13 @@ int kiln_mod_encode(enum kiln_mod_encoding enc, const char *utf8, size_t len,
 int kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len,
                     struct kiln_buf *utf8, struct kiln_error *err);
 const char *kiln_mod_encoding_name(enum kiln_mod_encoding enc);
+
+/* UpdateOS internals, for tests: the package manager found in PATH ("apt-get", "dnf", "yum",
+ * or NULL), and the upgrade command it runs (apt-get ignores exclude here: it holds them). */
+const char *kiln_mod_update_os_manager(void);
+char **kiln_mod_update_os_upgrade_argv(const char *manager, char *const *include,
+                                       char *const *exclude);
+
+/* The wildcard of the file and S3 modules: '*' matches any run of characters, dot files
+ * included (no other character is special). */
+bool kiln_mod_star_match(const char *pattern, const char *name);

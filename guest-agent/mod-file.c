@@ -27,6 +27,15 @@
 
 #define READ_FILE_MAX (64u << 20)
 
+/* Modules without outputs still return an (empty) outputs object. */
+static int
+no_outputs(int r, json_t **ret_outputs)
+{
+    if (r >= 0)
+        *ret_outputs = json_object();
+    return r;
+}
+
 /* ---- paths ---- */
 
 static bool
@@ -73,30 +82,6 @@ strip_slashes(const char *path)
     return kiln_strndup(path, n);
 }
 
-/* '*' matches any run of characters (dot files included, as AWSTOE's matching does). */
-static bool
-star_match(const char *pat, const char *s)
-{
-    const char *star = NULL, *resume = NULL;
-    while (*s) {
-        if (*pat == '*') {
-            star = pat++;
-            resume = s;
-        } else if (*pat == *s) {
-            pat++;
-            s++;
-        } else if (star) {
-            pat = star + 1;
-            s = ++resume;
-        } else {
-            return false;
-        }
-    }
-    while (*pat == '*')
-        pat++;
-    return *pat == '\0';
-}
-
 static int
 mkdir_parent(const char *module, const char *path, struct kiln_error *err)
 {
@@ -141,7 +126,7 @@ expand_source(const char *module, const char *source, enum want want, char ***re
     while ((de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (!star_match(base, de->d_name))
+        if (!kiln_mod_star_match(base, de->d_name))
             continue;
         _cleanup_free_ char *p = kiln_path_join(dir, de->d_name);
         struct stat st;
@@ -572,12 +557,12 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
 
 KILN_MOD_RUN(kiln_mod_copy_file)
 {
-    return file_transfer(inputs, "CopyFile", false, err);
+    return no_outputs(file_transfer(inputs, "CopyFile", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_move_file)
 {
-    return file_transfer(inputs, "MoveFile", true, err);
+    return no_outputs(file_transfer(inputs, "MoveFile", true, err), ret_outputs);
 }
 
 /* ---- CopyFolder / MoveFolder ---- */
@@ -656,12 +641,12 @@ folder_transfer(const json_t *inputs, const char *module, bool move, struct kiln
 
 KILN_MOD_RUN(kiln_mod_copy_folder)
 {
-    return folder_transfer(inputs, "CopyFolder", false, err);
+    return no_outputs(folder_transfer(inputs, "CopyFolder", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_move_folder)
 {
-    return folder_transfer(inputs, "MoveFolder", true, err);
+    return no_outputs(folder_transfer(inputs, "MoveFolder", true, err), ret_outputs);
 }
 
 /* ---- AppendFile / CreateFile / ReadFile / SetFileEncoding ---- */
@@ -739,6 +724,7 @@ KILN_MOD_RUN(kiln_mod_append_file)
         if (r < 0)
             return kiln_error_errno(err, r, "AppendFile: %s", path);
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -794,6 +780,7 @@ KILN_MOD_RUN(kiln_mod_create_file)
         if (r < 0)
             return r;
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -877,6 +864,7 @@ KILN_MOD_RUN(kiln_mod_set_file_encoding)
         if (r < 0)
             return kiln_error_errno(err, r, "SetFileEncoding: %s", path);
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -921,6 +909,7 @@ KILN_MOD_RUN(kiln_mod_create_folder)
         if (r < 0)
             return r;
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -980,6 +969,7 @@ KILN_MOD_RUN(kiln_mod_create_symlink)
             return kiln_error_errno(err, r, "CreateSymlink: %s", path);
         }
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -1018,6 +1008,7 @@ KILN_MOD_RUN(kiln_mod_delete_file)
                 return kiln_error_errno(err, -errno, "DeleteFile: %s", files[k]);
         }
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -1060,6 +1051,7 @@ KILN_MOD_RUN(kiln_mod_delete_folder)
         if (r < 0)
             return kiln_error_prefix(err, r, "DeleteFolder");
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -1086,7 +1078,7 @@ list_dir(const char *dir, const char *pattern, bool recursive, char ***files, si
                 r = list_dir(p, pattern, recursive, files, n, err);
             continue;
         }
-        if (pattern && !star_match(pattern, de->d_name))
+        if (pattern && !kiln_mod_star_match(pattern, de->d_name))
             continue;
         *files = kiln_reallocarray(*files, *n + 2, sizeof(**files));
         (*files)[(*n)++] = TAKE_PTR(p);
@@ -1214,12 +1206,12 @@ set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_err
 
 KILN_MOD_RUN(kiln_mod_set_file_owner)
 {
-    return set_owner(inputs, "SetFileOwner", false, err);
+    return no_outputs(set_owner(inputs, "SetFileOwner", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_set_folder_owner)
 {
-    return set_owner(inputs, "SetFolderOwner", true, err);
+    return no_outputs(set_owner(inputs, "SetFolderOwner", true, err), ret_outputs);
 }
 
 static int
@@ -1263,10 +1255,10 @@ set_permissions(const json_t *inputs, const char *module, bool folder, struct ki
 
 KILN_MOD_RUN(kiln_mod_set_file_permissions)
 {
-    return set_permissions(inputs, "SetFilePermissions", false, err);
+    return no_outputs(set_permissions(inputs, "SetFilePermissions", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_set_folder_permissions)
 {
-    return set_permissions(inputs, "SetFolderPermissions", true, err);
+    return no_outputs(set_permissions(inputs, "SetFolderPermissions", true, err), ret_outputs);
 }

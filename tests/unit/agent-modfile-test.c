@@ -246,6 +246,8 @@ test_create_folder(void **state)
     assert_int_equal(run("CreateFolder", "[{\"path\": \"@/a/b/c/\"}, {\"path\": \"@/m\", "
                                           "\"permissions\": \"0700\"}]"),
                      0);
+    /* modules without outputs return an empty outputs object */
+    assert_true(json_is_object(outputs) && json_object_size(outputs) == 0);
     struct stat st;
     assert_int_equal(stat(P("a/b/c"), &st), 0);
     assert_true(S_ISDIR(st.st_mode));
