@@ -162,6 +162,13 @@ teardown(void **state)
 }
 
 static void
+mkdir_in_tmp(const char *name)
+{
+    _cleanup_free_ char *p = kiln_path_join(tmp, name);
+    assert_int_equal(mkdir(p, 0755), 0);
+}
+
+static void
 put_object(const char *bucket, const char *key, const char *content)
 {
     _cleanup_free_ char *p = bucket_path(bucket, key);
@@ -256,7 +263,7 @@ static void
 test_download_object(void **state)
 {
     put_object("mybucket", "path/to/package.zip", "zip");
-    assert_int_equal(mkdir(kiln_path_join(tmp, "myfolder"), 0755), 0);
+    mkdir_in_tmp("myfolder");
     assert_int_equal(run("S3Download", "[{\"source\": \"s3://mybucket/path/to/package.zip\", "
                                        "\"destination\": \"@/myfolder/package.zip\", "
                                        "\"expectedBucketOwner\": 123456789022},"
@@ -318,7 +325,7 @@ test_download_prefix(void **state)
     put_object("mybucket", "path/to/sub/b.txt", "b");
     put_object("mybucket", "path/other.txt", "o");
     put_object("mybucket", "path/tomato.txt", "t");
-    assert_int_equal(mkdir(kiln_path_join(tmp, "dl"), 0755), 0);
+    mkdir_in_tmp("dl");
     assert_int_equal(run("S3Download", "[{\"source\": \"s3://mybucket/path/to/*\", "
                                        "\"destination\": \"@/dl/\", \"expectedBucketOwner\": "
                                        "\"111122223333\"}]"),
@@ -349,7 +356,7 @@ static void
 test_download_prefix_escape(void **state)
 {
     put_object("evil", "p/ok.txt", "ok");
-    assert_int_equal(mkdir(kiln_path_join(tmp, "dl"), 0755), 0);
+    mkdir_in_tmp("dl");
     assert_int_equal(
         run("S3Download", "[{\"source\": \"s3://evil/p/*\", \"destination\": \"@/dl\"}]"),
         -KILN_E_INVALID);

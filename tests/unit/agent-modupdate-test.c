@@ -56,6 +56,13 @@ shim(const char *dir, const char *name, const char *script)
     assert_int_equal(kiln_write_file_atomic(p, script, strlen(script), 0755, NULL), 0);
 }
 
+static void
+mkdir_in_tmp(const char *name)
+{
+    _cleanup_free_ char *p = kiln_path_join(tmp, name);
+    assert_int_equal(mkdir(p, 0755), 0);
+}
+
 static int
 setup(void **state)
 {
@@ -68,7 +75,7 @@ setup(void **state)
     shim("apt", "apt-mark", shim_apt_mark);
     shim("dnf", "dnf", shim_rpm);
     shim("yum", "yum", shim_rpm);
-    assert_int_equal(mkdir(kiln_path_join(tmp, "empty"), 0755), 0);
+    mkdir_in_tmp("empty");
     saved_path = kiln_strdup(getenv("PATH") ? getenv("PATH") : "");
     setenv("KILN_SHIM_LOG", logpath, 1);
     unsetenv("KILN_SHIM_FAIL");
