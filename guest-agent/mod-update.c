@@ -140,7 +140,7 @@ run(struct runner *rn, char *const *argv, char **ret_stdout, struct kiln_error *
     if (rn->deadline >= 0) {
         long long left = rn->deadline - now_ms();
         if (left <= 0)
-            return kiln_error_set(err, -ETIME, MODULE ": timed out after %d seconds",
+            return kiln_error_set(err, -ETIMEDOUT, MODULE ": timed out after %d seconds",
                                   rn->ctx->timeout_seconds);
         sub.timeout_seconds = (int)((left + 999) / 1000);
     }
@@ -154,8 +154,8 @@ run(struct runner *rn, char *const *argv, char **ret_stdout, struct kiln_error *
     if (r == 0 && ret_stdout)
         *ret_stdout = TAKE_PTR(res.out);
     kiln_proc_result_clear(&res);
-    if (r == -ETIME && rn->ctx)
-        return kiln_error_set(err, -ETIME, MODULE ": timed out after %d seconds",
+    if (r == -ETIMEDOUT && rn->ctx)
+        return kiln_error_set(err, -ETIMEDOUT, MODULE ": timed out after %d seconds",
                               rn->ctx->timeout_seconds);
     if (r < 0)
         return kiln_error_prefix(err, r, MODULE ": %s", line.data);

@@ -61,7 +61,7 @@ stop_error(const struct step_clock *c, struct kiln_error *err)
 {
     if (c->ctx && c->ctx->cancel && *c->ctx->cancel)
         return kiln_error_set(err, -ECANCELED, MODULE ": cancelled");
-    return kiln_error_set(err, -ETIME, MODULE ": timed out after %d seconds",
+    return kiln_error_set(err, -ETIMEDOUT, MODULE ": timed out after %d seconds",
                           c->ctx->timeout_seconds);
 }
 

@@ -301,7 +301,7 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
     result->err = kiln_buf_steal(&streams[1].buf);
 
     if (result->timed_out)
-        return kiln_error_set(err, -ETIME, "timed out after %d seconds", timeout_s);
+        return kiln_error_set(err, -ETIMEDOUT, "timed out after %d seconds", timeout_s);
     if (result->cancelled)
         return kiln_error_set(err, -ECANCELED, "cancelled");
     if (result->exit_code == 0)

@@ -42,7 +42,7 @@ void kiln_proc_result_clear(struct kiln_proc_result *r);
  *
  * Returns 0 when the command exited 0; -KILN_E_REBOOT when it exited 194; -KILN_E_FAILED when
  * it exited with another code or was killed by a signal ("exit status N", with the end of its
- * stderr); -ETIME on timeout ("timed out after N seconds") and -ECANCELED on cancellation (the
+ * stderr); -ETIMEDOUT on timeout ("timed out after N seconds") and -ECANCELED on cancellation (the
  * whole process group got SIGTERM, then SIGKILL); another negative errno when it could not be
  * started. result is filled in every case where the command started. */
 int kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *ctx,

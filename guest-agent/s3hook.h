@@ -19,7 +19,7 @@ struct kiln_s3_location {
 };
 
 /* Time limits for a hook call: stop when *cancel becomes non-zero or when the monotonic clock
- * (CLOCK_MONOTONIC, milliseconds) passes deadline_ms (-1: none); return -ECANCELED / -ETIME. */
+ * (CLOCK_MONOTONIC, milliseconds) passes deadline_ms (-1: none); return -ECANCELED / -ETIMEDOUT. */
 struct kiln_s3_limits {
     volatile sig_atomic_t *cancel; /* may be NULL */
     long long deadline_ms;

@@ -144,7 +144,7 @@ test_proc_timeout_kills_group(void **state)
     struct kiln_proc_result res;
     struct kiln_error err = {0};
     long long t0 = now_ms();
-    assert_int_equal(kiln_proc_run(&opts, &ctx, &res, &err), -ETIME);
+    assert_int_equal(kiln_proc_run(&opts, &ctx, &res, &err), -ETIMEDOUT);
     long long took = now_ms() - t0;
     assert_true(res.timed_out);
     assert_string_equal(err.message, "timed out after 1 seconds");
@@ -168,7 +168,7 @@ test_proc_timeout_sigkill_after_grace(void **state)
     struct kiln_proc_result res;
     struct kiln_error err = {0};
     long long t0 = now_ms();
-    assert_int_equal(kiln_proc_run(&opts, &ctx, &res, &err), -ETIME);
+    assert_int_equal(kiln_proc_run(&opts, &ctx, &res, &err), -ETIMEDOUT);
     long long took = now_ms() - t0;
     assert_int_equal(res.term_signal, SIGKILL);
     assert_true(took >= 2000 && took < 6000);
@@ -348,7 +348,7 @@ test_bash_reboot_and_timeout(void **state)
     kiln_error_clear(&err);
     assert_int_equal(
         run_module("ExecuteBash", "{\"commands\": [\"sleep 30\"]}", 1, &out2, &err, NULL),
-        -ETIME);
+        -ETIMEDOUT);
     assert_string_equal(err.message, "ExecuteBash: timed out after 1 seconds");
 }
 
