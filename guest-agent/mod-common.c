@@ -16,9 +16,8 @@ kiln_mod_encoding_parse(const char *name, enum kiln_mod_encoding *ret)
         const char *name;
         enum kiln_mod_encoding enc;
     } names[] = {
-        {"utf8", KILN_ENC_UTF8},         {"utf16", KILN_ENC_UTF16LE},
-        {"utf16-le", KILN_ENC_UTF16LE},  {"utf16-be", KILN_ENC_UTF16BE},
-        {"utf32", KILN_ENC_UTF32LE},     {"utf32-le", KILN_ENC_UTF32LE},
+        {"utf8", KILN_ENC_UTF8},        {"utf16", KILN_ENC_UTF16LE}, {"utf16-le", KILN_ENC_UTF16LE},
+        {"utf16-be", KILN_ENC_UTF16BE}, {"utf32", KILN_ENC_UTF32LE}, {"utf32-le", KILN_ENC_UTF32LE},
         {"utf32-be", KILN_ENC_UTF32BE},
     };
     char norm[16];
@@ -75,25 +74,22 @@ scalar_text(const json_t *v)
 }
 
 int
-kiln_mod_get_str(const json_t *obj, const char *module, const char *key, bool required,
-                 char **ret, struct kiln_error *err)
+kiln_mod_get_str(const json_t *obj, const char *module, const char *key, bool required, char **ret,
+                 struct kiln_error *err)
 {
     const json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
     *ret = NULL;
     if (!v || json_is_null(v)) {
         if (required)
-            return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' is required", module,
-                                  key);
+            return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' is required", module, key);
         return 0;
     }
     char *s = scalar_text(v);
     if (!s)
-        return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' must be a string", module,
-                              key);
+        return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' must be a string", module, key);
     if (strlen(s) != (json_is_string(v) ? json_string_length(v) : strlen(s))) {
         free(s);
-        return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' holds a NUL byte", module,
-                              key);
+        return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' holds a NUL byte", module, key);
     }
     *ret = s;
     return 0;
@@ -147,8 +143,7 @@ kiln_mod_get_int(const json_t *obj, const char *module, const char *key, long lo
             return 0;
         }
     }
-    return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' must be an integer", module,
-                          key);
+    return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' must be an integer", module, key);
 }
 
 int
@@ -159,15 +154,14 @@ kiln_mod_get_strv(const json_t *obj, const char *module, const char *key, char *
     size_t n = json_is_array(v) ? json_array_size(v) : 0;
     *ret = NULL;
     if (v && !json_is_null(v) && !json_is_array(v))
-        return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' must be a list", module,
-                              key);
+        return kiln_error_set(err, -KILN_E_INVALID, "%s: input '%s' must be a list", module, key);
     char **list = kiln_new(char *, n + 1);
     for (size_t i = 0; i < n; i++) {
         list[i] = scalar_text(json_array_get(v, i));
         if (!list[i]) {
             kiln_strv_free(list);
-            return kiln_error_set(err, -KILN_E_INVALID, "%s: %s[%zu] must be a string", module,
-                                  key, i);
+            return kiln_error_set(err, -KILN_E_INVALID, "%s: %s[%zu] must be a string", module, key,
+                                  i);
         }
     }
     *ret = list;
@@ -252,8 +246,8 @@ kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len, struct
         const char *bom;
         size_t n;
     } boms[] = {
-        {KILN_ENC_UTF8, "\xEF\xBB\xBF", 3},        {KILN_ENC_UTF16LE, "\xFF\xFE", 2},
-        {KILN_ENC_UTF16BE, "\xFE\xFF", 2},         {KILN_ENC_UTF32LE, "\xFF\xFE\0\0", 4},
+        {KILN_ENC_UTF8, "\xEF\xBB\xBF", 3},    {KILN_ENC_UTF16LE, "\xFF\xFE", 2},
+        {KILN_ENC_UTF16BE, "\xFE\xFF", 2},     {KILN_ENC_UTF32LE, "\xFF\xFE\0\0", 4},
         {KILN_ENC_UTF32BE, "\0\0\xFE\xFF", 4},
     };
     for (size_t i = 0; i < ARRAY_SIZE(boms); i++)

@@ -62,8 +62,8 @@ const json_t *kiln_mod_item(const json_t *inputs, size_t i);
 /* String form of a scalar field; NULL (and 0) when absent or null and not required. */
 int kiln_mod_get_str(const json_t *obj, const char *module, const char *key, bool required,
                      char **ret, struct kiln_error *err);
-int kiln_mod_get_bool(const json_t *obj, const char *module, const char *key, bool def,
-                      bool *ret, struct kiln_error *err);
+int kiln_mod_get_bool(const json_t *obj, const char *module, const char *key, bool def, bool *ret,
+                      struct kiln_error *err);
 int kiln_mod_get_int(const json_t *obj, const char *module, const char *key, long long def,
                      long long *ret, struct kiln_error *err);
 /* A list of scalars as a NULL-terminated vector (empty vector when absent). */
@@ -75,10 +75,10 @@ void kiln_mod_console(const struct kiln_module_ctx *ctx, const char *fmt, ...) _
 
 /* Text conversion for the file modules (iconv). Encoding writes no byte-order mark; decoding
  * drops one that matches the encoding. Invalid input is an error naming the encoding. */
-int kiln_mod_encode(enum kiln_mod_encoding enc, const char *utf8, size_t len,
-                    struct kiln_buf *out, struct kiln_error *err);
-int kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len,
-                    struct kiln_buf *utf8, struct kiln_error *err);
+int kiln_mod_encode(enum kiln_mod_encoding enc, const char *utf8, size_t len, struct kiln_buf *out,
+                    struct kiln_error *err);
+int kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len, struct kiln_buf *utf8,
+                    struct kiln_error *err);
 const char *kiln_mod_encoding_name(enum kiln_mod_encoding enc);
 
 /* UpdateOS internals, for tests: the package manager found in PATH ("apt-get", "dnf", "yum",

@@ -69,8 +69,8 @@ KILN_MOD_RUN(kiln_mod_execute_bash)
         dir = tmpdir;
     }
     script = kiln_path_join(dir, "script.sh");
-    _cleanup_close_ int fd = open(script, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                                  0700);
+    _cleanup_close_ int fd =
+        open(script, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0700);
     if (fd < 0)
         return kiln_error_errno(err, -errno, "ExecuteBash: cannot write %s", script);
     for (size_t off = 0; off < text.len;) {

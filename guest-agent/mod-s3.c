@@ -2,8 +2,8 @@
  * guest-agent/s3hook.h (installed by a program that has an AWS client).
  *
  * S3Download: one object to a file (or into a folder, under the key's last name), or every
- * object under a key prefix written as "prefix/" followed by "*" (at most 1000, as AWSTOE) into a folder,
- * keeping the key's sub-folders. The destination's folder must exist, as in AWSTOE. Each
+ * object under a key prefix written as "prefix/" followed by "*" (at most 1000, as AWSTOE) into a
+ * folder, keeping the key's sub-folders. The destination's folder must exist, as in AWSTOE. Each
  * object goes to a temporary file first, then is renamed into place.
  * S3Upload: one file to an object (or under a prefix ending in '/'), the files matching a '*'
  * in the source's last component, or with recurse: true whole folders, keys keeping the
@@ -139,9 +139,8 @@ safe_relative(const char *rel)
 /* ---- S3Download ---- */
 
 static int
-fetch(const struct kiln_s3_hooks *h, const struct s3uri *src, const char *owner,
-      const char *path, bool overwrite, const struct kiln_s3_limits *limits,
-      struct kiln_error *err)
+fetch(const struct kiln_s3_hooks *h, const struct s3uri *src, const char *owner, const char *path,
+      bool overwrite, const struct kiln_s3_limits *limits, struct kiln_error *err)
 {
     struct stat st;
     if (lstat(path, &st) == 0) {
@@ -290,8 +289,8 @@ KILN_MOD_RUN(kiln_mod_s3_download)
             if (slash)
                 *(slash == parent ? slash + 1 : slash) = '\0';
             if (slash && !is_dir(parent)) {
-                r = kiln_error_set(err, -ENOENT,
-                                   "S3Download: destination folder %s does not exist", parent);
+                r = kiln_error_set(err, -ENOENT, "S3Download: destination folder %s does not exist",
+                                   parent);
             } else {
                 kiln_mod_console(ctx, "S3Download: %s to %s", source, path);
                 r = fetch(h, &src, owner, path, overwrite, &limits, err);
@@ -420,9 +419,8 @@ upload_item(const struct upload *u, const char *source, const char *key, bool re
         return kiln_error_errno(err, -errno, "S3Upload: %s", source);
     if (S_ISDIR(st.st_mode)) {
         if (!recurse)
-            return kiln_error_set(err, -EISDIR,
-                                  "S3Upload: %s is a folder; set recurse: true to upload it",
-                                  source);
+            return kiln_error_set(
+                err, -EISDIR, "S3Upload: %s is a folder; set recurse: true to upload it", source);
         _cleanup_free_ char *prefix = prefix_dest ? kiln_strdup(key) : kiln_asprintf("%s/", key);
         return put_tree(u, source, prefix, err);
     }

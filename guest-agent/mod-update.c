@@ -232,8 +232,7 @@ KILN_MOD_RUN(kiln_mod_update_os)
         if (!strv_contains(exclude, *p))
             strv_push(&include, *p);
     if (include_in[0] && !include[0]) {
-        kiln_mod_console(ctx, "%s: every included package is excluded; nothing to update",
-                         MODULE);
+        kiln_mod_console(ctx, "%s: every included package is excluded; nothing to update", MODULE);
         *ret_outputs = json_object();
         return 0;
     }

@@ -248,8 +248,9 @@ read_download(const json_t *item, struct download *d, struct kiln_error *err)
     if (r < 0)
         return r;
     if (strncasecmp(d->source, "http://", 7) != 0 && strncasecmp(d->source, "https://", 8) != 0)
-        return kiln_error_set(err, -KILN_E_INVALID, MODULE ": source '%s' is not an http:// or "
-                                                   "https:// URL",
+        return kiln_error_set(err, -KILN_E_INVALID,
+                              MODULE ": source '%s' is not an http:// or "
+                                     "https:// URL",
                               d->source);
     if (!*d->destination)
         return kiln_error_set(err, -KILN_E_INVALID, MODULE ": destination is empty");
@@ -260,8 +261,8 @@ read_download(const json_t *item, struct download *d, struct kiln_error *err)
 }
 
 static int
-download_one(CURL *curl, const struct download *d, struct step_clock *clock,
-             char **ret_path, struct kiln_error *err)
+download_one(CURL *curl, const struct download *d, struct step_clock *clock, char **ret_path,
+             struct kiln_error *err)
 {
     enum kiln_hash_alg alg = KILN_HASH_SHA256;
     bool verify = d->checksum && *d->checksum;
@@ -274,8 +275,7 @@ download_one(CURL *curl, const struct download *d, struct step_clock *clock,
     _cleanup_free_ char *path = NULL;
     size_t dl = strlen(d->destination);
     struct stat st;
-    if (d->destination[dl - 1] == '/' ||
-        (stat(d->destination, &st) == 0 && S_ISDIR(st.st_mode))) {
+    if (d->destination[dl - 1] == '/' || (stat(d->destination, &st) == 0 && S_ISDIR(st.st_mode))) {
         _cleanup_free_ char *name = file_name_from_url(d->source);
         if (!name)
             return kiln_error_set(err, -KILN_E_INVALID,
@@ -303,8 +303,8 @@ download_one(CURL *curl, const struct download *d, struct step_clock *clock,
         if (S_ISDIR(st.st_mode))
             return kiln_error_set(err, -EISDIR, MODULE ": destination %s is a folder", path);
         if (!d->overwrite)
-            return kiln_error_set(err, -EEXIST,
-                                  MODULE ": %s already exists and overwrite is false", path);
+            return kiln_error_set(err, -EEXIST, MODULE ": %s already exists and overwrite is false",
+                                  path);
         if (verify) {
             char hex[KILN_HASH_MAX_HEX];
             if (kiln_hash_file_hex(alg, path, hex, NULL) == 0 &&

@@ -169,8 +169,8 @@ static char *
 stderr_summary(const struct tail *t)
 {
     size_t end = t->len;
-    while (end > 0 && (t->data[end - 1] == '\n' || t->data[end - 1] == '\r' ||
-                       t->data[end - 1] == ' '))
+    while (end > 0 &&
+           (t->data[end - 1] == '\n' || t->data[end - 1] == '\r' || t->data[end - 1] == ' '))
         end--;
     size_t start = end > 300 ? end - 300 : 0;
     if (end == 0)
@@ -312,8 +312,8 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
     _cleanup_free_ char *summary = stderr_summary(&tail);
     if (result->term_signal)
         return kiln_error_set(err, -KILN_E_FAILED, "killed by signal %s%s%s",
-                              sigabbrev_np(result->term_signal) ?: "?",
-                              summary ? ": " : "", summary ? summary : "");
+                              sigabbrev_np(result->term_signal) ?: "?", summary ? ": " : "",
+                              summary ? summary : "");
     return kiln_error_set(err, -KILN_E_FAILED, "exit status %d%s%s", result->exit_code,
                           summary ? ": " : "", summary ? summary : "");
 }

@@ -86,8 +86,8 @@ walk(const char *root, const char *rel, const char *prefix, char ***keys, size_t
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
-        _cleanup_free_ char *key = *rel ? kiln_asprintf("%s/%s", rel, de->d_name)
-                                        : kiln_strdup(de->d_name);
+        _cleanup_free_ char *key =
+            *rel ? kiln_asprintf("%s/%s", rel, de->d_name) : kiln_strdup(de->d_name);
         _cleanup_free_ char *p = kiln_path_join(root, key);
         struct stat st;
         if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -218,8 +218,7 @@ local_exists(const char *rel)
     return lstat(p, &st) == 0;
 }
 
-static int
-run(const char *module, const char *fmt, ...) _printf_(2, 3);
+static int run(const char *module, const char *fmt, ...) _printf_(2, 3);
 
 static int
 run(const char *module, const char *fmt, ...)
@@ -302,8 +301,7 @@ test_download_errors(void **state)
     assert_false(local_exists("nope"));
     /* a missing object leaves no temporary file */
     assert_int_equal(
-        run("S3Download", "[{\"source\": \"s3://b/missing\", \"destination\": \"@/m\"}]"),
-        -ENOENT);
+        run("S3Download", "[{\"source\": \"s3://b/missing\", \"destination\": \"@/m\"}]"), -ENOENT);
     assert_string_equal(err.message, "S3Download: s3://b/missing: no such object");
     DIR *d = opendir(tmp);
     struct dirent *de;

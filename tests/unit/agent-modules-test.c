@@ -35,14 +35,19 @@ static void
 test_table_flags(void **state)
 {
     static const char *const linux_modules[] = {
-        "Assert", "ExecuteBash", "ExecuteBinary", "ExecuteDocument", "WebDownload",
-        "S3Download", "S3Upload", "AppendFile", "CopyFile", "CopyFolder", "CreateFile",
-        "CreateFolder", "CreateSymlink", "DeleteFile", "DeleteFolder", "ListFiles", "MoveFile",
-        "MoveFolder", "ReadFile", "SetFileEncoding", "SetFileOwner", "SetFolderOwner",
-        "SetFilePermissions", "SetFolderPermissions", "Reboot", "UpdateOS",
+        "Assert",        "ExecuteBash",    "ExecuteBinary",      "ExecuteDocument",
+        "WebDownload",   "S3Download",     "S3Upload",           "AppendFile",
+        "CopyFile",      "CopyFolder",     "CreateFile",         "CreateFolder",
+        "CreateSymlink", "DeleteFile",     "DeleteFolder",       "ListFiles",
+        "MoveFile",      "MoveFolder",     "ReadFile",           "SetFileEncoding",
+        "SetFileOwner",  "SetFolderOwner", "SetFilePermissions", "SetFolderPermissions",
+        "Reboot",        "UpdateOS",
     };
     static const char *const windows_modules[] = {
-        "ExecutePowerShell", "InstallMSI", "UninstallMSI", "SetRegistry",
+        "ExecutePowerShell",
+        "InstallMSI",
+        "UninstallMSI",
+        "SetRegistry",
     };
     for (size_t i = 0; i < ARRAY_SIZE(linux_modules); i++) {
         const struct kiln_module *m = kiln_module_find(linux_modules[i]);
@@ -56,8 +61,8 @@ test_table_flags(void **state)
         assert_null(m->run);
     }
     const struct kiln_module *doc = kiln_module_find("ExecuteDocument");
-    assert_int_equal(doc->flags, KILN_MODULE_ENGINE | KILN_MODULE_NO_TIMEOUT |
-                                     KILN_MODULE_NO_ATTEMPTS);
+    assert_int_equal(doc->flags,
+                     KILN_MODULE_ENGINE | KILN_MODULE_NO_TIMEOUT | KILN_MODULE_NO_ATTEMPTS);
     assert_int_equal(kiln_module_find("Assert")->flags, KILN_MODULE_ENGINE);
     assert_int_equal(kiln_module_find("Reboot")->flags, KILN_MODULE_ENGINE);
     assert_int_equal(kiln_module_find("ExecuteBash")->shape, KILN_INPUTS_OBJECT);
@@ -252,9 +257,8 @@ check_node(const struct kiln_yaml_node *root, bool linux_only, struct report_ctx
         return check_step(root, linux_only, rc);
     if (root->kind == KILN_YAML_MAPPING) {
         struct kiln_yaml_node *phases = kiln_yaml_map_get(root, "phases");
-        return phases && phases->kind == KILN_YAML_SEQUENCE
-                   ? check_phases(phases, linux_only, rc)
-                   : 0;
+        return phases && phases->kind == KILN_YAML_SEQUENCE ? check_phases(phases, linux_only, rc)
+                                                            : 0;
     }
     if (root->kind == KILN_YAML_SEQUENCE)
         return check_phases(root, linux_only, rc);
@@ -416,8 +420,7 @@ test_schema_rejects(void **state)
 {
     assert_int_equal(problems_for("action: ExecuteBash\ninputs:\n  commands: [echo hi]\n"), 0);
     assert_int_equal(problems_for("action: ExecuteBash\ninputs:\n  command: [echo hi]\n"), 2);
-    assert_int_equal(problems_for("action: CopyFile\ninputs:\n  source: a\n  destination: b\n"),
-                     1);
+    assert_int_equal(problems_for("action: CopyFile\ninputs:\n  source: a\n  destination: b\n"), 1);
     assert_int_equal(problems_for("action: CreateFile\ninputs:\n  - path: a\n"
                                   "    encoding: latin1\n    permissions: 0999\n"),
                      2);
@@ -445,7 +448,6 @@ test_schema_rejects(void **state)
 }
 
 KILN_TEST_MAIN(cmocka_unit_test(test_table_sorted_and_found), cmocka_unit_test(test_table_flags),
-               cmocka_unit_test(test_encoding_names),
-               cmocka_unit_test(test_corpus_linux_documents),
+               cmocka_unit_test(test_encoding_names), cmocka_unit_test(test_corpus_linux_documents),
                cmocka_unit_test(test_corpus_invalid_documents),
                cmocka_unit_test(test_corpus_doc_snippets), cmocka_unit_test(test_schema_rejects))

@@ -25,9 +25,9 @@
 
 extern char **environ;
 
-static char *tmp;       /* the test's folder */
-static char *root;      /* what the server serves */
-static char *logfile;   /* request paths, one per line */
+static char *tmp;     /* the test's folder */
+static char *root;    /* what the server serves */
+static char *logfile; /* request paths, one per line */
 static pid_t server = -1;
 static int port;
 static const char *payload = "the payload of a.bin\n";
@@ -52,9 +52,24 @@ start_server(bool tls)
     _cleanup_free_ char *key = kiln_path_join(tmp, "key.pem");
     if (tls) {
         _cleanup_free_ char *cn = kiln_strdup("/CN=127.0.0.1");
-        char *argv[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-                        "-days", "1", "-subj", cn, "-addext", "subjectAltName=IP:127.0.0.1",
+        char *argv[] = {"openssl",
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1",
+                        "-nodes",
+                        "-keyout",
+                        key,
+                        "-out",
+                        cert,
+                        "-days",
+                        "1",
+                        "-subj",
+                        cn,
+                        "-addext",
+                        "subjectAltName=IP:127.0.0.1",
                         NULL};
         struct kiln_proc_opts opts = {.argv = argv};
         struct kiln_proc_result res;
@@ -68,8 +83,8 @@ start_server(bool tls)
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    char *argv[] = {"python3", script, "--root", root, "--log", logfile,
-                    tls ? "--cert" : NULL, cert, "--key", key, NULL};
+    char *argv[] = {"python3", script,  "--root", root, "--log", logfile, tls ? "--cert" : NULL,
+                    cert,      "--key", key,      NULL};
     assert_int_equal(posix_spawnp(&server, "python3", &fa, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
     close(p[1]);
@@ -122,8 +137,7 @@ teardown(void **state)
 }
 
 /* Inputs as JSON text: "@" is the test folder, "%%PORT%%"-style is done with the port arg. */
-static int
-run_with(int timeout, const char *fmt, ...) _printf_(2, 3);
+static int run_with(int timeout, const char *fmt, ...) _printf_(2, 3);
 
 static int
 run_with(int timeout, const char *fmt, ...)
@@ -147,8 +161,8 @@ run_with(int timeout, const char *fmt, ...)
     if (!in)
         fail_msg("bad JSON in test: %s: %s", je.text, expanded.data);
     const struct kiln_module *m = kiln_module_find("WebDownload");
-    struct kiln_module_ctx ctx = {.step_name = "Download", .work_dir = tmp,
-                                  .timeout_seconds = timeout};
+    struct kiln_module_ctx ctx = {
+        .step_name = "Download", .work_dir = tmp, .timeout_seconds = timeout};
     kiln_error_clear(&err);
     json_decref(outputs);
     outputs = NULL;
@@ -221,8 +235,8 @@ test_file_and_folder_destinations(void **state)
     assert_content("out/renamed.zip", payload);
     assert_content("new/folder/a.bin", payload);
     assert_content("out/a.bin", payload); /* existing folder: the URL's name; redirect followed */
-    _cleanup_free_ char *expect = kiln_asprintf("%s/out/renamed.zip\n%s/new/folder/a.bin\n%s/out/a.bin",
-                                                tmp, tmp, tmp);
+    _cleanup_free_ char *expect =
+        kiln_asprintf("%s/out/renamed.zip\n%s/new/folder/a.bin\n%s/out/a.bin", tmp, tmp, tmp);
     assert_string_equal(kiln_json_get_str(outputs, "destination"), expect);
     assert_int_equal(requests("/redirect/a.bin"), 1);
     struct stat st;
@@ -360,9 +374,8 @@ static void
 test_bad_inputs(void **state)
 {
     start_server(false);
-    assert_int_equal(
-        run("[{\"source\": \"http://127.0.0.1:^/\", \"destination\": \"@/x/\"}]"),
-        -KILN_E_INVALID);
+    assert_int_equal(run("[{\"source\": \"http://127.0.0.1:^/\", \"destination\": \"@/x/\"}]"),
+                     -KILN_E_INVALID);
     assert_non_null(strstr(err.message, "has no file name"));
     assert_int_equal(run("[{\"source\": \"file:///etc/passwd\", \"destination\": \"@/x/\"}]"),
                      -KILN_E_INVALID);
@@ -375,13 +388,12 @@ test_bad_inputs(void **state)
     assert_int_equal(requests("/a.bin"), 0);
 }
 
-KILN_TEST_MAIN(
-    cmocka_unit_test_setup_teardown(test_file_and_folder_destinations, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_checksum_good, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_checksum_bad_leaves_nothing, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_retries_then_succeeds, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_not_found_not_retried, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_https_self_signed, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown))
+KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_file_and_folder_destinations, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_checksum_good, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_checksum_bad_leaves_nothing, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_retries_then_succeeds, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_not_found_not_retried, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_https_self_signed, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown))
