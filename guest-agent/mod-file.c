@@ -730,7 +730,7 @@ apply_owner_mode(const char *module, const char *path, int fd, const char *owner
                  const char *perms, struct kiln_error *err)
 {
     if (perms) {
-        mode_t m;
+        mode_t m = 0;
         int r = parse_mode(module, perms, &m, err);
         if (r < 0)
             return r;
@@ -787,7 +787,7 @@ KILN_MOD_RUN(kiln_mod_create_file)
         _cleanup_buf_ struct kiln_buf data = {0};
         enum kiln_mod_encoding enc;
         bool overwrite;
-        mode_t m;
+        mode_t m = 0;
         int r = kiln_mod_get_str(item, "CreateFile", "path", true, &path, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, "CreateFile", "content", false, &content, err);
@@ -925,7 +925,7 @@ KILN_MOD_RUN(kiln_mod_create_folder)
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path = NULL, *owner = NULL, *group = NULL, *perms = NULL;
         bool overwrite;
-        mode_t m;
+        mode_t m = 0;
         int r = kiln_mod_get_str(item, "CreateFolder", "path", true, &path, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, "CreateFolder", "owner", false, &owner, err);
@@ -1267,7 +1267,7 @@ set_permissions(const json_t *inputs, const char *module, bool folder, struct ki
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path_in = NULL, *perms = NULL;
         bool recursive = true;
-        mode_t mode;
+        mode_t mode = 0;
         int r = kiln_mod_get_str(item, module, "path", true, &path_in, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, module, "permissions", true, &perms, err);
