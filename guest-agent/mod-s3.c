@@ -157,7 +157,8 @@ fetch(const struct kiln_s3_hooks *h, const struct s3uri *src, const char *owner,
         return kiln_error_errno(err, -errno, "S3Download: cannot create %s", path);
     struct kiln_s3_location loc = {src->bucket, src->key, owner};
     int r = h->download(h->userdata, &loc, tmp, limits, err);
-    if (r == 0 && fchmod(fd, 0644) < 0)
+    /* by path: a client may replace the file rather than write into the one handed over */
+    if (r == 0 && chmod(tmp, 0644) < 0)
         r = kiln_error_errno(err, -errno, "S3Download: %s", tmp);
     if (r < 0) {
         unlink(tmp);
