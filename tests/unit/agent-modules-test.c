@@ -447,7 +447,39 @@ test_schema_rejects(void **state)
                      2); /* Windows-only in a Linux document, and a bad type */
 }
 
+/* Every extra check copes with inputs of any shape (the validator reports the shape itself). */
+static void
+test_checks_any_shape(void **state)
+{
+    static const char *const shapes[] = {
+        "x",
+        "'{{ a.b.outputs.c }}'",
+        "[1, [2], {a: b}]",
+        "{}",
+        "[{}, {encoding: 3}]",
+        "{parameters: x, delaySeconds: [1]}",
+        "[{checksum: [a], algorithm: {b: c}, source: [d]}]",
+    };
+    size_t n = 0;
+    const struct kiln_module *t = kiln_module_table(&n);
+    for (size_t s = 0; s < ARRAY_SIZE(shapes); s++) {
+        struct kiln_error err = {0};
+        _cleanup_(kiln_yaml_doc_freep) struct kiln_yaml_doc *doc = NULL;
+        assert_int_equal(kiln_yaml_parse(shapes[s], strlen(shapes[s]), "shape", NULL, &doc, &err),
+                         0);
+        for (size_t i = 0; i < n; i++) {
+            struct report_ctx rc = {"shape", 0};
+            if (!t[i].check)
+                continue;
+            t[i].check(NULL, report_fn, &rc);
+            assert_int_equal(rc.problems, 0);
+            t[i].check(doc->root, report_fn, &rc);
+        }
+    }
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_table_sorted_and_found), cmocka_unit_test(test_table_flags),
                cmocka_unit_test(test_encoding_names), cmocka_unit_test(test_corpus_linux_documents),
                cmocka_unit_test(test_corpus_invalid_documents),
-               cmocka_unit_test(test_corpus_doc_snippets), cmocka_unit_test(test_schema_rejects))
+               cmocka_unit_test(test_corpus_doc_snippets), cmocka_unit_test(test_schema_rejects),
+               cmocka_unit_test(test_checks_any_shape))
