@@ -280,3 +280,65 @@ kiln_mod_star_match(const char *pat, const char *s)
         pat++;
     return *pat == '\0';
 }
+
+/* Length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 when it is not one. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned min;
+    unsigned cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2, min = 0x80, cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3, min = 0x800, cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4, min = 0x10000, cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+char *
+kiln_mod_utf8_repair(const char *s, size_t len, size_t *ret_len)
+{
+    struct kiln_buf b = {0};
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (n == 0) {
+            kiln_buf_append(&b, "\xEF\xBF\xBD", 3);
+            i++;
+            continue;
+        }
+        kiln_buf_append(&b, p + i, n);
+        i += n;
+    }
+    if (ret_len)
+        *ret_len = b.len;
+    return kiln_buf_steal(&b);
+}
+
+json_t *
+kiln_mod_json_text(const char *s, size_t len)
+{
+    size_t n;
+    char *fixed = kiln_mod_utf8_repair(s ? s : "", s ? len : 0, &n);
+    json_t *j = json_stringn_nocheck(fixed, n);
+    free(fixed);
+    return j;
+}

@@ -90,3 +90,9 @@ char **kiln_mod_update_os_upgrade_argv(const char *manager, char *const *include
 /* The wildcard of the file and S3 modules: '*' matches any run of characters, dot files
  * included (no other character is special). */
 bool kiln_mod_star_match(const char *pattern, const char *name);
+
+/* Output text as a JSON string: invalid UTF-8 (binary output, a cut character, odd file
+ * names) becomes U+FFFD, as AWSTOE's JSON does, so the outputs always serialise. */
+json_t *kiln_mod_json_text(const char *s, size_t len);
+/* The same repair into a new NUL-terminated string. */
+char *kiln_mod_utf8_repair(const char *s, size_t len, size_t *ret_len);

@@ -22,7 +22,7 @@ stdout_output(const struct kiln_proc_result *res)
     while (n > 0 && (res->out[n - 1] == '\n' || res->out[n - 1] == '\r'))
         n--;
     json_t *o = json_object();
-    json_object_set_new(o, "stdout", json_stringn_nocheck(res->out, n));
+    json_object_set_new(o, "stdout", kiln_mod_json_text(res->out, n));
     return o;
 }
 

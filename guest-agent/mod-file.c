@@ -884,7 +884,7 @@ KILN_MOD_RUN(kiln_mod_read_file)
     }
     /* The output is the content of the (last) file read. */
     json_t *o = json_object();
-    json_object_set_new(o, "content", json_stringn(text.data ? text.data : "", text.len));
+    json_object_set_new(o, "content", kiln_mod_json_text(text.data, text.len));
     *ret_outputs = o;
     return 0;
 }
@@ -1164,7 +1164,7 @@ KILN_MOD_RUN(kiln_mod_list_files)
         kiln_buf_append_str(&out, files[i]);
     }
     json_t *o = json_object();
-    json_object_set_new(o, "files", json_stringn(out.data ? out.data : "", out.len));
+    json_object_set_new(o, "files", kiln_mod_json_text(out.data, out.len));
     *ret_outputs = o;
     return 0;
 }

@@ -409,7 +409,7 @@ KILN_MOD_RUN(kiln_mod_web_download)
     if (r < 0)
         return r;
     json_t *o = json_object();
-    json_object_set_new(o, "destination", json_stringn(dests.data ? dests.data : "", dests.len));
+    json_object_set_new(o, "destination", kiln_mod_json_text(dests.data, dests.len));
     *ret_outputs = o;
     return 0;
 }

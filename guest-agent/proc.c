@@ -19,6 +19,7 @@
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "guest-agent/mod-common.h"
 
 extern char **environ;
 
@@ -186,7 +187,10 @@ stderr_summary(const struct tail *t)
     size_t start = end > 300 ? end - 300 : 0;
     if (end == 0)
         return NULL;
-    char *s = kiln_strndup(t->data + start, end - start);
+    /* whole characters only, and valid UTF-8 (the message ends up in JSON) */
+    while (start > 0 && start < end && (t->data[start] & 0xC0) == 0x80)
+        start++;
+    char *s = kiln_mod_utf8_repair(t->data + start, end - start, NULL);
     for (char *p = s; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
@@ -251,7 +255,11 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
     kiln_debug("proc: started %s as pid %d", opts->argv[0], (int)pid);
 
     /* pidfds are always close-on-exec; without them (kernels before 5.3) pump polls */
+#ifdef SYS_pidfd_open
     _cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    int pidfd = -1;
+#endif
     fcntl(outp[0], F_SETFL, O_NONBLOCK);
     fcntl(errp[0], F_SETFL, O_NONBLOCK);
     size_t max = opts->capture_max ? opts->capture_max : KILN_PROC_CAPTURE_MAX;

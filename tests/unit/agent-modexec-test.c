@@ -351,6 +351,22 @@ test_bash_reboot_and_timeout(void **state)
     assert_string_equal(err.message, "ExecuteBash: timed out after 1 seconds");
 }
 
+/* Binary output still makes outputs that serialise: invalid UTF-8 becomes U+FFFD. */
+static void
+test_bash_binary_output(void **state)
+{
+    _cleanup_json_ json_t *out = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(run_module("ExecuteBash",
+                                "{\"commands\": [\"printf 'a\\\\377b\\\\303\\\\251'\"]}", 30, &out,
+                                &err, NULL),
+                     0);
+    assert_string_equal(kiln_json_get_str(out, "stdout"), "a\xef\xbf\xbd"
+                                                          "b\xc3\xa9");
+    _cleanup_free_ char *dumped = json_dumps(out, 0);
+    assert_non_null(dumped);
+}
+
 static void
 test_bash_script_in_work_dir(void **state)
 {
@@ -411,5 +427,5 @@ KILN_TEST_MAIN(
     cmocka_unit_test(test_proc_capture_bounded), cmocka_unit_test(test_proc_background_holder),
     cmocka_unit_test(test_proc_fds_and_group), cmocka_unit_test(test_bash_outputs_stdout),
     cmocka_unit_test(test_bash_no_implicit_errexit), cmocka_unit_test(test_bash_reboot_and_timeout),
-    cmocka_unit_test(test_bash_script_in_work_dir), cmocka_unit_test(test_bash_bad_inputs),
-    cmocka_unit_test(test_binary))
+    cmocka_unit_test(test_bash_binary_output), cmocka_unit_test(test_bash_script_in_work_dir),
+    cmocka_unit_test(test_bash_bad_inputs), cmocka_unit_test(test_binary))

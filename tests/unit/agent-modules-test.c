@@ -95,6 +95,37 @@ test_encoding_names(void **state)
     assert_int_equal(kiln_mod_encoding_parse("", &e), -EINVAL);
 }
 
+static void
+test_utf8_repair(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *out;
+    } cases[] = {
+        {"plain", 5, "plain"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14,
+         "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"a\xff" "b", 3,
+         "a\xef\xbf\xbd"
+         "b"},
+        {"\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd"},                 /* overlong '/' */
+        {"\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* surrogate */
+        {"x\xe2\x82", 3, "x\xef\xbf\xbd\xef\xbf\xbd"},               /* cut character */
+        {"\xf4\x90\x80\x80", 4,
+         "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* above U+10FFFF */
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        size_t n;
+        _cleanup_free_ char *s = kiln_mod_utf8_repair(cases[i].in, cases[i].len, &n);
+        assert_string_equal(s, cases[i].out);
+        assert_int_equal(n, strlen(cases[i].out));
+        _cleanup_json_ json_t *j = kiln_mod_json_text(cases[i].in, cases[i].len);
+        assert_non_null(j);
+        assert_string_equal(json_string_value(j), cases[i].out);
+    }
+}
+
 /* ---- a small schema checker over the table, standing in for the engine's validator ---- */
 
 struct report_ctx {
@@ -479,7 +510,8 @@ test_checks_any_shape(void **state)
 }
 
 KILN_TEST_MAIN(cmocka_unit_test(test_table_sorted_and_found), cmocka_unit_test(test_table_flags),
-               cmocka_unit_test(test_encoding_names), cmocka_unit_test(test_corpus_linux_documents),
+               cmocka_unit_test(test_encoding_names), cmocka_unit_test(test_utf8_repair),
+               cmocka_unit_test(test_corpus_linux_documents),
                cmocka_unit_test(test_corpus_invalid_documents),
                cmocka_unit_test(test_corpus_doc_snippets), cmocka_unit_test(test_schema_rejects),
                cmocka_unit_test(test_checks_any_shape))
