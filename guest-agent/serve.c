@@ -64,10 +64,6 @@ struct agent {
     int wake[2];               /* the worker signals the loop when the job ends */
 };
 
-/* The engine lives in this library; a weak reference keeps the serve loop linkable into tests
- * and tools that bring their own runner. */
-#pragma weak kiln_engine_run
-
 static char *
 job_dir(const struct agent *a, const char *id)
 {
@@ -278,10 +274,7 @@ job_thread(void *arg)
         };
         int (*run)(const struct kiln_run_options *, struct kiln_run_result *,
                    struct kiln_error *) = a->cfg->run ? a->cfg->run : kiln_engine_run;
-        if (!run)
-            r = kiln_error_set(&err, -KILN_E_UNSUPPORTED, "this agent has no component engine");
-        else
-            r = run(&opts, &res, &err);
+        r = run(&opts, &res, &err);
     }
 
     _cleanup_json_ json_t *msg = NULL;
