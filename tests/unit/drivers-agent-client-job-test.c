@@ -132,6 +132,8 @@ test_real_document_execute_bash(void **state)
     assert_true(s.starts >= 1);
     assert_true(s.ends >= 1);
     assert_string_equal(s.first_step, "SayHello");
+    assert_int_equal(res.executed, 1);
+    assert_int_equal(res.failed, 0);
     assert_non_null(strstr(s.out.data, "hello kiln"));
     assert_non_null(res.log_folder);
     assert_int_equal(strncmp(res.log_folder, "TOE_", 4), 0);
@@ -212,6 +214,7 @@ test_real_failing_step_reports_failure(void **state)
         fail_msg("run_job: %s", err.message);
     assert_int_equal(res.status, KILN_AGENT_JOB_FAILED);
     assert_non_null(res.failure);
+    assert_int_equal(res.failed, 1);
     assert_non_null(strstr(s.out.data, "about to fail"));
     kiln_agent_job_result_clear(&res);
     kiln_buf_clear(&s.out);
