@@ -222,6 +222,47 @@ test_real_failing_step_reports_failure(void **state)
     kiln_rm_rf(dir, NULL);
 }
 
+static volatile sig_atomic_t cancel_flag;
+
+static void
+cancel_on_output(void *userdata, const char *stream, const char *data, size_t len)
+{
+    cancel_flag = 1;
+}
+
+static void
+test_real_cancel_mid_step(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *doc = write_doc(
+        dir, "long.yml",
+        "name: long\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+        "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
+        "          commands:\n            - echo started\n            - sleep 60\n");
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct agent_thread t = {.fd = sv[1], .cfg = {.state_directory = dir}};
+    assert_int_equal(pthread_create(&t.thread, NULL, agent_main, &t), 0);
+    struct kiln_agent_client_options o = {.connect_timeout_ms = 5000, .reply_timeout_ms = 10000,
+                                          .ping_interval_ms = 500, .cancel = &cancel_flag};
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_open_fd(sv[0], &o, &c, &err), 0);
+    const char *docs[] = {doc, NULL};
+    struct kiln_agent_job job = {.execution_id = "real-c", .documents = docs};
+    struct kiln_agent_client_callbacks cb = {NULL, cancel_on_output, NULL};
+    struct kiln_agent_job_result res = {0};
+    int64_t t0 = kiln_proto_now_ms();
+    int r = kiln_agent_client_run_job(c, &job, &cb, &res, &err);
+    int64_t took = kiln_proto_now_ms() - t0;
+    assert_int_equal(r, -ECANCELED);
+    assert_int_equal(res.status, KILN_AGENT_JOB_CANCELLED);
+    assert_true(took < 10000);
+    kiln_agent_job_result_clear(&res);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
 static void
 test_real_dead_agent_mid_job(void **state)
 {
@@ -278,4 +319,5 @@ test_real_dead_agent_mid_job(void **state)
 KILN_TEST_MAIN(cmocka_unit_test(test_real_document_execute_bash),
                cmocka_unit_test(test_real_reboot_cycle),
                cmocka_unit_test(test_real_failing_step_reports_failure),
+               cmocka_unit_test(test_real_cancel_mid_step),
                cmocka_unit_test(test_real_dead_agent_mid_job))
