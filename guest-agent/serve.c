@@ -308,6 +308,10 @@ job_thread(void *arg)
     }
     kiln_run_result_clear(&res);
 
+    /* The host may reset the guest as soon as it reads reboot-required: the job's state must be
+     * on disk first. */
+    if (type == KILN_MSG_REBOOT_REQUIRED)
+        sync();
     pthread_mutex_lock(&a->lock);
     a->running = false;
     pthread_mutex_unlock(&a->lock);

@@ -16,9 +16,10 @@ if(CMOCKA_FOUND)
     target_include_directories(drivers-agent-vm-test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
     target_link_libraries(drivers-agent-vm-test PRIVATE kiln_drivers PkgConfig::CMOCKA)
     add_dependencies(drivers-agent-vm-test kiln-agent)
-    add_test(NAME drivers-agent-vm-test.test_agent_over_virtio_serial
-             COMMAND drivers-agent-vm-test)
-    set_tests_properties(drivers-agent-vm-test.test_agent_over_virtio_serial PROPERTIES
-        LABELS "vm" TIMEOUT 900
-        ENVIRONMENT "KILN_TEST_CASE=test_agent_over_virtio_serial;KILN_SOURCE_DIR=${PROJECT_SOURCE_DIR};KILN_AGENT_BIN=$<TARGET_FILE:kiln-agent>")
+    foreach(case test_agent_over_virtio_serial test_reboot_and_resume_in_a_real_guest)
+        add_test(NAME drivers-agent-vm-test.${case} COMMAND drivers-agent-vm-test)
+        set_tests_properties(drivers-agent-vm-test.${case} PROPERTIES
+            LABELS "vm" TIMEOUT 900
+            ENVIRONMENT "KILN_TEST_CASE=${case};KILN_SOURCE_DIR=${PROJECT_SOURCE_DIR};KILN_AGENT_BIN=$<TARGET_FILE:kiln-agent>")
+    endforeach()
 endif()
