@@ -1,0 +1,306 @@
+/* The EBS-direct uploader (a raw image becomes a snapshot, reading only allocated extents and
+ * skipping all-zero blocks) and the reader (a snapshot back into a sparse file). */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cloud/ebs.h"
+#include "common/hash.h"
+#include "common/log.h"
+
+#define GIB (1ull << 30)
+
+void
+kiln_ebs_upload_result_clear(struct kiln_ebs_upload_result *r)
+{
+    if (!r)
+        return;
+    free(r->snapshot_id);
+    memset(r, 0, sizeof(*r));
+}
+
+static double
+mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Block indices touched by allocated extents, ascending. Without SEEK_DATA support every
+ * block is a candidate (the zero check still skips the empty ones). */
+static int
+allocated_blocks(int fd, uint64_t size, uint64_t **ret, size_t *ret_n, struct kiln_error *err)
+{
+    uint64_t *v = NULL;
+    size_t n = 0, cap = 0;
+    off_t pos = 0;
+    while ((uint64_t)pos < size) {
+        off_t data = lseek(fd, pos, SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO)
+                break; /* only a hole remains */
+            if (errno == EINVAL || errno == EOPNOTSUPP) {
+                data = pos; /* no hole support: everything from here is data */
+            } else {
+                free(v);
+                return kiln_error_errno(err, -errno, "SEEK_DATA");
+            }
+        }
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0)
+            hole = (off_t)size;
+        uint64_t first = (uint64_t)data / KILN_EBS_BLOCK_SIZE;
+        uint64_t last = ((uint64_t)hole + KILN_EBS_BLOCK_SIZE - 1) / KILN_EBS_BLOCK_SIZE;
+        for (uint64_t b = first; b < last; b++) {
+            if (n > 0 && v[n - 1] >= b)
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 1024;
+                v = kiln_reallocarray(v, cap, sizeof(*v));
+            }
+            v[n++] = b;
+        }
+        pos = hole;
+    }
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
+static bool
+all_zero(const uint8_t *p, size_t len)
+{
+    static const uint8_t zero[4096];
+    for (size_t off = 0; off < len; off += sizeof(zero))
+        if (memcmp(p + off, zero, len - off < sizeof(zero) ? len - off : sizeof(zero)) != 0)
+            return false;
+    return true;
+}
+
+static int
+pread_block(int fd, uint64_t index, uint64_t size, uint8_t *buf, size_t *ret_read)
+{
+    uint64_t off = index * KILN_EBS_BLOCK_SIZE;
+    size_t want = KILN_EBS_BLOCK_SIZE;
+    if (off + want > size)
+        want = (size_t)(size - off);
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, buf + got, want - got, (off_t)(off + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    /* The image's tail (or a short read at EOF) is zero in the volume. */
+    memset(buf + got, 0, KILN_EBS_BLOCK_SIZE - got);
+    *ret_read = got;
+    return 0;
+}
+
+int
+kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
+                      const struct kiln_ebs_upload_options *opts,
+                      struct kiln_ebs_upload_result *ret, struct kiln_error *err)
+{
+    memset(ret, 0, sizeof(*ret));
+    struct kiln_ebs_upload_options none = {0};
+    if (!opts)
+        opts = &none;
+    double budget = opts->budget > 0 ? opts->budget : 3600;
+    double deadline = mono() + budget;
+    unsigned parallel = opts->parallel ? opts->parallel : 16;
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kiln_error_errno(err, -errno, "upload: opening %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return kiln_error_errno(err, -errno, "upload: %s", path);
+    if (!S_ISREG(st.st_mode) || st.st_size <= 0)
+        return kiln_error_set(err, -KILN_E_INVALID, "upload: %s is not a non-empty raw image",
+                              path);
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t gib = (size + GIB - 1) / GIB;
+    ret->blocks_total = gib * (GIB / KILN_EBS_BLOCK_SIZE);
+
+    _cleanup_free_ uint64_t *blocks = NULL;
+    size_t n_blocks = 0;
+    int r = allocated_blocks(fd, size, &blocks, &n_blocks, err);
+    if (r < 0)
+        return r;
+
+    struct kiln_ebs_start_request sreq = {.volume_size = (long long)gib,
+                                          .description = opts->description,
+                                          .client_token = opts->client_token,
+                                          .tag_keys = opts->tag_keys,
+                                          .tag_values = opts->tag_values};
+    struct kiln_ebs_snapshot snap;
+    double old_budget = kiln_aws_client_set_budget(c, deadline - mono());
+    r = kiln_ebs_start_snapshot(c, &sreq, &snap, err);
+    if (r < 0) {
+        kiln_aws_client_set_budget(c, old_budget);
+        return r;
+    }
+    ret->snapshot_id = TAKE_PTR(snap.snapshot_id);
+    kiln_ebs_snapshot_clear(&snap);
+
+    struct kiln_aws_stats st0;
+    kiln_aws_client_stats(c, &st0);
+    uint8_t (*digests)[32] = kiln_calloc(n_blocks + 1, 32);
+    size_t n_digests = 0;
+    size_t wave = parallel * 4;
+    uint8_t *bufs = kiln_malloc(wave * (size_t)KILN_EBS_BLOCK_SIZE);
+    struct kiln_aws_request *reqs = kiln_new(struct kiln_aws_request, wave);
+    struct kiln_aws_response *resps = kiln_new(struct kiln_aws_response, wave);
+    char **paths = kiln_new(char *, wave);
+    size_t next = 0;
+    while (next < n_blocks && r == 0) {
+        double left = deadline - mono();
+        if (left <= 0) {
+            r = kiln_error_set(err, -ETIMEDOUT, "upload of %s: time budget of %.0f s used up "
+                                                "after %" PRIu64 " blocks", path, budget,
+                               ret->blocks_sent);
+            break;
+        }
+        kiln_aws_client_set_budget(c, left < old_budget ? left : old_budget);
+        size_t cnt = 0;
+        while (next < n_blocks && cnt < wave) {
+            uint8_t *buf = bufs + cnt * (size_t)KILN_EBS_BLOCK_SIZE;
+            size_t got = 0;
+            int rr = pread_block(fd, blocks[next], size, buf, &got);
+            if (rr < 0) {
+                r = kiln_error_errno(err, rr, "upload: reading %s", path);
+                break;
+            }
+            ret->bytes_read += got;
+            if (all_zero(buf, KILN_EBS_BLOCK_SIZE)) {
+                ret->blocks_zero++;
+                next++;
+                continue;
+            }
+            kiln_hash_buf(KILN_HASH_SHA256, buf, KILN_EBS_BLOCK_SIZE, digests[n_digests++]);
+            unsigned progress = (unsigned)((next + 1) * 100 / n_blocks);
+            kiln_ebs_put_block_request(ret->snapshot_id, blocks[next], buf, KILN_EBS_BLOCK_SIZE,
+                                       progress, &reqs[cnt], &paths[cnt]);
+            cnt++;
+            next++;
+        }
+        if (r == 0 && cnt > 0)
+            r = kiln_aws_call_many(c, reqs, resps, cnt, true, NULL, err);
+        if (r == 0)
+            ret->blocks_sent += cnt;
+        for (size_t i = 0; i < cnt; i++) {
+            kiln_aws_request_clear(&reqs[i]);
+            kiln_aws_response_clear(&resps[i]);
+            free(paths[i]);
+        }
+    }
+    free(bufs);
+    free(reqs);
+    free(resps);
+    free(paths);
+    if (r == 0) {
+        char agg[45];
+        kiln_ebs_aggregate_checksum((const uint8_t(*)[32])digests, n_digests, agg);
+        _cleanup_free_ char *status = NULL;
+        r = kiln_ebs_complete_snapshot(c, ret->snapshot_id, ret->blocks_sent, agg, &status, err);
+    }
+    free(digests);
+    struct kiln_aws_stats st1;
+    kiln_aws_client_stats(c, &st1);
+    ret->bytes_sent = st1.bytes_sent - st0.bytes_sent;
+    ret->retries = st1.retries - st0.retries;
+    kiln_aws_client_set_budget(c, old_budget);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "upload of %s to snapshot %s", path, ret->snapshot_id);
+    kiln_debug("ebs upload: %s -> %s, %" PRIu64 " blocks sent, %" PRIu64 " zero blocks skipped",
+               path, ret->snapshot_id, ret->blocks_sent, ret->blocks_zero);
+    return 0;
+}
+
+int
+kiln_ebs_download_snapshot(struct kiln_aws_client *c, const char *snapshot_id, const char *path,
+                           unsigned parallel, uint64_t *ret_blocks, struct kiln_error *err)
+{
+    if (ret_blocks)
+        *ret_blocks = 0;
+    if (!parallel)
+        parallel = 16;
+    struct kiln_ebs_block_list l;
+    int r = kiln_ebs_list_snapshot_blocks_all(c, snapshot_id, &l, err);
+    if (r < 0)
+        return r;
+    if (l.block_size && l.block_size != KILN_EBS_BLOCK_SIZE) {
+        kiln_ebs_block_list_clear(&l);
+        return kiln_error_set(err, -KILN_E_UNSUPPORTED, "snapshot %s: block size %lld",
+                              snapshot_id, l.block_size);
+    }
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        kiln_ebs_block_list_clear(&l);
+        return kiln_error_errno(err, -errno, "download: creating %s", path);
+    }
+    if (ftruncate(fd, (off_t)((uint64_t)l.volume_size * GIB)) < 0) {
+        kiln_ebs_block_list_clear(&l);
+        return kiln_error_errno(err, -errno, "download: sizing %s", path);
+    }
+    size_t wave = parallel * 2;
+    struct kiln_aws_request *reqs = kiln_new(struct kiln_aws_request, wave);
+    struct kiln_aws_response *resps = kiln_new(struct kiln_aws_response, wave);
+    char **strs = kiln_new(char *, 2 * wave);
+    for (size_t first = 0; first < l.n && r == 0; first += wave) {
+        size_t cnt = l.n - first < wave ? l.n - first : wave;
+        for (size_t i = 0; i < cnt; i++) {
+            const struct kiln_ebs_block *b = &l.v[first + i];
+            if (b->index >= (uint64_t)l.volume_size * (GIB / KILN_EBS_BLOCK_SIZE)) {
+                r = kiln_error_set(err, -KILN_E_PARSE, "block %" PRIu64 " beyond the volume",
+                                   b->index);
+                cnt = i;
+                break;
+            }
+            strs[2 * i] = kiln_asprintf("/snapshots/%s/blocks/%" PRIu64, snapshot_id, b->index);
+            struct kiln_buf q;
+            kiln_buf_init(&q);
+            kiln_buf_append_str(&q, "blockToken=");
+            kiln_aws_uri_encode(&q, b->token, strlen(b->token), false);
+            strs[2 * i + 1] = kiln_buf_steal(&q);
+            reqs[i] = (struct kiln_aws_request){.service = "ebs", .method = "GET",
+                                                .path = strs[2 * i], .query = strs[2 * i + 1]};
+        }
+        if (r == 0)
+            r = kiln_aws_call_many(c, reqs, resps, cnt, true, NULL, err);
+        for (size_t i = 0; i < cnt; i++) {
+            if (r == 0) {
+                const struct kiln_ebs_block *b = &l.v[first + i];
+                const char *sum = kiln_aws_headers_get(&resps[i].headers, "x-amz-Checksum");
+                char mine[45];
+                kiln_ebs_checksum(resps[i].body.data, resps[i].body.len, mine);
+                if (resps[i].body.len != KILN_EBS_BLOCK_SIZE || !sum || strcmp(sum, mine) != 0)
+                    r = kiln_error_set(err, -EIO, "block %" PRIu64 ": bad length or checksum",
+                                       b->index);
+                else if (pwrite(fd, resps[i].body.data, KILN_EBS_BLOCK_SIZE,
+                                (off_t)(b->index * KILN_EBS_BLOCK_SIZE)) != KILN_EBS_BLOCK_SIZE)
+                    r = kiln_error_errno(err, -EIO, "download: writing %s", path);
+                else if (ret_blocks)
+                    (*ret_blocks)++;
+            }
+            kiln_aws_response_clear(&resps[i]);
+            free(strs[2 * i]);
+            free(strs[2 * i + 1]);
+        }
+    }
+    free(reqs);
+    free(resps);
+    free(strs);
+    kiln_ebs_block_list_clear(&l);
+    if (r == 0 && fsync(fd) < 0)
+        r = kiln_error_errno(err, -errno, "download: writing %s", path);
+    return r < 0 ? kiln_error_prefix(err, r, "download of snapshot %s", snapshot_id) : 0;
+}
