@@ -44,6 +44,8 @@ struct kiln_run_result {
     enum kiln_run_status status;
     char *log_folder; /* the TOE_<date>_<id> folder */
     char *failure;    /* a person-readable reason, or NULL */
+    char *execution_id;
+    int executed, failed, ignored; /* step counts (AWSTOE's executed/failed/ignored) */
 };
 
 void kiln_run_result_clear(struct kiln_run_result *r);

@@ -3,3 +3,34 @@
 
 /* Entry point of "kiln-agent serve ..."; returns the process exit code. */
 int kiln_agent_serve_main(int argc, char **argv);
+
+#include <signal.h>
+
+#include "common/error.h"
+#include "guest-agent/engine.h"
+
+/* The serve loop behind "kiln-agent serve", callable directly (tests drive it over a socket). */
+struct kiln_agent_serve_config {
+    const char *state_directory; /* job folders and persisted state; NULL: /var/lib/kiln-agent */
+    const char *boot_id;         /* NULL: /proc/sys/kernel/random/boot_id */
+    /* Called after the poweroff request was acknowledged and disks were synced. NULL: power the
+     * machine off when serving a virtio port, just stop serving otherwise. */
+    void (*poweroff)(void *userdata);
+    void *poweroff_userdata;
+    /* The job runner; NULL: kiln_engine_run. */
+    int (*run)(const struct kiln_run_options *opts, struct kiln_run_result *result,
+               struct kiln_error *err);
+    volatile sig_atomic_t *stop; /* set (e.g. from a signal handler) to stop serving */
+};
+
+/* Serve one connected stream until end of file (0) or poweroff (1); a running job is cancelled
+ * at end of file. */
+int kiln_agent_serve_fd(int fd, const struct kiln_agent_serve_config *cfg, struct kiln_error *err);
+/* Listen on a unix socket and serve one connection after the other until poweroff or stop; a job
+ * keeps running between connections. */
+int kiln_agent_serve_socket(const char *path, const struct kiln_agent_serve_config *cfg,
+                            struct kiln_error *err);
+/* Serve a virtio-serial port (e.g. /dev/virtio-ports/org.kiln.agent.0), waiting while the host
+ * side is closed, until poweroff or stop. */
+int kiln_agent_serve_port(const char *path, const struct kiln_agent_serve_config *cfg,
+                          struct kiln_error *err);

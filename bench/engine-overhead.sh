@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Engine overhead: a generated 1,000-step document (ExecuteBash `true` alternating with
+# CreateFile) run by kiln-agent, against 1,000 bare `bash -c true`. Prints the per-step overhead
+# in milliseconds and kiln-agent's peak RSS (from /usr/bin/time -v).
+# Usage: bench/engine-overhead.sh [path/to/kiln-agent] [steps]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+agent=${1:-build/guest-agent/kiln-agent}
+steps=${2:-1000}
+[ -x "$agent" ] || { echo "engine-overhead: $agent not built" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "engine-overhead: /usr/bin/time (package time) is needed" >&2; exit 2; }
+work=$(mktemp -d /tmp/kiln-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+doc=$work/bench.yml
+{
+    echo "name: engine-overhead"
+    echo "schemaVersion: 1.0"
+    echo "phases:"
+    echo "  - name: build"
+    echo "    steps:"
+    for ((i = 0; i < steps; i++)); do
+        if ((i % 2 == 0)); then
+            printf '      - name: Bash%d\n        action: ExecuteBash\n        inputs:\n          commands: ["true"]\n' "$i"
+        else
+            printf '      - name: File%d\n        action: CreateFile\n        inputs:\n          - path: %s/f%d.txt\n            content: step %d\n' "$i" "$work" "$i" "$i"
+        fi
+    done
+} > "$doc"
+
+now_ms() { date +%s%3N; }
+
+t0=$(now_ms)
+for ((i = 0; i < steps; i++)); do bash -c true; done
+t1=$(now_ms)
+bare=$((t1 - t0))
+
+t0=$(now_ms)
+/usr/bin/time -v -o "$work/time.txt" "$agent" run --documents "$doc" --log-directory "$work/logs" \
+    > "$work/summary.json" 2> "$work/stderr.txt"
+t1=$(now_ms)
+agent_ms=$((t1 - t0))
+grep -q '"status": "success"' "$work/summary.json" || { cat "$work/stderr.txt" >&2; exit 1; }
+rss_kib=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$work/time.txt")
+
+# Half the steps start bash; the other half are CreateFile. The bare baseline is one bash per
+# step, so this overstates nothing: overhead = (agent - bare) / steps.
+awk -v a="$agent_ms" -v b="$bare" -v n="$steps" -v rss="$rss_kib" 'BEGIN {
+    printf "steps: %d\n", n
+    printf "kiln-agent run: %d ms (%.3f ms/step)\n", a, a / n
+    printf "bare bash -c true x%d: %d ms (%.3f ms/step)\n", n, b, b / n
+    printf "engine overhead per step: %.3f ms\n", (a - b) / n
+    printf "peak RSS: %.1f MiB\n", rss / 1024
+}'

@@ -1,0 +1,91 @@
+/* The host side of the guest agent protocol: connect, sync, run a job with live events, handle
+ * reboot-and-resume, fetch logs safely, power off. Nothing the guest sends is trusted. */
+#pragma once
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+struct kiln_agent_client;
+
+struct kiln_agent_client_options {
+    int connect_timeout_ms; /* retry connecting/syncing until then; default 300000 */
+    int reply_timeout_ms;   /* the agent must answer a request within this; default 15000 */
+    int ping_interval_ms;   /* liveness pings while a job runs; default 5000 */
+    volatile sig_atomic_t *cancel; /* set to cancel: the running job is cancelled in the guest */
+};
+
+struct kiln_agent_client_callbacks {
+    void (*event)(void *userdata, const json_t *event);
+    void (*console)(void *userdata, const char *stream, const char *data, size_t len);
+    void *userdata;
+};
+
+struct kiln_agent_job {
+    const char *execution_id;     /* 1-64 of [A-Za-z0-9._-] */
+    const char *const *documents; /* NULL-terminated host paths, uploaded by base name */
+    const char *const *phases;    /* NULL-terminated, or NULL for every phase */
+    const json_t *parameters;     /* object name -> string, or NULL */
+};
+
+enum kiln_agent_job_status {
+    KILN_AGENT_JOB_SUCCESS,
+    KILN_AGENT_JOB_SUCCESS_WITH_IGNORED_FAILURE,
+    KILN_AGENT_JOB_FAILED,
+    KILN_AGENT_JOB_CANCELLED,
+    /* The guest must be rebooted; reconnect and call kiln_agent_client_resume_job. */
+    KILN_AGENT_JOB_REBOOT_REQUIRED,
+};
+
+struct kiln_agent_job_result {
+    enum kiln_agent_job_status status;
+    char *failure;    /* the engine's reason, or NULL */
+    char *log_folder; /* the TOE_<date>_<id> folder name inside the fetched logs, or NULL */
+};
+
+void kiln_agent_job_result_clear(struct kiln_agent_job_result *r);
+const char *kiln_agent_job_status_name(enum kiln_agent_job_status s);
+
+/* Bounds on a log fetch; zero fields take the defaults. */
+struct kiln_agent_fetch_limits {
+    uint32_t max_files;   /* default 10000 */
+    uint64_t max_bytes;   /* total, default 1 GiB */
+    uint64_t max_file_bytes; /* default 256 MiB */
+};
+
+/* Connect to the agent's unix socket (retrying while it does not exist yet or refuses, as when
+ * the guest is still booting), then sync and wait for hello, all before the connect timeout. */
+int kiln_agent_client_connect(const char *socket_path, const struct kiln_agent_client_options *opts,
+                              struct kiln_agent_client **ret, struct kiln_error *err);
+/* Use an already connected stream (taken over, closed by _free); syncs before returning. */
+int kiln_agent_client_open_fd(int fd, const struct kiln_agent_client_options *opts,
+                              struct kiln_agent_client **ret, struct kiln_error *err);
+void kiln_agent_client_free(struct kiln_agent_client *c);
+
+/* Re-synchronise: send a sync with a fresh nonce, discard everything up to the agent's answer,
+ * read its hello. Retries until timeout_ms. */
+int kiln_agent_client_sync(struct kiln_agent_client *c, int timeout_ms, struct kiln_error *err);
+/* The last hello (borrowed; valid until the next sync). */
+const json_t *kiln_agent_client_hello(const struct kiln_agent_client *c);
+/* Junk bytes skipped so far (before syncs and between frames). */
+uint64_t kiln_agent_client_skipped(const struct kiln_agent_client *c);
+
+int kiln_agent_client_ping(struct kiln_agent_client *c, struct kiln_error *err);
+/* Upload the documents and run the job, streaming events and console output to cb until the job
+ * ends (0 with result->status) or the connection fails (negative, with a clear message). */
+int kiln_agent_client_run_job(struct kiln_agent_client *c, const struct kiln_agent_job *job,
+                              const struct kiln_agent_client_callbacks *cb,
+                              struct kiln_agent_job_result *result, struct kiln_error *err);
+/* After a reboot: continue the job from the agent's persisted state. */
+int kiln_agent_client_resume_job(struct kiln_agent_client *c, const char *execution_id,
+                                 const struct kiln_agent_client_callbacks *cb,
+                                 struct kiln_agent_job_result *result, struct kiln_error *err);
+/* Copy the job's log tree into dest_dir (which must exist). Only regular files are created, only
+ * beneath dest_dir, never replacing anything; names, counts and sizes are checked first. */
+int kiln_agent_client_fetch_logs(struct kiln_agent_client *c, const char *execution_id,
+                                 const char *dest_dir, const struct kiln_agent_fetch_limits *limits,
+                                 struct kiln_error *err);
+/* Ask the guest to sync its disks and power off; returns once the agent acknowledged. */
+int kiln_agent_client_poweroff(struct kiln_agent_client *c, struct kiln_error *err);

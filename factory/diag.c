@@ -1,0 +1,127 @@
+/* Collected diagnostics for the factory's validators. */
+#include "factory/diag.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void
+kiln_diag_init(struct kiln_diag *d, const char *source)
+{
+    memset(d, 0, sizeof(*d));
+    d->source = source;
+}
+
+void
+kiln_diag_clear(struct kiln_diag *d)
+{
+    for (unsigned i = 0; i < d->count; i++)
+        free(d->items[i].text);
+    free(d->items);
+    d->items = NULL;
+    d->count = 0;
+}
+
+static void
+push(struct kiln_diag *d, unsigned line, unsigned column, char *text)
+{
+    d->items = kiln_reallocarray(d->items, d->count + 1, sizeof(*d->items));
+    d->items[d->count] = (struct kiln_diag_item){line, column, d->count, text};
+    d->count++;
+}
+
+static void
+addv(struct kiln_diag *d, unsigned line, unsigned column, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    push(d, line, column, kiln_asprintf("%s:%u:%u: %s", d->source, line, column, msg));
+}
+
+void
+kiln_diag_add_at(struct kiln_diag *d, unsigned line, unsigned column, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    addv(d, line, column, fmt, ap);
+    va_end(ap);
+}
+
+void
+kiln_diag_add(struct kiln_diag *d, const struct kiln_yaml_node *at, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    addv(d, at ? at->line : 1, at ? at->column : 1, fmt, ap);
+    va_end(ap);
+}
+
+void
+kiln_diag_add_error(struct kiln_diag *d, const struct kiln_error *e)
+{
+    push(d, 0, 0, kiln_strdup(e->message));
+}
+
+static int
+item_cmp(const void *a, const void *b)
+{
+    const struct kiln_diag_item *x = a, *y = b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    if (x->column != y->column)
+        return x->column < y->column ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+int
+kiln_diag_finish(struct kiln_diag *d, struct kiln_error *err)
+{
+    if (d->count == 0)
+        return 0;
+    qsort(d->items, d->count, sizeof(*d->items), item_cmp);
+    struct kiln_buf text;
+    kiln_buf_init(&text);
+    for (unsigned i = 0; i < d->count; i++) {
+        if (i)
+            kiln_buf_append_char(&text, '\n');
+        kiln_buf_append_str(&text, d->items[i].text);
+    }
+    if (err && err->code == 0 && d->items[0].line)
+        kiln_error_set_cause(err, "%s:%u:%u", d->source, d->items[0].line, d->items[0].column);
+    int r = kiln_error_set(err, -KILN_E_INVALID, "%s", text.data);
+    kiln_buf_clear(&text);
+    return r;
+}
+
+bool
+kiln_diag_check_mapping(struct kiln_diag *d, const struct kiln_yaml_node *node, const char *what,
+                        const struct kiln_yaml_field *fields)
+{
+    if (!node || node->kind != KILN_YAML_MAPPING) {
+        kiln_diag_add(d, node, "%s must be a mapping, not %s", what,
+                      node ? kiln_yaml_kind_name(node->kind) : "empty");
+        return false;
+    }
+    for (size_t i = 0; i < node->n; i++) {
+        const char *key = node->keys[i]->value;
+        const struct kiln_yaml_field *f = fields;
+        while (f->key && strcmp(f->key, key) != 0)
+            f++;
+        if (!f->key) {
+            kiln_diag_add(d, node->keys[i], "%s: unknown field '%s'", what, key);
+            continue;
+        }
+        const struct kiln_yaml_node *v = node->items[i];
+        /* A null value stands for "unset" for optional fields. */
+        if (v->kind == KILN_YAML_SCALAR && kiln_yaml_is_null(v) && !f->required)
+            continue;
+        if (v->kind != f->kind)
+            kiln_diag_add(d, v, "%s: '%s' must be %s, not %s", what, key,
+                          kiln_yaml_kind_name(f->kind), kiln_yaml_kind_name(v->kind));
+    }
+    for (const struct kiln_yaml_field *f = fields; f->key; f++) {
+        if (f->required && !kiln_yaml_map_get(node, f->key))
+            kiln_diag_add(d, node, "%s: missing required field '%s'", what, f->key);
+    }
+    return true;
+}

@@ -1,0 +1,60 @@
+# AWS simulator tests (tests/awssim/): one ctest entry per Python test method.
+# test_unit_*.py -> label "unit" (no AWS CLI needed); test_cli_*.py -> label "cloud" (drive
+# /usr/bin/aws against a fresh simulator).
+find_package(Python3 COMPONENTS Interpreter)
+if(NOT Python3_Interpreter_FOUND)
+    message(WARNING "python3 not found: AWS simulator tests are not registered")
+    return()
+endif()
+set(awssim_dir ${PROJECT_SOURCE_DIR}/tests/awssim)
+file(GLOB awssim_tests CONFIGURE_DEPENDS ${awssim_dir}/test_*.py)
+foreach(src ${awssim_tests})
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${src})
+    get_filename_component(module ${src} NAME_WE)
+    if(module MATCHES "^test_cli_")
+        set(labels "cloud")
+        set(timeout 600)
+    else()
+        set(labels "unit")
+        set(timeout 120)
+    endif()
+    file(READ ${src} text)
+    string(REGEX MATCHALL "\nclass [A-Za-z0-9_]+|\n    def test_[A-Za-z0-9_]+" items "${text}")
+    set(cls "")
+    foreach(item ${items})
+        if(item MATCHES "class ([A-Za-z0-9_]+)")
+            set(cls ${CMAKE_MATCH_1})
+        elseif(item MATCHES "def (test_[A-Za-z0-9_]+)")
+            set(id ${module}.${cls}.${CMAKE_MATCH_1})
+            add_test(NAME awssim.${id}
+                     COMMAND ${Python3_EXECUTABLE} -m unittest -v ${id}
+                     WORKING_DIRECTORY ${awssim_dir})
+            set_tests_properties(awssim.${id} PROPERTIES LABELS "${labels}" TIMEOUT ${timeout}
+                                 ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+        endif()
+    endforeach()
+endforeach()
+
+# The SigV4 suites' cases are generated test methods: one ctest entry per case as well.
+function(awssim_vector_test id)
+    add_test(NAME awssim.${id} COMMAND ${Python3_EXECUTABLE} -m unittest -v ${id}
+             WORKING_DIRECTORY ${awssim_dir})
+    set_tests_properties(awssim.${id} PROPERTIES LABELS "unit" TIMEOUT 60
+                         ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+endfunction()
+file(GLOB crt_cases LIST_DIRECTORIES true ${awssim_dir}/testdata/sigv4/aws-c-auth-v4/*)
+foreach(dir ${crt_cases})
+    if(IS_DIRECTORY ${dir})
+        get_filename_component(case ${dir} NAME)
+        string(REPLACE "-" "_" case ${case})
+        awssim_vector_test(test_unit_sigv4.CrtSuite.test_${case})
+    endif()
+endforeach()
+file(GLOB_RECURSE boto_cases RELATIVE ${awssim_dir}/testdata/sigv4/botocore-aws4_testsuite
+     ${awssim_dir}/testdata/sigv4/botocore-aws4_testsuite/*.sreq)
+foreach(f ${boto_cases})
+    get_filename_component(rel ${f} DIRECTORY)
+    string(REPLACE "/" "_" case ${rel})
+    string(REPLACE "-" "_" case ${case})
+    awssim_vector_test(test_unit_sigv4.BotocoreSuite.test_${case})
+endforeach()
