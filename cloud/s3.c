@@ -352,13 +352,15 @@ kiln_s3_list_objects_all(struct kiln_aws_client *c, const char *bucket,
             return r;
         }
         ret->v = kiln_reallocarray(ret->v, ret->n + part.n + 1, sizeof(*ret->v));
-        memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
+        if (part.n)
+            memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
         ret->n += part.n;
         ret->common_prefixes = kiln_reallocarray(ret->common_prefixes,
                                                  ret->n_prefixes + part.n_prefixes + 1,
                                                  sizeof(char *));
-        memcpy(ret->common_prefixes + ret->n_prefixes, part.common_prefixes,
-               part.n_prefixes * sizeof(char *));
+        if (part.n_prefixes)
+            memcpy(ret->common_prefixes + ret->n_prefixes, part.common_prefixes,
+                   part.n_prefixes * sizeof(char *));
         ret->n_prefixes += part.n_prefixes;
         free(part.v);
         free(part.common_prefixes);

@@ -44,7 +44,7 @@ sim_start_with(const char *faults)
     _cleanup_free_ char *ready = kiln_asprintf("%s/port", S.dir);
     _cleanup_free_ char *state = kiln_asprintf("%s/state", S.dir);
     _cleanup_free_ char *log = kiln_asprintf("%s/sim.log", S.dir);
-    char *argv[16] = {"python3", script, "--host", "127.0.0.1", "--port", "0", "--ready-file",
+    char *argv[24] = {"python3", script, "--host", "127.0.0.1", "--port", "0", "--ready-file",
                       ready, "--state-dir", state, "--delay-scale", "0.01", "--seed", "7"};
     int n = 14;
     if (faults) {
