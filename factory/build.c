@@ -67,8 +67,9 @@ resolve_parent_file(const struct kiln_recipe *recipe, struct kiln_image_ref *ret
     struct stat st;
     if (stat(p, &st) < 0 || !S_ISREG(st.st_mode))
         return kiln_error_set(err, -ENOENT,
-                              "parentImage '%s': not an image in the catalog and not a qcow2/raw "
-                              "file (looked at %s)",
+                              "%s:%u:%u: parentImage '%s': not an image in the catalog and not a "
+                              "qcow2/raw file (looked at %s)",
+                              recipe->source, recipe->parent_line, recipe->parent_column,
                               recipe->parent_image, p);
     size_t n = strlen(p);
     bool raw = (n > 4 && strcmp(p + n - 4, ".raw") == 0) ||

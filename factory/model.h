@@ -80,6 +80,7 @@ struct kiln_recipe {
     struct kiln_semver version;
     char *description;
     char *parent_image;
+    unsigned parent_line, parent_column; /* where parentImage is written */
     char *working_directory; /* default /tmp, as Image Builder */
     struct kiln_component_ref *components;
     size_t n_components;

@@ -1,19 +1,19 @@
 /* Collected diagnostics for the factory's validators. */
-#include "factory/diag.h"
+#include "factory/problems.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 void
-kiln_diag_init(struct kiln_diag *d, const char *source)
+kiln_problems_init(struct kiln_problems *d, const char *source)
 {
     memset(d, 0, sizeof(*d));
     d->source = source;
 }
 
 void
-kiln_diag_clear(struct kiln_diag *d)
+kiln_problems_clear(struct kiln_problems *d)
 {
     for (unsigned i = 0; i < d->count; i++)
         free(d->items[i].text);
@@ -23,15 +23,15 @@ kiln_diag_clear(struct kiln_diag *d)
 }
 
 static void
-push(struct kiln_diag *d, unsigned line, unsigned column, char *text)
+push(struct kiln_problems *d, unsigned line, unsigned column, char *text)
 {
     d->items = kiln_reallocarray(d->items, d->count + 1, sizeof(*d->items));
-    d->items[d->count] = (struct kiln_diag_item){line, column, d->count, text};
+    d->items[d->count] = (struct kiln_problem){line, column, d->count, text};
     d->count++;
 }
 
 static void
-addv(struct kiln_diag *d, unsigned line, unsigned column, const char *fmt, va_list ap)
+addv(struct kiln_problems *d, unsigned line, unsigned column, const char *fmt, va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -39,7 +39,7 @@ addv(struct kiln_diag *d, unsigned line, unsigned column, const char *fmt, va_li
 }
 
 void
-kiln_diag_add_at(struct kiln_diag *d, unsigned line, unsigned column, const char *fmt, ...)
+kiln_problems_add_at(struct kiln_problems *d, unsigned line, unsigned column, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -48,7 +48,7 @@ kiln_diag_add_at(struct kiln_diag *d, unsigned line, unsigned column, const char
 }
 
 void
-kiln_diag_add(struct kiln_diag *d, const struct kiln_yaml_node *at, const char *fmt, ...)
+kiln_problems_add(struct kiln_problems *d, const struct kiln_yaml_node *at, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -57,7 +57,7 @@ kiln_diag_add(struct kiln_diag *d, const struct kiln_yaml_node *at, const char *
 }
 
 void
-kiln_diag_add_error(struct kiln_diag *d, const struct kiln_error *e)
+kiln_problems_add_error(struct kiln_problems *d, const struct kiln_error *e)
 {
     push(d, 0, 0, kiln_strdup(e->message));
 }
@@ -65,7 +65,7 @@ kiln_diag_add_error(struct kiln_diag *d, const struct kiln_error *e)
 static int
 item_cmp(const void *a, const void *b)
 {
-    const struct kiln_diag_item *x = a, *y = b;
+    const struct kiln_problem *x = a, *y = b;
     if (x->line != y->line)
         return x->line < y->line ? -1 : 1;
     if (x->column != y->column)
@@ -74,7 +74,7 @@ item_cmp(const void *a, const void *b)
 }
 
 int
-kiln_diag_finish(struct kiln_diag *d, struct kiln_error *err)
+kiln_problems_finish(struct kiln_problems *d, struct kiln_error *err)
 {
     if (d->count == 0)
         return 0;
@@ -94,11 +94,11 @@ kiln_diag_finish(struct kiln_diag *d, struct kiln_error *err)
 }
 
 bool
-kiln_diag_check_mapping(struct kiln_diag *d, const struct kiln_yaml_node *node, const char *what,
+kiln_problems_check_mapping(struct kiln_problems *d, const struct kiln_yaml_node *node, const char *what,
                         const struct kiln_yaml_field *fields)
 {
     if (!node || node->kind != KILN_YAML_MAPPING) {
-        kiln_diag_add(d, node, "%s must be a mapping, not %s", what,
+        kiln_problems_add(d, node, "%s must be a mapping, not %s", what,
                       node ? kiln_yaml_kind_name(node->kind) : "empty");
         return false;
     }
@@ -108,7 +108,7 @@ kiln_diag_check_mapping(struct kiln_diag *d, const struct kiln_yaml_node *node, 
         while (f->key && strcmp(f->key, key) != 0)
             f++;
         if (!f->key) {
-            kiln_diag_add(d, node->keys[i], "%s: unknown field '%s'", what, key);
+            kiln_problems_add(d, node->keys[i], "%s: unknown field '%s'", what, key);
             continue;
         }
         const struct kiln_yaml_node *v = node->items[i];
@@ -116,12 +116,12 @@ kiln_diag_check_mapping(struct kiln_diag *d, const struct kiln_yaml_node *node, 
         if (v->kind == KILN_YAML_SCALAR && kiln_yaml_is_null(v) && !f->required)
             continue;
         if (v->kind != f->kind)
-            kiln_diag_add(d, v, "%s: '%s' must be %s, not %s", what, key,
+            kiln_problems_add(d, v, "%s: '%s' must be %s, not %s", what, key,
                           kiln_yaml_kind_name(f->kind), kiln_yaml_kind_name(v->kind));
     }
     for (const struct kiln_yaml_field *f = fields; f->key; f++) {
         if (f->required && !kiln_yaml_map_get(node, f->key))
-            kiln_diag_add(d, node, "%s: missing required field '%s'", what, f->key);
+            kiln_problems_add(d, node, "%s: missing required field '%s'", what, f->key);
     }
     return true;
 }
