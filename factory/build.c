@@ -836,8 +836,8 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     const struct kiln_recipe *rec = b.plan.recipe;
     result->name = kiln_strdup(rec->name);
 
-    r = kiln_store_image_create(b.store, rec->name, rec->semantic_version, b.ops->name,
-                                b.plan.infra->uri, rec->source, &b.image, err);
+    r = kiln_store_image_create_locked(b.store, rec->name, rec->semantic_version, b.ops->name,
+                                       b.plan.infra->uri, rec->source, &b.image, &b.lock_fd, err);
     if (r < 0) {
         plan_clear(&b.plan);
         return r;
@@ -851,8 +851,7 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     b.work_dir = kiln_path_join(b.plan.home, work_rel);
     b.outputs = json_array();
 
-    if ((r = kiln_store_build_lock(b.store, b.image->build_id, &b.lock_fd, err)) < 0 ||
-        (r = kiln_mkdir_p(b.work_dir, 0700, err)) < 0 ||
+    if ((r = kiln_mkdir_p(b.work_dir, 0700, err)) < 0 ||
         (r = kiln_mkdir_p(b.log_dir, 0755, err)) < 0 ||
         (r = kiln_store_image_set_paths(b.store, b.image->id, b.work_dir, b.log_dir, NULL, err)) <
             0)

@@ -419,24 +419,58 @@ insert_image(struct kiln_store *s, const char *name, const char *version, const 
     return 0;
 }
 
-int
-kiln_store_image_create(struct kiln_store *s, const char *name, const char *version,
-                        const char *driver, const char *uri, const char *recipe_path,
-                        struct kiln_image_record **ret, struct kiln_error *err)
+static int
+create(struct kiln_store *s, const char *name, const char *version, const char *driver,
+       const char *uri, const char *recipe_path, struct kiln_image_record **ret, int *ret_lock_fd,
+       struct kiln_error *err)
 {
     /* IMMEDIATE takes the write lock first, so two builds cannot read the same max(build). */
     int r = exec(s, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;
     _cleanup_free_ char *build_id = NULL;
+    int fd = -1;
     r = insert_image(s, name, version, driver, uri, recipe_path, &build_id, err);
+    /* The build lock is taken before the record becomes visible: a reaper never sees a build
+     * that is starting as one that crashed. */
+    if (r >= 0 && ret_lock_fd)
+        r = kiln_store_build_lock(s, build_id, &fd, err);
     if (r >= 0)
         r = exec(s, "COMMIT", err);
     if (r < 0) {
         exec(s, "ROLLBACK", NULL);
+        if (fd >= 0)
+            kiln_store_build_unlock(s, build_id, fd);
         return r;
     }
-    return ret ? kiln_store_image_get_by_build_id(s, build_id, ret, err) : 0;
+    if (ret) {
+        r = kiln_store_image_get_by_build_id(s, build_id, ret, err);
+        if (r < 0) {
+            if (fd >= 0)
+                kiln_store_build_unlock(s, build_id, fd);
+            return r;
+        }
+    }
+    if (ret_lock_fd)
+        *ret_lock_fd = fd;
+    return 0;
+}
+
+int
+kiln_store_image_create(struct kiln_store *s, const char *name, const char *version,
+                        const char *driver, const char *uri, const char *recipe_path,
+                        struct kiln_image_record **ret, struct kiln_error *err)
+{
+    return create(s, name, version, driver, uri, recipe_path, ret, NULL, err);
+}
+
+int
+kiln_store_image_create_locked(struct kiln_store *s, const char *name, const char *version,
+                               const char *driver, const char *uri, const char *recipe_path,
+                               struct kiln_image_record **ret, int *ret_lock_fd,
+                               struct kiln_error *err)
+{
+    return create(s, name, version, driver, uri, recipe_path, ret, ret_lock_fd, err);
 }
 
 static int

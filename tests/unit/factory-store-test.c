@@ -249,6 +249,17 @@ test_build_lock(void **state)
     kiln_store_build_unlock(f->store, "b1", fd);
     assert_false(kiln_store_build_is_running(f->store, "b1"));
 
+    /* A build created locked is "running" from the moment its record can be read. */
+    struct kiln_image_record *r = NULL;
+    assert_int_equal(kiln_store_image_create_locked(f->store, "web", "1.0.0", "fake", NULL, NULL,
+                                                    &r, &fd, &err),
+                     0);
+    assert_true(fd >= 0);
+    assert_true(kiln_store_build_is_running(f->store, r->build_id));
+    kiln_store_build_unlock(f->store, r->build_id, fd);
+    assert_false(kiln_store_build_is_running(f->store, r->build_id));
+    kiln_image_record_free(r);
+
     /* A process that dies holding the lock leaves a lock that can be taken: a crash. */
     pid_t pid = fork();
     assert_true(pid >= 0);
