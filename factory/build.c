@@ -138,7 +138,7 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
     char cause[KILN_ERROR_CAUSE_MAX] = "";
     int r;
 
-    if (kiln_recipe_load(opts->recipe_path, &p->recipe, &e) < 0) {
+    if (kiln_recipe_load_partial(opts->recipe_path, &p->recipe, &e) < 0) {
         snprintf(cause, sizeof(cause), "%s", e.cause);
         append_error(&all, &e);
     }
@@ -174,9 +174,11 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
         }
         if (kiln_recipe_resolve(p->recipe, search, &e) < 0)
             append_error(&all, &e);
-        r = opts->resolve_parent
-                ? opts->resolve_parent(opts->resolve_userdata, p->recipe, &p->parent, &e)
-                : resolve_parent_file(p->recipe, &p->parent, &e);
+        r = 0;
+        if (p->recipe->parent_image)
+            r = opts->resolve_parent
+                    ? opts->resolve_parent(opts->resolve_userdata, p->recipe, &p->parent, &e)
+                    : resolve_parent_file(p->recipe, &p->parent, &e);
         if (r < 0)
             append_error(&all, &e);
         /* Validate every document that could be found, even when others could not. */

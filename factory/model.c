@@ -510,8 +510,8 @@ load_block_device(struct kiln_problems *d, const struct kiln_yaml_node *item,
     }
 }
 
-int
-kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *err)
+static int
+recipe_load(const char *path, bool partial, struct kiln_recipe **ret, struct kiln_error *err)
 {
     _cleanup_(kiln_yaml_doc_freep) struct kiln_yaml_doc *doc = NULL;
     int r = load_doc(path, &doc, err);
@@ -593,10 +593,23 @@ kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *
 done:
     r = kiln_problems_finish(&d, err);
     kiln_problems_clear(&d);
-    if (r < 0)
+    if (r < 0 && !partial)
         return r;
     *ret = TAKE_PTR(rec);
-    return 0;
+    return r;
+}
+
+int
+kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *err)
+{
+    return recipe_load(path, false, ret, err);
+}
+
+int
+kiln_recipe_load_partial(const char *path, struct kiln_recipe **ret, struct kiln_error *err)
+{
+    *ret = NULL;
+    return recipe_load(path, true, ret, err);
 }
 
 /* "name" or "name/1.x.x" in search_dirs: <dir>/<name>/<version>.yml, newest match wins. */

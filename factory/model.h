@@ -92,6 +92,9 @@ struct kiln_recipe {
 };
 
 int kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *err);
+/* Like kiln_recipe_load, but an invalid recipe (-KILN_E_INVALID) is still returned in *ret with
+ * what could be read, so that its components can be checked too (NULL when unreadable). */
+int kiln_recipe_load_partial(const char *path, struct kiln_recipe **ret, struct kiln_error *err);
 void kiln_recipe_free(struct kiln_recipe *r);
 static inline void
 kiln_recipe_freep(struct kiln_recipe **r)

@@ -1,6 +1,7 @@
 /* Collected diagnostics for the factory's validators. */
 #include "factory/problems.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,47 @@ kiln_problems_finish(struct kiln_problems *d, struct kiln_error *err)
     return r;
 }
 
+/* Edit distance, case-insensitive, bounded: enough to catch a typo in a field name. */
+static size_t
+distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return 99;
+    size_t prev[65], cur[65];
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+            size_t best = prev[j - 1] + cost;
+            if (prev[j] + 1 < best)
+                best = prev[j] + 1;
+            if (cur[j - 1] + 1 < best)
+                best = cur[j - 1] + 1;
+            cur[j] = best;
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof(size_t));
+    }
+    return prev[lb];
+}
+
+static const char *
+closest(const char *key, const struct kiln_yaml_field *fields)
+{
+    const char *best = NULL;
+    size_t best_d = 3; /* at most two edits away, and closer than a third of the name */
+    for (const struct kiln_yaml_field *f = fields; f->key; f++) {
+        size_t d = distance(key, f->key);
+        if (d < best_d && d * 3 <= strlen(f->key)) {
+            best = f->key;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
 bool
 kiln_problems_check_mapping(struct kiln_problems *d, const struct kiln_yaml_node *node, const char *what,
                         const struct kiln_yaml_field *fields)
@@ -108,7 +150,12 @@ kiln_problems_check_mapping(struct kiln_problems *d, const struct kiln_yaml_node
         while (f->key && strcmp(f->key, key) != 0)
             f++;
         if (!f->key) {
-            kiln_problems_add(d, node->keys[i], "%s: unknown field '%s'", what, key);
+            const char *hint = closest(key, fields);
+            if (hint)
+                kiln_problems_add(d, node->keys[i], "%s: unknown field '%s' (did you mean '%s'?)",
+                                  what, key, hint);
+            else
+                kiln_problems_add(d, node->keys[i], "%s: unknown field '%s'", what, key);
             continue;
         }
         const struct kiln_yaml_node *v = node->items[i];

@@ -315,6 +315,32 @@ test_pipeline(void **state)
 }
 
 static void
+test_unknown_field_hints(void **state)
+{
+    char *dir = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_mkdtemp("kiln-model", &dir, &err), 0);
+    char *path = kiln_path_join(dir, "r.yml");
+    const char *text = "name: r\nsemanticversion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+                       "  - path: a.yml\n    paramters: []\nzebra: 1\n";
+    assert_int_equal(kiln_write_file_atomic(path, text, strlen(text), 0644, &err), 0);
+    struct kiln_recipe *r = NULL;
+    assert_int_equal(kiln_recipe_load(path, &r, &err), -KILN_E_INVALID);
+    const char *expected[] = {
+        "2:1: recipe: unknown field 'semanticversion' (did you mean 'semanticVersion'?)",
+        "1:1: recipe: missing required field 'semanticVersion'",
+        "6:5: component: unknown field 'paramters' (did you mean 'parameters'?)",
+        "7:1: recipe: unknown field 'zebra'",
+        NULL,
+    };
+    expect_messages(&err, path, expected);
+    assert_null(strstr(err.message, "'zebra' (did you mean")); /* nothing close: no guess */
+    free(path);
+    kiln_rm_rf(dir, NULL);
+    free(dir);
+}
+
+static void
 test_yaml_errors_have_positions(void **state)
 {
     char *dir = NULL;
@@ -366,4 +392,5 @@ KILN_TEST_MAIN(cmocka_unit_test(test_semver_parse), cmocka_unit_test(test_semver
                cmocka_unit_test(test_recipe_bad_all_errors),
                cmocka_unit_test(test_recipe_resolve_errors), cmocka_unit_test(test_infrastructure),
                cmocka_unit_test(test_distribution), cmocka_unit_test(test_pipeline),
+               cmocka_unit_test(test_unknown_field_hints),
                cmocka_unit_test(test_yaml_errors_have_positions), cmocka_unit_test(test_home_dir))
