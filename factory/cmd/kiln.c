@@ -46,8 +46,9 @@ usage(FILE *f)
             "Commands:\n"
             "  build --recipe FILE [--infrastructure FILE] [--distribution FILE]\n"
             "        [--no-tests] [--verbose] [--json]     build an image\n"
-            "  validate --recipe FILE [--infrastructure FILE] [--distribution FILE] [--json]\n"
-            "                                              validate everything, start nothing\n"
+            "  build --pipeline FILE [...]                 the same, from an image pipeline\n"
+            "  validate --recipe FILE | --pipeline FILE [--infrastructure FILE]\n"
+            "           [--distribution FILE] [--json]     validate everything, start nothing\n"
             "  image list [--json]                         every image build\n"
             "  image show NAME/VERSION[/BUILD] [--json]    one build, with its output files\n"
             "  image logs NAME/VERSION[/BUILD]             the build's log folder and files\n"
@@ -250,7 +251,7 @@ result_json(const struct kiln_build_result *res, int r, const struct kiln_error 
 }
 
 struct files_opts {
-    const char *recipe, *infra, *dist;
+    const char *recipe, *infra, *dist, *pipeline;
     bool json, verbose, no_tests, kept;
 };
 
@@ -261,6 +262,7 @@ parse_opts(int argc, char **argv, struct files_opts *o)
         {"recipe", required_argument, NULL, 'r'},
         {"infrastructure", required_argument, NULL, 'i'},
         {"distribution", required_argument, NULL, 'd'},
+        {"pipeline", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {"verbose", no_argument, NULL, 'v'},
         {"no-tests", no_argument, NULL, 'T'},
@@ -270,8 +272,11 @@ parse_opts(int argc, char **argv, struct files_opts *o)
     };
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "r:i:d:jvh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "r:i:d:p:jvh", longopts, NULL)) != -1) {
         switch (c) {
+        case 'p':
+            o->pipeline = optarg;
+            break;
         case 'r':
             o->recipe = optarg;
             break;
@@ -304,22 +309,49 @@ parse_opts(int argc, char **argv, struct files_opts *o)
     return 0;
 }
 
+/* --pipeline: the recipe, infrastructure, distribution and test settings come from an image
+ * pipeline file (options given on the command line win). */
+static int
+apply_pipeline(struct files_opts *o, struct kiln_pipeline **ret, struct kiln_build_options *opts)
+{
+    if (!o->pipeline)
+        return 0;
+    struct kiln_error err = {0};
+    int r = kiln_pipeline_load(o->pipeline, ret, &err);
+    if (r < 0) {
+        fprintf(stderr, "%s\n", err.message);
+        return exit_for(r);
+    }
+    if (!o->recipe)
+        o->recipe = (*ret)->recipe_path;
+    if (!o->infra)
+        o->infra = (*ret)->infrastructure_path;
+    if (!o->dist)
+        o->dist = (*ret)->distribution_path;
+    if (!(*ret)->tests_enabled)
+        o->no_tests = true;
+    opts->test_timeout_minutes = (*ret)->timeout_minutes;
+    return 0;
+}
+
 static int
 cmd_validate(int argc, char **argv)
 {
     struct files_opts o = {0};
     if (parse_opts(argc, argv, &o) < 0 || optind != argc)
         return EXIT_USAGE;
+    struct kiln_build_options opts = {.home = opt_home};
+    _cleanup_(kiln_pipeline_freep) struct kiln_pipeline *pipeline = NULL;
+    int rc = apply_pipeline(&o, &pipeline, &opts);
+    if (rc != 0)
+        return rc;
     if (!o.recipe) {
-        fprintf(stderr, "kiln validate: --recipe is required\n");
+        fprintf(stderr, "kiln validate: --recipe or --pipeline is required\n");
         return EXIT_USAGE;
     }
-    struct kiln_build_options opts = {
-        .recipe_path = o.recipe,
-        .infrastructure_path = o.infra,
-        .distribution_path = o.dist,
-        .home = opt_home,
-    };
+    opts.recipe_path = o.recipe;
+    opts.infrastructure_path = o.infra;
+    opts.distribution_path = o.dist;
     struct kiln_error err = {0};
     int r = kiln_build_validate(&opts, &err);
     if (o.json) {
@@ -349,8 +381,13 @@ cmd_build(int argc, char **argv)
     struct files_opts o = {0};
     if (parse_opts(argc, argv, &o) < 0 || optind != argc)
         return EXIT_USAGE;
+    struct kiln_build_options opts = {0};
+    _cleanup_(kiln_pipeline_freep) struct kiln_pipeline *pipeline = NULL;
+    int rc = apply_pipeline(&o, &pipeline, &opts);
+    if (rc != 0)
+        return rc;
     if (!o.recipe) {
-        fprintf(stderr, "kiln build: --recipe is required\n");
+        fprintf(stderr, "kiln build: --recipe or --pipeline is required\n");
         return EXIT_USAGE;
     }
     _cleanup_(kiln_store_freep) struct kiln_store *store = NULL;
@@ -368,16 +405,14 @@ cmd_build(int argc, char **argv)
     pthread_mutex_init(&p.lock, NULL);
     struct kiln_build_progress cb = {prog_stage, prog_step, prog_console, &p};
     bool ticking = p.tty && pthread_create(&p.ticker, NULL, ticker, &p) == 0;
-    struct kiln_build_options opts = {
-        .recipe_path = o.recipe,
-        .infrastructure_path = o.infra,
-        .distribution_path = o.dist,
-        .home = kiln_store_home(store),
-        .store = store,
-        .skip_tests = o.no_tests,
-        .progress = &cb,
-        .cancel = &cancel_requested,
-    };
+    opts.recipe_path = o.recipe;
+    opts.infrastructure_path = o.infra;
+    opts.distribution_path = o.dist;
+    opts.home = kiln_store_home(store);
+    opts.store = store;
+    opts.skip_tests = o.no_tests;
+    opts.progress = &cb;
+    opts.cancel = &cancel_requested;
     struct kiln_build_result res;
     int r = kiln_build_run(&opts, &res, &err);
     pthread_mutex_lock(&p.lock);

@@ -108,6 +108,19 @@ test_validate(void **state)
     assert_int_equal(kiln(&out, NULL, "validate", "--recipe", recipe, NULL, NULL), 0);
     assert_non_null(strstr(out, "valid"));
     free(out);
+    /* From an image pipeline. */
+    char *pipeline = kiln_path_join(home, "p.yml");
+    const char *ptext = "name: p\nimageRecipe: r.yml\nimageTestsConfiguration:\n"
+                        "  imageTestsEnabled: false\n";
+    assert_int_equal(kiln_write_file_atomic(pipeline, ptext, strlen(ptext), 0644, NULL), 0);
+    assert_int_equal(kiln(&out, NULL, "validate", "--pipeline", pipeline, NULL, NULL), 0);
+    free(out);
+    ptext = "name: p\nimageRecipe: r.yml\nschedule:\n  scheduleExpression: daily\n";
+    assert_int_equal(kiln_write_file_atomic(pipeline, ptext, strlen(ptext), 0644, NULL), 0);
+    assert_int_equal(kiln(NULL, &err, "validate", "--pipeline", pipeline, NULL, NULL), 3);
+    assert_non_null(strstr(err, "p.yml:4:23: scheduleExpression 'daily'"));
+    free(err);
+    free(pipeline);
     /* The infrastructure is validated too. */
     char *infra = data("bad-infrastructure.yml");
     assert_int_equal(kiln(NULL, &err, "validate", "--recipe", recipe, "--infrastructure", infra),
