@@ -72,8 +72,8 @@ resolve_parent_file(const struct kiln_recipe *recipe, struct kiln_image_ref *ret
                               recipe->source, recipe->parent_line, recipe->parent_column,
                               recipe->parent_image, p);
     size_t n = strlen(p);
-    bool raw = (n > 4 && strcmp(p + n - 4, ".raw") == 0) ||
-               (n > 4 && strcmp(p + n - 4, ".img") == 0);
+    bool raw =
+        (n > 4 && strcmp(p + n - 4, ".raw") == 0) || (n > 4 && strcmp(p + n - 4, ".img") == 0);
     ret->kind = kiln_strdup(raw ? "raw" : "qcow2");
     ret->location = realpath(p, NULL);
     return 0;
@@ -475,9 +475,8 @@ distribute(struct build *b, struct kiln_error *err)
             if (cancelled(b))
                 return kiln_error_set(err, -ECANCELED, "cancelled");
             const char *fmt = d->local.formats[f];
-            _cleanup_free_ char *base = kiln_asprintf("%s-%s-%ld.%s", rec->name,
-                                                      b->image->version, b->image->build,
-                                                      format_ext(fmt));
+            _cleanup_free_ char *base = kiln_asprintf("%s-%s-%ld.%s", rec->name, b->image->version,
+                                                      b->image->build, format_ext(fmt));
             _cleanup_free_ char *dst = kiln_path_join(d->local.directory, base);
             _cleanup_free_ char *tmp = kiln_asprintf("%s.partial", dst);
             b->partial_outputs =
@@ -504,10 +503,9 @@ distribute(struct build *b, struct kiln_error *err)
             r = kiln_store_image_add_output(b->store, b->image->id, &out, err);
             if (r < 0)
                 return r;
-            json_array_append_new(b->outputs,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:s}", "target", target,
-                                            "format", fmt, "path", dst, "size",
-                                            (json_int_t)st.st_size, "sha256", hex));
+            json_array_append_new(b->outputs, json_pack("{s:s, s:s, s:s, s:I, s:s}", "target",
+                                                        target, "format", fmt, "path", dst, "size",
+                                                        (json_int_t)st.st_size, "sha256", hex));
         }
     }
     return 0;
@@ -531,11 +529,12 @@ manifest_new(struct build *b, const char *status)
             if (base && dot)
                 version = ver = kiln_strndup(base + 1, (size_t)(dot - base - 1));
         }
-        json_array_append_new(comps,
-                              json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:o}", "name", d->name,
-                                        "version", version, "path", c->resolved, "reference",
-                                        c->path ? c->path : c->name ? c->name : c->arn,
-                                        "sha256", d->sha256, "parameters", params));
+        json_array_append_new(comps, json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:o}", "name", d->name,
+                                               "version", version, "path", c->resolved, "reference",
+                                               c->path   ? c->path
+                                               : c->name ? c->name
+                                                         : c->arn,
+                                               "sha256", d->sha256, "parameters", params));
     }
     char recipe_hex[KILN_HASH_MAX_HEX] = "";
     kiln_hash_file_hex(KILN_HASH_SHA256, rec->source, recipe_hex, NULL);
@@ -543,26 +542,22 @@ manifest_new(struct build *b, const char *status)
     struct tm tm;
     gmtime_r(&b->started, &tm);
     strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    _cleanup_free_ char *version =
-        kiln_asprintf("%s/%ld", b->image->version, b->image->build);
+    _cleanup_free_ char *version = kiln_asprintf("%s/%ld", b->image->version, b->image->build);
     return json_pack(
         "{s:i, s:s, s:s, s:s, s:s, s:s, s:I,"
         " s:{s:s, s:s, s:s, s:s, s:s?, s:s},"
         " s:{s:s?, s:s?, s:s?},"
         " s:{s:s, s:s?, s:s?, s:i, s:i},"
         " s:o, s:O, s:n, s:s, s:s}",
-        "manifestVersion", 1, "name", rec->name, "version", version, "buildId",
-        b->image->build_id, "status", status, "buildDate", date, "durationSeconds",
-        (json_int_t)(time(NULL) - b->started),
-        "recipe", "path", rec->source, "sha256", recipe_hex, "name", rec->name, "semanticVersion",
-        rec->semantic_version, "description", rec->description, "parentImage", rec->parent_image,
-        "parentImage", "kind", b->parent.kind, "location", b->parent.location, "kernel",
-        b->parent.kernel,
-        "infrastructure", "driver", b->ops->name, "uri", b->plan.infra->uri, "accel",
-        b->plan.infra->accel, "vcpus", (int)b->plan.infra->vcpus, "memoryMiB",
-        (int)b->plan.infra->memory_mib,
-        "components", comps, "outputs", b->outputs, "installedPackages",
-        "installedPackagesTodo",
+        "manifestVersion", 1, "name", rec->name, "version", version, "buildId", b->image->build_id,
+        "status", status, "buildDate", date, "durationSeconds",
+        (json_int_t)(time(NULL) - b->started), "recipe", "path", rec->source, "sha256", recipe_hex,
+        "name", rec->name, "semanticVersion", rec->semantic_version, "description",
+        rec->description, "parentImage", rec->parent_image, "parentImage", "kind", b->parent.kind,
+        "location", b->parent.location, "kernel", b->parent.kernel, "infrastructure", "driver",
+        b->ops->name, "uri", b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus",
+        (int)b->plan.infra->vcpus, "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps,
+        "outputs", b->outputs, "installedPackages", "installedPackagesTodo",
         "TODO: the installed package list comes from libguestfs inspection of the image, not "
         "done yet",
         "logs", b->log_dir);
@@ -652,8 +647,8 @@ stages(struct build *b, struct kiln_error *err)
         if (!d->has_phase[KILN_PHASE_BUILD] && !d->has_phase[KILN_PHASE_VALIDATE])
             continue;
         _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
-        _cleanup_free_ char *what = kiln_asprintf("component %zu (%s, %s)", i + 1, d->name,
-                                                  rec->components[i].resolved);
+        _cleanup_free_ char *what =
+            kiln_asprintf("component %zu (%s, %s)", i + 1, d->name, rec->components[i].resolved);
         _cleanup_free_ char *sub = kiln_asprintf("build/%02zu-%s", i + 1, d->name);
         r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1, err);
         if (r < 0)
@@ -676,8 +671,8 @@ stages(struct build *b, struct kiln_error *err)
         _cleanup_free_ char *keep = kiln_asprintf("%s-cleanup", b->image->build_id);
         _cleanup_json_ json_t *params = json_pack("{s:s, s:s}", "workingDirectory",
                                                   rec->working_directory, "keepToeFolder", keep);
-        r = run_job(b, cleanup, phases, params, "the Linux cleanup (kiln-linux-cleanup)",
-                    "cleanup", -1, err);
+        r = run_job(b, cleanup, phases, params, "the Linux cleanup (kiln-linux-cleanup)", "cleanup",
+                    -1, err);
         if (r < 0)
             return r;
     }
@@ -733,15 +728,13 @@ stages(struct build *b, struct kiln_error *err)
                 continue;
             int left = (int)(deadline - time(NULL));
             if (left <= 0)
-                return kiln_error_set(err, -ETIMEDOUT,
-                                      "the test stage ran longer than timeoutMinutes (%d)",
-                                      minutes);
+                return kiln_error_set(
+                    err, -ETIMEDOUT, "the test stage ran longer than timeoutMinutes (%d)", minutes);
             _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
             _cleanup_free_ char *what = kiln_asprintf("test of component %zu (%s, %s)", i + 1,
                                                       d->name, rec->components[i].resolved);
             _cleanup_free_ char *sub = kiln_asprintf("test/%02zu-%s", i + 1, d->name);
-            r = run_job(b, rec->components[i].resolved, test_phases, params, what, sub, left,
-                        err);
+            r = run_job(b, rec->components[i].resolved, test_phases, params, what, sub, left, err);
             if (r < 0)
                 return r;
         }
@@ -781,8 +774,8 @@ release(struct build *b, bool failed, bool keep, struct kiln_build_result *resul
     if (b->inst && keep && b->ops->describe) {
         result->kept_instance = b->ops->describe(b->inst);
         if (!result->kept_instance)
-            result->kept_instance = kiln_asprintf("the %s instance of build %s", b->inst_role,
-                                                  b->image->build_id);
+            result->kept_instance =
+                kiln_asprintf("the %s instance of build %s", b->inst_role, b->image->build_id);
         kiln_store_resource_keep(b->store, b->image->build_id, NULL);
         b->inst = NULL; /* kept: the driver's record stays until `kiln reap --kept` */
     }
@@ -808,6 +801,35 @@ release(struct build *b, bool failed, bool keep, struct kiln_build_result *resul
     (void)failed;
 }
 
+/* Everything after the image record exists: folders, the driver, the stages. */
+static int
+run_started(struct build *b, struct kiln_error *err)
+{
+    int r;
+    if ((r = kiln_mkdir_p(b->work_dir, 0700, err)) < 0 ||
+        (r = kiln_mkdir_p(b->log_dir, 0755, err)) < 0 ||
+        (r = kiln_store_image_set_paths(b->store, b->image->id, b->work_dir, b->log_dir, NULL,
+                                        err)) < 0)
+        return r;
+    b->cfg = (struct kiln_driver_config){
+        .uri = b->plan.infra->uri,
+        .accel = b->plan.infra->accel,
+        .vcpus = b->plan.infra->vcpus,
+        .memory_mib = b->plan.infra->memory_mib,
+        .work_dir = b->work_dir,
+        .build_id = b->image->build_id,
+        .settings = b->plan.infra->settings,
+        .on_resource = on_resource,
+        .userdata = b,
+        .cancel = b->opts->cancel,
+    };
+    r = b->ops->open(&b->cfg, 0, &b->conn, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "driver %s (%s)", b->ops->name,
+                                 b->plan.infra->uri ? b->plan.infra->uri : "default");
+    return stages(b, err);
+}
+
 int
 kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *result,
                struct kiln_error *err)
@@ -828,8 +850,9 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     kiln_driver_find_fn find = opts->find_driver ? opts->find_driver : kiln_driver_find;
     b.ops = find ? find(b.plan.infra->driver) : NULL;
     if (!b.ops) {
-        r = kiln_error_set(err, -KILN_E_UNSUPPORTED, "%s: driver '%s' is not available in this "
-                                                     "build of kiln",
+        r = kiln_error_set(err, -KILN_E_UNSUPPORTED,
+                           "%s: driver '%s' is not available in this "
+                           "build of kiln",
                            b.plan.infra->source ? b.plan.infra->source : "infrastructure",
                            b.plan.infra->driver);
         plan_clear(&b.plan);
@@ -853,33 +876,8 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     b.work_dir = kiln_path_join(b.plan.home, work_rel);
     b.outputs = json_array();
 
-    if ((r = kiln_mkdir_p(b.work_dir, 0700, err)) < 0 ||
-        (r = kiln_mkdir_p(b.log_dir, 0755, err)) < 0 ||
-        (r = kiln_store_image_set_paths(b.store, b.image->id, b.work_dir, b.log_dir, NULL, err)) <
-            0)
-        goto finish;
+    r = run_started(&b, err);
 
-    b.cfg = (struct kiln_driver_config){
-        .uri = b.plan.infra->uri,
-        .accel = b.plan.infra->accel,
-        .vcpus = b.plan.infra->vcpus,
-        .memory_mib = b.plan.infra->memory_mib,
-        .work_dir = b.work_dir,
-        .build_id = b.image->build_id,
-        .settings = b.plan.infra->settings,
-        .on_resource = on_resource,
-        .userdata = &b,
-        .cancel = opts->cancel,
-    };
-    r = b.ops->open(&b.cfg, 0, &b.conn, err);
-    if (r < 0) {
-        kiln_error_prefix(err, r, "driver %s (%s)", b.ops->name,
-                          b.plan.infra->uri ? b.plan.infra->uri : "default");
-        goto finish;
-    }
-    r = stages(&b, err);
-
-finish:;
     bool is_cancel = r < 0 && (cancelled(&b) || r == -ECANCELED);
     bool keep = r < 0 && !is_cancel && !b.plan.infra->terminate_on_failure;
     if (r < 0) {

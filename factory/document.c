@@ -60,8 +60,7 @@ kiln_documents_validate(char *const *paths, struct kiln_document_info *infos,
         size_t len = strlen(text);
         while (len > 0 && text[len - 1] == '\n')
             text[--len] = '\0';
-        kiln_error_set_cause(err, "%s:%u:%u", diags.v[0].file, diags.v[0].line,
-                             diags.v[0].column);
+        kiln_error_set_cause(err, "%s:%u:%u", diags.v[0].file, diags.v[0].line, diags.v[0].column);
         r = kiln_error_set(err, -KILN_E_INVALID, "%s", text);
     }
     kiln_diags_clear(&diags);

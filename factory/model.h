@@ -53,9 +53,9 @@ struct kiln_component_parameter {
 };
 
 struct kiln_component_ref {
-    char *arn;  /* componentArn as written, or NULL */
-    char *path; /* path as written (relative to the recipe), or NULL */
-    char *name; /* "name" or "name/1.x.x", or NULL */
+    char *arn;      /* componentArn as written, or NULL */
+    char *path;     /* path as written (relative to the recipe), or NULL */
+    char *name;     /* "name" or "name/1.x.x", or NULL */
     char *resolved; /* absolute document path, after kiln_recipe_resolve() */
     struct kiln_component_parameter *parameters;
     size_t n_parameters;
@@ -81,7 +81,7 @@ struct kiln_recipe {
     char *description;
     char *parent_image;
     unsigned parent_line, parent_column; /* where parentImage is written */
-    char *working_directory; /* default /tmp, as Image Builder */
+    char *working_directory;             /* default /tmp, as Image Builder */
     struct kiln_component_ref *components;
     size_t n_components;
     struct kiln_block_device *block_devices;
@@ -192,7 +192,8 @@ struct kiln_pipeline {
     int timeout_minutes;       /* imageTestsConfiguration.timeoutMinutes, 60..1440, default 720 */
     char *schedule_expression; /* schedule.scheduleExpression, or NULL */
     char *timezone;
-    char *start_condition; /* EXPRESSION_MATCH_ONLY | EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE */
+    char *start_condition; /* EXPRESSION_MATCH_ONLY |
+                              EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE */
     bool enabled;          /* status ENABLED (default) | DISABLED */
 };
 

@@ -136,12 +136,12 @@ closest(const char *key, const struct kiln_yaml_field *fields)
 }
 
 bool
-kiln_problems_check_mapping(struct kiln_problems *d, const struct kiln_yaml_node *node, const char *what,
-                        const struct kiln_yaml_field *fields)
+kiln_problems_check_mapping(struct kiln_problems *d, const struct kiln_yaml_node *node,
+                            const char *what, const struct kiln_yaml_field *fields)
 {
     if (!node || node->kind != KILN_YAML_MAPPING) {
         kiln_problems_add(d, node, "%s must be a mapping, not %s", what,
-                      node ? kiln_yaml_kind_name(node->kind) : "empty");
+                          node ? kiln_yaml_kind_name(node->kind) : "empty");
         return false;
     }
     for (size_t i = 0; i < node->n; i++) {
@@ -164,7 +164,7 @@ kiln_problems_check_mapping(struct kiln_problems *d, const struct kiln_yaml_node
             continue;
         if (v->kind != f->kind)
             kiln_problems_add(d, v, "%s: '%s' must be %s, not %s", what, key,
-                          kiln_yaml_kind_name(f->kind), kiln_yaml_kind_name(v->kind));
+                              kiln_yaml_kind_name(f->kind), kiln_yaml_kind_name(v->kind));
     }
     for (const struct kiln_yaml_field *f = fields; f->key; f++) {
         if (f->required && !kiln_yaml_map_get(node, f->key))

@@ -42,8 +42,8 @@ struct kiln_image_record {
     enum kiln_image_status status;
     char *reason;
     long long created, updated, finished; /* unix seconds; finished 0 while running */
-    char *build_id; /* unique, names and tags every resource of the build */
-    long pid;       /* the building process */
+    char *build_id;                       /* unique, names and tags every resource of the build */
+    long pid;                             /* the building process */
     char *driver;
     char *uri;
     char *recipe_path;

@@ -24,7 +24,7 @@
 static struct {
     char *dir; /* live resources: one file per resource, named <id> */
     int launches;
-    int fail_launch_at; /* 1-based launch number that fails, 0: none */
+    int fail_launch_at;   /* 1-based launch number that fails, 0: none */
     const char *fail_doc; /* substring of a document path whose run fails */
     const char *fail_phase;
     bool fail_snapshot;
@@ -140,9 +140,9 @@ dbl_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_
     }
     for (size_t i = 0; job->phases && job->phases[i]; i++)
         json_array_append_new(phases, json_string(job->phases[i]));
-    json_array_append_new(dbl.jobs, json_pack("{s:o, s:o, s:O?, s:s}", "documents", docs,
-                                              "phases", phases, "parameters", job->parameters,
-                                              "instance", inst->name));
+    json_array_append_new(dbl.jobs,
+                          json_pack("{s:o, s:o, s:O?, s:s}", "documents", docs, "phases", phases,
+                                    "parameters", job->parameters, "instance", inst->name));
     /* The agent's TOE folder, as the real driver fetches it. */
     char *toe = kiln_path_join(log_dir, "TOE_2026-01-01_00-00-00_x");
     assert_int_equal(kiln_mkdir_p(toe, 0755, NULL), 0);
@@ -151,10 +151,9 @@ dbl_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_
     free(detail);
     free(toe);
     if (events && events->event) {
-        json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "event", "step-start", "document",
-                               job->documents[0], "phase",
-                               job->phases && job->phases[0] ? job->phases[0] : "build", "step",
-                               "Say");
+        json_t *ev = json_pack(
+            "{s:s, s:s, s:s, s:s}", "event", "step-start", "document", job->documents[0], "phase",
+            job->phases && job->phases[0] ? job->phases[0] : "build", "step", "Say");
         events->event(events->userdata, ev);
         json_decref(ev);
     }
@@ -474,8 +473,8 @@ test_success(void **state)
     assert_non_null(strstr(kiln_json_get_str(j3, "instance"), "-test"));
     assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "-build"));
     assert_int_equal(dbl.launches, 2);
-    const char *expected_stages[] = {"validate", "launch", "build", "cleanup", "snapshot", "test",
-                                     "distribute", "done"};
+    const char *expected_stages[] = {"validate", "launch", "build",      "cleanup",
+                                     "snapshot", "test",   "distribute", "done"};
     for (size_t i = 0; i < ARRAY_SIZE(expected_stages); i++)
         assert_string_equal(json_string_value(json_array_get(f->stages, i)), expected_stages[i]);
 
@@ -485,8 +484,7 @@ test_success(void **state)
     assert_int_equal(rec->n_outputs, 2);
     for (size_t i = 0; i < rec->n_outputs; i++) {
         char hex[KILN_HASH_MAX_HEX];
-        assert_int_equal(kiln_hash_file_hex(KILN_HASH_SHA256, rec->outputs[i].path, hex, NULL),
-                         0);
+        assert_int_equal(kiln_hash_file_hex(KILN_HASH_SHA256, rec->outputs[i].path, hex, NULL), 0);
         assert_string_equal(hex, rec->outputs[i].sha256);
         assert_non_null(strstr(rec->outputs[i].path, "/out/hello-world-1.2.3-1."));
     }
@@ -808,8 +806,8 @@ test_cleanup_document(void **state)
     /* The cleanup document is itself a valid component with Image Builder's skip flags. */
     const char *doc = kiln_build_cleanup_document();
     const char *flags[] = {"skip_cleanup_cloudinit_files", "skip_cleanup_ssm_log_files",
-                           "skip_cleanup_ssh_files", "skip_cleanup_instance_log_files",
-                           "skip_cleanup_toe_files", NULL};
+                           "skip_cleanup_ssh_files",       "skip_cleanup_instance_log_files",
+                           "skip_cleanup_toe_files",       NULL};
     for (size_t i = 0; flags[i]; i++)
         assert_non_null(strstr(doc, flags[i]));
     assert_non_null(strstr(doc, "/etc/ssh/ssh_host_ed25519_key"));
@@ -846,10 +844,10 @@ test_examples_validate(void **state)
     const char *recipes[] = {"hello-world-tiny.yml", "hello-world-debian-12.yml", NULL};
     for (size_t i = 0; recipes[i]; i++) {
         char *recipe = kiln_asprintf("%s/examples/recipes/%s", kiln_test_source_dir(), recipes[i]);
-        char *infra = kiln_asprintf("%s/examples/recipes/local-infrastructure.yml",
-                                    kiln_test_source_dir());
-        char *dist = kiln_asprintf("%s/examples/recipes/local-distribution.yml",
-                                   kiln_test_source_dir());
+        char *infra =
+            kiln_asprintf("%s/examples/recipes/local-infrastructure.yml", kiln_test_source_dir());
+        char *dist =
+            kiln_asprintf("%s/examples/recipes/local-distribution.yml", kiln_test_source_dir());
         struct kiln_build_options opts = {
             .recipe_path = recipe,
             .infrastructure_path = infra,

@@ -153,8 +153,7 @@ test_image_commands(void **state)
     struct kiln_error e = {0};
     assert_int_equal(kiln_store_open(home, &s, &e), 0);
     struct kiln_image_record *r = NULL;
-    assert_int_equal(kiln_store_image_create(s, "web", "1.0.0", "fake", NULL, "/r.yml", &r, &e),
-                     0);
+    assert_int_equal(kiln_store_image_create(s, "web", "1.0.0", "fake", NULL, "/r.yml", &r, &e), 0);
     char *logs = kiln_path_join(home, "logs/web/1.0.0/1/log");
     assert_int_equal(kiln_mkdir_p(logs, 0755, NULL), 0);
     char *console = kiln_path_join(logs, "console.log");
@@ -190,9 +189,8 @@ test_image_commands(void **state)
     assert_int_equal(kiln(&out, NULL, "image", "show", "web/1.0.0", "--json", NULL), 0);
     assert_int_equal(kiln_json_parse(out, strlen(out), 1 << 20, "out", &j, NULL), 0);
     assert_string_equal(kiln_json_get_str(j, "status"), "FAILED");
-    assert_string_equal(
-        kiln_json_get_str(json_array_get(json_object_get(j, "outputs"), 0), "path"),
-        "/out/web-1.0.0-1.qcow2");
+    assert_string_equal(kiln_json_get_str(json_array_get(json_object_get(j, "outputs"), 0), "path"),
+                        "/out/web-1.0.0-1.qcow2");
     json_decref(j);
     free(out);
     assert_int_equal(kiln(NULL, NULL, "image", "show", "web/2.0.0/1", NULL, NULL), 4);
