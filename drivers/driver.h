@@ -64,6 +64,8 @@ struct kiln_instance; /* driver-private */
 
 enum {
     KILN_LAUNCH_KEEP_ON_FAILURE = 1 << 0, /* terminateInstanceOnFailure: false */
+    /* Return as soon as the instance runs, without waiting for the agent (tests, debugging). */
+    KILN_LAUNCH_NO_WAIT = 1 << 1,
 };
 
 struct kiln_driver_ops {

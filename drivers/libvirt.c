@@ -1,0 +1,911 @@
+/* The libvirt driver: transient QEMU domains from generated XML, each on a qcow2 overlay of its
+ * parent image, with the agent's virtio-serial channel as a unix socket and the serial console
+ * in a file, all in the build's work folder:
+ *
+ *   WORK/NAME/overlay.qcow2   the instance's disk (backing file: the parent image, no copy)
+ *   WORK/NAME/agent.sock      the agent channel (org.kiln.agent.0)
+ *   WORK/NAME/instance.json   build id, domain name, URI: what reap needs after a crash
+ *   WORK/NAME.console.log     the serial console, kept after terminate as the build's log
+ *
+ * Domains are named kiln-BUILD-NAME and carry the build id in their <metadata>. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "drivers/command.h"
+#include "drivers/libvirt.h"
+
+#define DEFAULT_URI "qemu:///system"
+#define READY_MARKER "kiln: agent ready"
+#define CONSOLE_TAIL_LINES 20
+#define CONSOLE_SCAN_MAX (256u << 10)
+#define SUN_PATH_MAX 107
+
+struct libvirt_conn {
+    virConnectPtr conn;
+    char *uri;
+    char *domain_type; /* "kvm", "qemu" or "test" */
+    char *work_dir;
+    char *build_id;
+    char *seclabel;
+    char *machine;
+    char *firmware;
+    char *disk_cache;
+    unsigned vcpus;
+    unsigned memory_mib;
+    bool network;
+    void (*on_resource)(void *userdata, const char *kind, const char *id, bool live);
+    void *userdata;
+    volatile sig_atomic_t *cancel;
+};
+
+struct kiln_instance {
+    struct libvirt_conn *c;
+    char *name;
+    char *domain_name;
+    char *dir;
+    char *overlay;
+    char *socket;
+    char *console;
+    struct kiln_image_ref image;
+    bool domain_created; /* this instance started the domain: release may destroy it */
+    bool domain_live;    /* reported live through on_resource */
+};
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static void
+silence_libvirt(void *userdata, virErrorPtr error)
+{
+    /* Library code does not print: libvirt's errors reach the caller through struct kiln_error. */
+}
+
+/* Set err from libvirt's last error. */
+static int _printf_(3, 4)
+libvirt_error(struct kiln_error *err, int code, const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    virErrorPtr e = virGetLastError();
+    int r = kiln_error_set(err, code, "%s: %s", what, e && e->message ? e->message : "libvirt error");
+    if (e)
+        kiln_error_set_cause(err, "libvirt error %d", e->code);
+    return r;
+}
+
+static double
+now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static bool
+cancelled(const struct libvirt_conn *c)
+{
+    return c->cancel && *c->cancel;
+}
+
+/* Names end up in domain names and paths: keep them to a safe alphabet. */
+static bool
+valid_name(const char *s)
+{
+    if (!s || !*s || strlen(s) > 64 || s[0] == '.' || s[0] == '-')
+        return false;
+    for (; *s; s++)
+        if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') || ('0' <= *s && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return false;
+    return true;
+}
+
+static void
+notify(const struct libvirt_conn *c, const char *kind, const char *id, bool live)
+{
+    if (c->on_resource)
+        c->on_resource(c->userdata, kind, id, live);
+}
+
+/* The Kiln home: $KILN_HOME, /var/lib/kiln for root, $XDG_DATA_HOME/kiln otherwise. */
+static char *
+kiln_home(void)
+{
+    const char *h = getenv("KILN_HOME");
+    if (h && *h)
+        return kiln_strdup(h);
+    if (geteuid() == 0)
+        return kiln_strdup("/var/lib/kiln");
+    const char *xdg = getenv("XDG_DATA_HOME");
+    if (xdg && *xdg)
+        return kiln_asprintf("%s/kiln", xdg);
+    const char *home = getenv("HOME");
+    return kiln_asprintf("%s/.local/share/kiln", home ? home : "/tmp");
+}
+
+/* The last n lines of a console log, sanitised for an error message (or "" when empty). */
+static char *
+console_tail(const char *path, unsigned n)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return kiln_strdup("");
+    off_t from = st.st_size > 16384 ? st.st_size - 16384 : 0;
+    data = kiln_malloc(16385);
+    ssize_t got = pread(fd, data, 16384, from);
+    if (got <= 0)
+        return kiln_strdup("");
+    len = (size_t)got;
+    data[len] = '\0';
+    /* Keep printable text; drop escape sequences' bytes and carriage returns. */
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)data[i];
+        if (ch == '\n' || ch == '\t' || (ch >= 0x20 && ch != 0x7f))
+            data[w++] = (char)ch;
+    }
+    data[w] = '\0';
+    while (w > 0 && (data[w - 1] == '\n' || data[w - 1] == ' '))
+        data[--w] = '\0';
+    size_t start = w;
+    for (unsigned lines = 0; start > 0; start--) {
+        if (data[start - 1] == '\n' && ++lines == n)
+            break;
+    }
+    return kiln_strdup(data + start);
+}
+
+/* Whether the console log contains needle (in its first CONSOLE_SCAN_MAX bytes after *offset;
+ * *offset advances so each byte is read about once). */
+static bool
+console_contains(const char *path, const char *needle, off_t *offset)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    char buf[8192 + 64];
+    size_t keep = strlen(needle) - 1;
+    for (;;) {
+        ssize_t got = pread(fd, buf, sizeof(buf) - 1, *offset);
+        if (got <= 0)
+            return false;
+        buf[got] = '\0';
+        if (memmem(buf, (size_t)got, needle, strlen(needle)))
+            return true;
+        /* Step back by the needle's length so a match across reads is found next time. */
+        *offset += got > (ssize_t)keep ? got - (ssize_t)keep : got;
+        if ((size_t)got < sizeof(buf) - 1)
+            return false;
+    }
+}
+
+/* ---- open / close, accelerator probe ------------------------------------------------------- */
+
+static void libvirt_close(void *conn);
+
+static int
+wait_domain_gone(virConnectPtr conn, const char *name, int timeout_ms)
+{
+    for (int waited = 0;; waited += 100) {
+        virDomainPtr d = virDomainLookupByName(conn, name);
+        if (!d)
+            return 0;
+        int active = virDomainIsActive(d);
+        virDomainFree(d);
+        if (active == 0)
+            return 0;
+        if (waited >= timeout_ms)
+            return -ETIMEDOUT;
+        sleep_ms(100);
+    }
+}
+
+/* Boot a guest of type kvm whose boot sector prints a marker on the serial port: KVM works when
+ * the marker arrives within timeout_s. Any failure to start means no. */
+static bool
+probe_kvm(struct libvirt_conn *c, int timeout_s)
+{
+    _cleanup_free_ char *dir = NULL;
+    if (kiln_mkdtemp("kiln-kvm-probe", &dir, NULL) < 0)
+        return false;
+    _cleanup_free_ char *disk = kiln_path_join(dir, "probe.raw");
+    _cleanup_free_ char *console = kiln_path_join(dir, "console.log");
+    uint8_t sector[512];
+    kiln_libvirt_probe_sector(sector);
+    bool ok = false;
+    if (kiln_write_file_atomic(disk, sector, sizeof(sector), 0644, NULL) == 0) {
+        _cleanup_free_ char *name = kiln_asprintf("kiln-kvm-probe-%ld", (long)getpid());
+        struct kiln_libvirt_domain_spec spec = {
+            .domain_name = name,
+            .domain_type = "kvm",
+            .machine = c->machine,
+            .vcpus = 1,
+            .memory_mib = 64,
+            .build_id = "kvm-probe",
+            .instance_name = "probe",
+            .instance_dir = dir,
+            .disk_path = disk,
+            .disk_format = "raw",
+            .disk_cache = "unsafe",
+            .console_log = console,
+            .seclabel = c->seclabel,
+        };
+        _cleanup_free_ char *xml = kiln_libvirt_domain_xml(&spec);
+        virDomainPtr dom = virDomainCreateXML(c->conn, xml, 0);
+        if (dom) {
+            off_t off = 0;
+            double deadline = now_seconds() + timeout_s;
+            while (now_seconds() < deadline && !cancelled(c)) {
+                if (console_contains(console, KILN_LIBVIRT_PROBE_MARKER, &off)) {
+                    ok = true;
+                    break;
+                }
+                sleep_ms(100);
+            }
+            virDomainDestroy(dom);
+            virDomainFree(dom);
+            wait_domain_gone(c->conn, name, 5000);
+        }
+        kiln_debug("libvirt: KVM probe on %s: %s", c->uri, ok ? "works" : "does not work");
+    }
+    kiln_rm_rf(dir, NULL);
+    return ok;
+}
+
+/* "kvm" or "qemu" for auto: the probe's result is cached per hypervisor host and version in the
+ * Kiln home, so only the first build on a host pays for it. */
+static char *
+resolve_accel(struct libvirt_conn *c, int probe_seconds)
+{
+    unsigned long libver = 0, hvver = 0;
+    virConnectGetLibVersion(c->conn, &libver);
+    virConnectGetVersion(c->conn, &hvver);
+    _cleanup_free_ char *host = virConnectGetHostname(c->conn);
+    _cleanup_free_ char *key_src =
+        kiln_asprintf("%s|%s|%lu|%lu", c->uri, host ? host : "", libver, hvver);
+    char key[KILN_HASH_MAX_HEX];
+    kiln_hash_buf_hex(KILN_HASH_SHA256, key_src, strlen(key_src), key);
+    key[16] = '\0';
+    _cleanup_free_ char *home = kiln_home();
+    _cleanup_free_ char *cache_dir = kiln_path_join(home, "cache");
+    _cleanup_free_ char *cache = kiln_asprintf("%s/accel-%s", cache_dir, key);
+
+    _cleanup_free_ char *cached = NULL;
+    if (kiln_read_file(cache, 64, &cached, NULL, NULL) == 0 &&
+        (kiln_streq(cached, "kvm") || kiln_streq(cached, "qemu")))
+        return TAKE_PTR(cached);
+
+    /* The hypervisor must claim KVM before a guest is worth booting. */
+    bool kvm = false;
+    char *caps = virConnectGetDomainCapabilities(c->conn, NULL, "x86_64", NULL, "kvm", 0);
+    if (caps) {
+        free(caps);
+        kvm = probe_kvm(c, probe_seconds);
+    }
+    const char *result = kvm ? "kvm" : "qemu";
+    if (kiln_mkdir_p(cache_dir, 0755, NULL) == 0)
+        kiln_write_file_atomic(cache, result, strlen(result), 0644, NULL);
+    return kiln_strdup(result);
+}
+
+static const char *
+setting_str(const json_t *settings, const char *key, const char *def)
+{
+    const char *v = settings ? kiln_json_get_str(settings, key) : NULL;
+    return v ? v : def;
+}
+
+static int
+libvirt_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret_conn,
+             struct kiln_error *err)
+{
+    KILN_CHECK_FLAGS(flags, 0, err);
+    if (!cfg || !cfg->work_dir || !cfg->build_id)
+        return kiln_error_set(err, -EINVAL, "libvirt driver: work_dir and build_id are required");
+    if (!valid_name(cfg->build_id))
+        return kiln_error_set(err, -EINVAL, "libvirt driver: invalid build id '%s' (letters, "
+                              "digits, '.', '_', '-')", cfg->build_id);
+    const char *accel = cfg->accel ? cfg->accel : "auto";
+    if (!kiln_streq(accel, "auto") && !kiln_streq(accel, "kvm") && !kiln_streq(accel, "tcg"))
+        return kiln_error_set(err, -EINVAL, "libvirt driver: accel must be auto, kvm or tcg, not "
+                              "'%s'", accel);
+    const json_t *s = cfg->settings;
+    const char *seclabel = setting_str(s, "seclabel", "root");
+    if (!kiln_streq(seclabel, "root") && !kiln_streq(seclabel, "none") &&
+        !kiln_streq(seclabel, "default"))
+        return kiln_error_set(err, -EINVAL, "libvirt driver: seclabel must be root, none or "
+                              "default, not '%s'", seclabel);
+    const char *firmware = setting_str(s, "firmware", "bios");
+    if (!kiln_streq(firmware, "bios") && !kiln_streq(firmware, "efi"))
+        return kiln_error_set(err, -EINVAL, "libvirt driver: firmware must be bios or efi");
+
+    virSetErrorFunc(NULL, silence_libvirt);
+    struct libvirt_conn *c = kiln_new(struct libvirt_conn, 1);
+    c->uri = kiln_strdup(cfg->uri ? cfg->uri : DEFAULT_URI);
+    c->work_dir = kiln_strdup(cfg->work_dir);
+    c->build_id = kiln_strdup(cfg->build_id);
+    c->seclabel = kiln_strdup(seclabel);
+    c->machine = kiln_strdup(setting_str(s, "machine", "pc"));
+    c->firmware = kiln_strdup(firmware);
+    c->disk_cache = kiln_strdup(setting_str(s, "diskCache", "unsafe"));
+    c->vcpus = cfg->vcpus ? cfg->vcpus : 2;
+    c->memory_mib = cfg->memory_mib ? cfg->memory_mib : 1024;
+    json_t *net = s ? json_object_get(s, "network") : NULL;
+    c->network = !(net && json_is_false(net));
+    c->on_resource = cfg->on_resource;
+    c->userdata = cfg->userdata;
+    c->cancel = cfg->cancel;
+
+    int r;
+    c->conn = virConnectOpen(c->uri);
+    if (!c->conn) {
+        r = libvirt_error(err, -KILN_E_REMOTE, "cannot connect to %s", c->uri);
+        r = r < 0 ? r : -KILN_E_REMOTE;
+        goto fail;
+    }
+    const char *type = virConnectGetType(c->conn);
+    if (type && strcasecmp(type, "TEST") == 0) {
+        c->domain_type = kiln_strdup("test"); /* libvirt's in-memory test driver */
+    } else if (kiln_streq(accel, "kvm")) {
+        c->domain_type = kiln_strdup("kvm");
+    } else if (kiln_streq(accel, "tcg")) {
+        c->domain_type = kiln_strdup("qemu");
+    } else {
+        json_t *p = s ? json_object_get(s, "kvmProbeSeconds") : NULL;
+        int probe_s = json_is_integer(p) ? (int)json_integer_value(p) : 15;
+        c->domain_type = resolve_accel(c, probe_s);
+    }
+    *ret_conn = c;
+    return 0;
+
+fail:
+    libvirt_close(c);
+    return r;
+}
+
+static void
+libvirt_close(void *conn)
+{
+    struct libvirt_conn *c = conn;
+    if (!c)
+        return;
+    if (c->conn)
+        virConnectClose(c->conn);
+    free(c->uri);
+    free(c->domain_type);
+    free(c->work_dir);
+    free(c->build_id);
+    free(c->seclabel);
+    free(c->machine);
+    free(c->firmware);
+    free(c->disk_cache);
+    free(c);
+}
+
+/* ---- instances ----------------------------------------------------------------------------- */
+
+static void
+instance_free(struct kiln_instance *inst)
+{
+    if (!inst)
+        return;
+    free(inst->name);
+    free(inst->domain_name);
+    free(inst->dir);
+    free(inst->overlay);
+    free(inst->socket);
+    free(inst->console);
+    kiln_image_ref_clear(&inst->image);
+    free(inst);
+}
+
+/* Destroy the domain (if any), remove the instance folder and its socket. Never fails half-way:
+ * every step runs; the first error is reported. */
+static int
+instance_release(struct kiln_instance *inst, struct kiln_error *err)
+{
+    struct libvirt_conn *c = inst->c;
+    int r = 0;
+    virDomainPtr dom = inst->domain_created ? virDomainLookupByName(c->conn, inst->domain_name)
+                                            : NULL;
+    if (dom) {
+        if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0) {
+            virErrorPtr e = virGetLastError();
+            if (!e || e->code != VIR_ERR_OPERATION_INVALID) /* already gone meanwhile */
+                r = libvirt_error(err, -KILN_E_REMOTE, "destroy domain %s", inst->domain_name);
+        }
+        virDomainFree(dom);
+        if (r == 0 && wait_domain_gone(c->conn, inst->domain_name, 10000) < 0)
+            r = kiln_error_set(err, -ETIMEDOUT, "domain %s did not go away", inst->domain_name);
+    }
+    if (inst->domain_live) {
+        notify(c, "libvirt-domain", inst->domain_name, false);
+        inst->domain_live = false;
+    }
+    if (inst->socket && !kiln_streq(inst->socket, "") && unlink(inst->socket) < 0 &&
+        errno != ENOENT && r == 0)
+        r = kiln_error_errno(err, -errno, "remove %s", inst->socket);
+    if (inst->dir) {
+        struct stat st;
+        bool existed = lstat(inst->dir, &st) == 0;
+        int q = kiln_rm_rf(inst->dir, err);
+        if (q < 0 && r == 0)
+            r = q;
+        if (existed && q == 0)
+            notify(c, "file", inst->dir, false);
+    }
+    return r;
+}
+
+static int
+write_instance_json(struct kiln_instance *inst, struct kiln_error *err)
+{
+    _cleanup_json_ json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "buildId", inst->c->build_id,
+                                         "name", inst->name, "domain", inst->domain_name, "uri",
+                                         inst->c->uri, "socket", inst->socket);
+    _cleanup_free_ char *text = kiln_json_dumps(j, true);
+    _cleanup_free_ char *path = kiln_path_join(inst->dir, "instance.json");
+    return kiln_write_file_atomic(path, text, strlen(text), 0644, err);
+}
+
+/* Wait until the guest is ready: the agent announced itself on the console. Fails early when
+ * the domain stops or the kernel panics, with the console's last lines in the message. */
+static int
+wait_ready(struct kiln_instance *inst, int timeout_s, struct kiln_error *err)
+{
+    struct libvirt_conn *c = inst->c;
+    double deadline = now_seconds() + (timeout_s > 0 ? timeout_s : 300);
+    off_t ready_off = 0, panic_off = 0;
+    const char *why = NULL;
+    for (;;) {
+        if (console_contains(inst->console, READY_MARKER, &ready_off))
+            return 0;
+        if (console_contains(inst->console, "Kernel panic - not syncing", &panic_off)) {
+            why = "the guest kernel panicked";
+            break;
+        }
+        virDomainPtr dom = virDomainLookupByName(c->conn, inst->domain_name);
+        int active = dom ? virDomainIsActive(dom) : 0;
+        if (dom)
+            virDomainFree(dom);
+        if (active != 1) {
+            why = "the guest stopped";
+            break;
+        }
+        if (cancelled(c)) {
+            why = "cancelled";
+            break;
+        }
+        if (now_seconds() >= deadline) {
+            why = "timed out";
+            break;
+        }
+        sleep_ms(100);
+    }
+    _cleanup_free_ char *tail = console_tail(inst->console, CONSOLE_TAIL_LINES);
+    return kiln_error_set(err, kiln_streq(why, "cancelled") ? -ECANCELED : -ETIMEDOUT,
+                          "instance %s never reached the agent (%s after %d s); last console "
+                          "lines (%s):\n%s",
+                          inst->name, why, timeout_s, inst->console, *tail ? tail : "(none)");
+}
+
+static const char *
+image_format(const struct kiln_image_ref *image)
+{
+    return kiln_streq(image->kind, "raw") ? "raw" : "qcow2";
+}
+
+static int
+libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
+               int ready_timeout_seconds, unsigned flags, struct kiln_instance **ret,
+               struct kiln_error *err)
+{
+    struct libvirt_conn *c = conn;
+    KILN_CHECK_FLAGS(flags, KILN_LAUNCH_KEEP_ON_FAILURE | KILN_LAUNCH_NO_WAIT, err);
+    if (!valid_name(name))
+        return kiln_error_set(err, -EINVAL, "libvirt launch: invalid instance name '%s'",
+                              name ? name : "(null)");
+    if (!image || !image->location)
+        return kiln_error_set(err, -EINVAL, "libvirt launch: no image");
+    if (image->kind && !kiln_streq(image->kind, "qcow2") && !kiln_streq(image->kind, "raw"))
+        return kiln_error_set(err, -EINVAL, "libvirt launch: cannot boot a %s image", image->kind);
+    if (image->location[0] != '/')
+        return kiln_error_set(err, -EINVAL, "libvirt launch: image path must be absolute: %s",
+                              image->location);
+    if (access(image->location, R_OK) < 0)
+        return kiln_error_errno(err, -errno, "libvirt launch: image %s", image->location);
+
+    struct kiln_instance *inst = kiln_new(struct kiln_instance, 1);
+    inst->c = c;
+    inst->name = kiln_strdup(name);
+    inst->domain_name = kiln_asprintf("kiln-%s-%s", c->build_id, name);
+    inst->dir = kiln_path_join(c->work_dir, name);
+    inst->overlay = kiln_path_join(inst->dir, "overlay.qcow2");
+    inst->console = kiln_asprintf("%s/%s.console.log", c->work_dir, name);
+    kiln_image_ref_copy(&inst->image, image);
+    inst->socket = kiln_path_join(inst->dir, "agent.sock");
+    if (strlen(inst->socket) > SUN_PATH_MAX) {
+        /* A unix socket path is limited to 108 bytes: fall back to a short private one. */
+        char h[KILN_HASH_MAX_HEX];
+        kiln_hash_buf_hex(KILN_HASH_SHA256, inst->dir, strlen(inst->dir), h);
+        h[24] = '\0';
+        free(inst->socket);
+        inst->socket = kiln_asprintf("/tmp/kiln-%s.sock", h);
+    }
+
+    int r;
+    char *xml = NULL;
+    struct stat st;
+    if (lstat(inst->dir, &st) == 0) {
+        r = kiln_error_set(err, -EEXIST, "libvirt launch: %s exists (an instance named %s is "
+                           "already there; terminate or reap it first)", inst->dir, name);
+        free(inst->dir);
+        inst->dir = NULL; /* not ours: never removed by the release below */
+        free(inst->socket);
+        inst->socket = NULL;
+        goto fail;
+    }
+    r = kiln_mkdir_p(inst->dir, 0700, err);
+    if (r < 0)
+        goto fail;
+    notify(c, "file", inst->dir, true);
+    r = write_instance_json(inst, err);
+    if (r < 0)
+        goto fail;
+
+    /* The overlay: copy-on-write on the parent, which is never written to. */
+    char *qargv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-b", image->location, "-F",
+                     (char *)image_format(image), inst->overlay, NULL};
+    r = kiln_command_run(qargv, NULL, err);
+    if (r < 0) {
+        kiln_error_prefix(err, r, "instance %s: overlay on %s", name, image->location);
+        goto fail;
+    }
+    /* A fresh console log per launch: the readiness check reads it from the start. */
+    if (unlink(inst->console) < 0 && errno != ENOENT) {
+        r = kiln_error_errno(err, -errno, "remove old %s", inst->console);
+        goto fail;
+    }
+
+    struct kiln_libvirt_domain_spec spec = {
+        .domain_name = inst->domain_name,
+        .domain_type = c->domain_type,
+        .machine = c->machine,
+        .firmware = kiln_streq(c->firmware, "efi") ? "efi" : NULL,
+        .vcpus = c->vcpus,
+        .memory_mib = c->memory_mib,
+        .build_id = c->build_id,
+        .instance_name = name,
+        .instance_dir = inst->dir,
+        .disk_path = inst->overlay,
+        .disk_format = "qcow2",
+        .disk_cache = c->disk_cache,
+        .kernel = image->kernel,
+        .initrd = image->kernel ? image->initrd : NULL,
+        .cmdline = image->kernel ? image->cmdline : NULL,
+        .agent_socket = inst->socket,
+        .console_log = inst->console,
+        .seclabel = c->seclabel,
+        .network = c->network,
+    };
+    xml = kiln_libvirt_domain_xml(&spec);
+    kiln_debug("libvirt: creating %s on %s", inst->domain_name, c->uri);
+    virDomainPtr dom = virDomainCreateXML(c->conn, xml, 0);
+    if (!dom) {
+        r = libvirt_error(err, -KILN_E_REMOTE, "instance %s: start domain %s", name,
+                          inst->domain_name);
+        goto fail;
+    }
+    virDomainFree(dom);
+    inst->domain_created = inst->domain_live = true;
+    notify(c, "libvirt-domain", inst->domain_name, true);
+
+    if (!(flags & KILN_LAUNCH_NO_WAIT)) {
+        r = wait_ready(inst, ready_timeout_seconds, err);
+        if (r < 0)
+            goto fail;
+    }
+    free(xml);
+    *ret = inst;
+    return 0;
+
+fail:
+    free(xml);
+    if (flags & KILN_LAUNCH_KEEP_ON_FAILURE && inst->domain_live) {
+        /* terminateInstanceOnFailure: false: leave it for a person to look at; reap (or
+         * virsh destroy) removes it later. */
+        kiln_error_prefix(err, r, "kept for inspection: domain %s on %s, console %s", inst->domain_name,
+                          c->uri, inst->console);
+        inst->domain_live = false;
+    } else {
+        instance_release(inst, NULL);
+    }
+    instance_free(inst);
+    return r;
+}
+
+static int
+libvirt_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_dir,
+            const struct kiln_engine_events *events, unsigned flags, struct kiln_job_result *ret,
+            struct kiln_error *err)
+{
+    KILN_CHECK_FLAGS(flags, 0, err);
+    return kiln_error_set(err, -KILN_E_UNSUPPORTED,
+                          "libvirt run: the agent client is not part of this build yet");
+}
+
+static int
+libvirt_stop(struct kiln_instance *inst, int timeout_seconds, unsigned flags,
+             struct kiln_error *err)
+{
+    struct libvirt_conn *c = inst->c;
+    KILN_CHECK_FLAGS(flags, 0, err);
+    double deadline = now_seconds() + (timeout_seconds > 0 ? timeout_seconds : 120);
+    double next_press = 0;
+    for (;;) {
+        virDomainPtr dom = virDomainLookupByName(c->conn, inst->domain_name);
+        if (!dom || virDomainIsActive(dom) != 1) {
+            if (dom)
+                virDomainFree(dom);
+            break;
+        }
+        /* The ACPI power button; pressed again every few seconds in case the guest was not
+         * listening yet (early boot). */
+        if (now_seconds() >= next_press) {
+            virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN);
+            next_press = now_seconds() + 5;
+        }
+        virDomainFree(dom);
+        if (cancelled(c))
+            return kiln_error_set(err, -ECANCELED, "stop %s: cancelled", inst->name);
+        if (now_seconds() >= deadline) {
+            _cleanup_free_ char *tail = console_tail(inst->console, CONSOLE_TAIL_LINES);
+            return kiln_error_set(err, -ETIMEDOUT, "instance %s did not power off within %d s; "
+                                  "last console lines:\n%s", inst->name, timeout_seconds, tail);
+        }
+        sleep_ms(200);
+    }
+    if (inst->domain_live) {
+        notify(c, "libvirt-domain", inst->domain_name, false);
+        inst->domain_live = false;
+    }
+    return 0;
+}
+
+static int
+libvirt_snapshot(struct kiln_instance *inst, const struct kiln_snapshot_options *opts,
+                 unsigned flags, struct kiln_image_ref *ret, struct kiln_error *err)
+{
+    struct libvirt_conn *c = inst->c;
+    KILN_CHECK_FLAGS(flags, 0, err);
+    if (!opts || !opts->dest)
+        return kiln_error_set(err, -EINVAL, "snapshot: no destination");
+    const char *format = opts->format ? opts->format : "qcow2";
+    if (!kiln_streq(format, "qcow2") && !kiln_streq(format, "raw"))
+        return kiln_error_set(err, -EINVAL, "snapshot: unknown format %s", format);
+    if (opts->compress && !kiln_streq(format, "qcow2"))
+        return kiln_error_set(err, -EINVAL, "snapshot: only qcow2 can be compressed");
+    virDomainPtr dom = virDomainLookupByName(c->conn, inst->domain_name);
+    if (dom) {
+        int active = virDomainIsActive(dom);
+        virDomainFree(dom);
+        if (active == 1)
+            return kiln_error_set(err, -EBUSY, "snapshot: instance %s is still running (stop it "
+                                  "first)", inst->name);
+    }
+    /* Flatten the overlay and its backing chain into one standalone image through QEMU's block
+     * layer; written beside the destination, then renamed into place. */
+    _cleanup_free_ char *tmp = kiln_asprintf("%s.tmp", opts->dest);
+    char *argv[16];
+    int n = 0;
+    argv[n++] = "qemu-img";
+    argv[n++] = "convert";
+    argv[n++] = "-q";
+    argv[n++] = "-f";
+    argv[n++] = "qcow2";
+    argv[n++] = "-O";
+    argv[n++] = (char *)format;
+    if (opts->compress) {
+        argv[n++] = "-c";
+        argv[n++] = "-o";
+        argv[n++] = "compression_type=zstd";
+    }
+    argv[n++] = inst->overlay;
+    argv[n++] = tmp;
+    argv[n] = NULL;
+    int r = kiln_command_run(argv, NULL, err);
+    if (r < 0) {
+        unlink(tmp);
+        return kiln_error_prefix(err, r, "snapshot of %s", inst->name);
+    }
+    if (rename(tmp, opts->dest) < 0) {
+        r = kiln_error_errno(err, -errno, "snapshot: rename to %s", opts->dest);
+        unlink(tmp);
+        return r;
+    }
+    struct kiln_image_ref out = inst->image;
+    out.kind = (char *)format;
+    out.location = (char *)opts->dest;
+    kiln_image_ref_copy(ret, &out);
+    return 0;
+}
+
+static int
+libvirt_terminate(struct kiln_instance *inst, unsigned flags, struct kiln_error *err)
+{
+    KILN_CHECK_FLAGS(flags, 0, err);
+    if (!inst)
+        return 0;
+    int r = instance_release(inst, err);
+    instance_free(inst);
+    return r;
+}
+
+/* The text content of the metadata's child element named name (or NULL). */
+static char *
+metadata_field(xmlNodePtr root, const char *name)
+{
+    for (xmlNodePtr n = root ? root->children : NULL; n; n = n->next) {
+        if (n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST name) == 0) {
+            xmlChar *v = xmlNodeGetContent(n);
+            char *s = kiln_strdup(v ? (const char *)v : "");
+            xmlFree(v);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Remove an instance folder that a build left: only the files Kiln puts there. */
+static int
+remove_instance_dir(struct libvirt_conn *c, const char *dir, struct kiln_error *err)
+{
+    _cleanup_free_ char *json_path = kiln_path_join(dir, "instance.json");
+    _cleanup_json_ json_t *j = NULL;
+    if (kiln_json_load_file(json_path, 65536, &j, NULL) == 0) {
+        const char *sock = kiln_json_get_str(j, "socket");
+        if (sock && strncmp(sock, "/tmp/kiln-", 10) == 0)
+            unlink(sock);
+    }
+    static const char *const files[] = {"overlay.qcow2", "agent.sock", "instance.json"};
+    for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+        _cleanup_free_ char *p = kiln_path_join(dir, files[i]);
+        if (unlink(p) < 0 && errno != ENOENT)
+            return kiln_error_errno(err, -errno, "reap: remove %s", p);
+    }
+    if (rmdir(dir) < 0 && errno != ENOENT)
+        return kiln_error_errno(err, -errno, "reap: remove %s", dir);
+    notify(c, "file", dir, false);
+    return 0;
+}
+
+static int
+libvirt_reap(void *conn, const char *build_id, unsigned flags, struct kiln_error *err)
+{
+    struct libvirt_conn *c = conn;
+    KILN_CHECK_FLAGS(flags, 0, err);
+    if (!valid_name(build_id))
+        return kiln_error_set(err, -EINVAL, "reap: invalid build id");
+    int r = 0;
+
+    virDomainPtr *doms = NULL;
+    int n = virConnectListAllDomains(c->conn, &doms, 0);
+    if (n < 0)
+        return libvirt_error(err, -KILN_E_REMOTE, "reap: list domains on %s", c->uri);
+    for (int i = 0; i < n; i++) {
+        char *md = virDomainGetMetadata(doms[i], VIR_DOMAIN_METADATA_ELEMENT,
+                                        KILN_LIBVIRT_METADATA_NS, 0);
+        char *bid = NULL, *dir = NULL, *iname = NULL;
+        if (md) {
+            xmlDocPtr doc = xmlReadMemory(md, (int)strlen(md), "metadata.xml", NULL,
+                                          XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+            if (doc) {
+                xmlNodePtr root = xmlDocGetRootElement(doc);
+                bid = metadata_field(root, "build-id");
+                dir = metadata_field(root, "dir");
+                iname = metadata_field(root, "name");
+                xmlFreeDoc(doc);
+            }
+            free(md);
+        }
+        if (kiln_streq(bid, build_id)) {
+            const char *dname = virDomainGetName(doms[i]);
+            kiln_debug("reap: destroying %s", dname);
+            if (virDomainIsActive(doms[i]) == 1 && virDomainDestroy(doms[i]) < 0 && r == 0)
+                r = libvirt_error(err, -KILN_E_REMOTE, "reap: destroy %s", dname);
+            if (virDomainIsPersistent(doms[i]) == 1)
+                virDomainUndefine(doms[i]);
+            notify(c, "libvirt-domain", dname, false);
+            /* The folder is removed only where the metadata and the name agree with Kiln's
+             * layout (DIR ends in /NAME). */
+            if (dir && iname && valid_name(iname) && dir[0] == '/') {
+                size_t dl = strlen(dir), nl = strlen(iname);
+                if (dl > nl && dir[dl - nl - 1] == '/' && strcmp(dir + dl - nl, iname) == 0) {
+                    int q = remove_instance_dir(c, dir, err);
+                    if (q < 0 && r == 0)
+                        r = q;
+                }
+            }
+        }
+        free(bid);
+        free(dir);
+        free(iname);
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+
+    /* Folders whose domain is already gone (the guest stopped, or the host rebooted). */
+    DIR *d = opendir(c->work_dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (!valid_name(e->d_name))
+            continue;
+        _cleanup_free_ char *dir = kiln_path_join(c->work_dir, e->d_name);
+        _cleanup_free_ char *json_path = kiln_path_join(dir, "instance.json");
+        _cleanup_json_ json_t *j = NULL;
+        if (kiln_json_load_file(json_path, 65536, &j, NULL) < 0)
+            continue;
+        if (!kiln_streq(kiln_json_get_str(j, "buildId"), build_id))
+            continue;
+        const char *dname = kiln_json_get_str(j, "domain");
+        if (dname) {
+            virDomainPtr dom = virDomainLookupByName(c->conn, dname);
+            if (dom) {
+                if (virDomainIsActive(dom) == 1)
+                    virDomainDestroy(dom);
+                virDomainFree(dom);
+            }
+        }
+        int q = remove_instance_dir(c, dir, err);
+        if (q < 0 && r == 0)
+            r = q;
+    }
+    if (d)
+        closedir(d);
+    return r;
+}
+
+static char *
+libvirt_describe(struct kiln_instance *inst)
+{
+    return kiln_asprintf("libvirt domain %s on %s (console log %s, agent socket %s; remove with "
+                         "virsh -c %s destroy %s)",
+                         inst->domain_name, inst->c->uri, inst->console, inst->socket,
+                         inst->c->uri, inst->domain_name);
+}
+
+const struct kiln_driver_ops kiln_libvirt_driver = {
+    .name = "libvirt",
+    .open = libvirt_open,
+    .close = libvirt_close,
+    .launch = libvirt_launch,
+    .run = libvirt_run,
+    .stop = libvirt_stop,
+    .snapshot = libvirt_snapshot,
+    .terminate = libvirt_terminate,
+    .reap = libvirt_reap,
+    .describe = libvirt_describe,
+};
