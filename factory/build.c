@@ -19,8 +19,6 @@
 #include "common/log.h"
 #include "factory/document.h"
 
-/* The drivers' registry lives in drivers/; until it is linked in, a build needs find_driver. */
-#pragma weak kiln_driver_find
 
 extern char **environ;
 
@@ -291,7 +289,9 @@ engine_event(void *userdata, const json_t *ev)
     const char *step = kiln_json_get_str(ev, "step");
     size_t n = b->plan.recipe ? b->plan.recipe->n_components : 0;
     const char *doc = b->component_index < n ? b->plan.docs[b->component_index].name : "cleanup";
-    if (kiln_streq(type, "step-start"))
+    if (kiln_streq(type, "document-start") && !step)
+        progress_step(b, "%s %u/%zu %s", b->phase_label, b->component_index + 1, n, doc);
+    else if (kiln_streq(type, "step-start"))
         progress_step(b, "%s %u/%zu %s: %s/%s", b->phase_label, b->component_index + 1, n, doc,
                       phase ? phase : "?", step ? step : "?");
     else if (kiln_streq(type, "step-end") &&
@@ -401,6 +401,19 @@ terminate(struct build *b, struct kiln_error *err)
     if (r < 0)
         return kiln_error_prefix(err, r, "terminating the %s instance", b->inst_role);
     return 0;
+}
+
+/* Terminate an instance that is done with. A failure here does not fail the build (the image
+ * is already captured); the resource record stays until the driver reports it gone, so that
+ * `kiln reap` can retry. */
+static void
+drop_instance(struct build *b)
+{
+    struct kiln_error e = {0};
+    if (terminate(b, &e) < 0) {
+        kiln_warn("build %s: %s (run `kiln reap` to retry)", b->image->build_id, e.message);
+        progress_step(b, "warning: %s", e.message);
+    }
 }
 
 /* qemu-img convert through posix_spawn (no shell); stderr goes to the build log. */
@@ -697,9 +710,7 @@ stages(struct build *b, struct kiln_error *err)
         b->snapshot.initrd = strdup_or_null(b->parent.initrd);
         b->snapshot.cmdline = strdup_or_null(b->parent.cmdline);
     }
-    r = terminate(b, err);
-    if (r < 0)
-        return r;
+    drop_instance(b);
 
     /* test phases on a fresh instance from the new image */
     bool any_test = false;
@@ -738,9 +749,7 @@ stages(struct build *b, struct kiln_error *err)
             if (r < 0)
                 return r;
         }
-        r = terminate(b, err);
-        if (r < 0)
-            return r;
+        drop_instance(b);
     }
 
     /* distribute */
@@ -848,7 +857,7 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
         return r;
     }
     kiln_driver_find_fn find = opts->find_driver ? opts->find_driver : kiln_driver_find;
-    b.ops = find ? find(b.plan.infra->driver) : NULL;
+    b.ops = find(b.plan.infra->driver);
     if (!b.ops) {
         r = kiln_error_set(err, -KILN_E_UNSUPPORTED,
                            "%s: driver '%s' is not available in this "

@@ -757,6 +757,7 @@ static const struct kiln_yaml_field infra_fields[] = {
     {"resourceTags", M, false},
     {"instanceMetadataOptions", M, false},
     {"tags", M, false},
+    {"fail", M, false}, /* driver: fake only: failures to inject (tests) */
     {NULL, S, false},
 };
 
@@ -906,6 +907,9 @@ infrastructure_fill(struct kiln_problems *d, const struct kiln_yaml_node *root,
                               "httpTokens '%s' is not one of required, optional", tok);
         get_int(d, imds, "httpPutResponseHopLimit", 1, 64, 1);
     }
+    const struct kiln_yaml_node *fail = kiln_yaml_map_get(root, "fail");
+    if (fail && !kiln_streq(inf->driver, "fake"))
+        kiln_problems_add(d, fail, "'fail' is only for driver: fake (tests)");
     const struct kiln_yaml_node *rt = kiln_yaml_map_get(root, "resourceTags");
     check_string_map(d, rt, "resourceTags");
     check_string_map(d, kiln_yaml_map_get(root, "tags"), "tags");

@@ -23,7 +23,6 @@
 #include "factory/model.h"
 #include "factory/store.h"
 
-#pragma weak kiln_driver_find
 
 enum {
     EXIT_OK = 0,
