@@ -287,20 +287,23 @@ engine_event(void *userdata, const json_t *ev)
     const char *type = kiln_json_get_str(ev, "event");
     const char *phase = kiln_json_get_str(ev, "phase");
     const char *step = kiln_json_get_str(ev, "step");
+    const char *status = kiln_json_get_str(ev, "status");
     size_t n = b->plan.recipe ? b->plan.recipe->n_components : 0;
-    const char *doc = b->component_index < n ? b->plan.docs[b->component_index].name : "cleanup";
-    if (kiln_streq(type, "document-start") && !step)
-        progress_step(b, "%s %u/%zu %s", b->phase_label, b->component_index + 1, n, doc);
+    /* "component 2/3 hello", or "kiln-linux-cleanup" for the cleanup job */
+    char who[256];
+    if (b->component_index < n)
+        snprintf(who, sizeof(who), "%s %u/%zu %s", b->phase_label, b->component_index + 1, n,
+                 b->plan.docs[b->component_index].name);
+    else
+        snprintf(who, sizeof(who), "kiln-linux-cleanup");
+    if (kiln_streq(type, "document-start"))
+        progress_step(b, "%s", who);
     else if (kiln_streq(type, "step-start"))
-        progress_step(b, "%s %u/%zu %s: %s/%s", b->phase_label, b->component_index + 1, n, doc,
-                      phase ? phase : "?", step ? step : "?");
-    else if (kiln_streq(type, "step-end") &&
-             !kiln_streq(kiln_json_get_str(ev, "status"), "success"))
-        progress_step(b, "%s %u/%zu %s: %s/%s %s", b->phase_label, b->component_index + 1, n, doc,
-                      phase ? phase : "?", step ? step : "?",
-                      kiln_json_get_str(ev, "status") ? kiln_json_get_str(ev, "status") : "");
+        progress_step(b, "%s: %s/%s", who, phase ? phase : "?", step ? step : "?");
+    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success"))
+        progress_step(b, "%s: %s/%s %s", who, phase ? phase : "?", step ? step : "?", status);
     else if (kiln_streq(type, "reboot-requested"))
-        progress_step(b, "%s: rebooting the guest", doc);
+        progress_step(b, "%s: rebooting the guest", who);
 }
 
 static void
