@@ -353,8 +353,9 @@ loop_iterations(struct docexec *dx, const struct kiln_doc_step *s, struct iter *
             return kiln_error_set(err, -KILN_E_INVALID,
                                   "loop: start %lld, end %lld, updateBy %lld never ends", x[0],
                                   x[1], x[2]);
-        if ((x[1] - x[0]) / x[2] >= 1000000)
-            return kiln_error_set(err, -KILN_E_LIMIT, "loop: more than 1000000 iterations");
+        if ((x[1] - x[0]) / x[2] >= KILN_DOC_MAX_ITERATIONS)
+            return kiln_error_set(err, -KILN_E_LIMIT, "loop: more than %d iterations",
+                                  KILN_DOC_MAX_ITERATIONS);
         for (long long i = x[0]; x[2] > 0 ? i <= x[1] : i >= x[1]; i += x[2]) {
             v = kiln_reallocarray(v, n + 1, sizeof(*v));
             v[n] = (struct iter){l->name, (long)n, kiln_asprintf("%lld", i)};
@@ -374,6 +375,11 @@ loop_iterations(struct docexec *dx, const struct kiln_doc_step *s, struct iter *
         for (;;) {
             const char *q = strchr(p, d);
             size_t len = q ? (size_t)(q - p) : strlen(p);
+            if (n == KILN_DOC_MAX_ITERATIONS) {
+                iters_free(v, n);
+                return kiln_error_set(err, -KILN_E_LIMIT, "loop: more than %d iterations",
+                                      KILN_DOC_MAX_ITERATIONS);
+            }
             v = kiln_reallocarray(v, n + 1, sizeof(*v));
             v[n] = (struct iter){l->name, (long)n, kiln_strndup(p, len)};
             n++;
