@@ -1342,8 +1342,13 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
 
     /* State: resume when a previous run saved one in this state directory. */
     const char *sd = opts->state_directory ? opts->state_directory : cfg_str(&run, "stateDirectory");
-    if (sd && *sd)
+    if (sd && *sd) {
         run.state_dir = kiln_strdup(sd);
+    } else {
+        /* A stable default, so that the same command run again after a reboot resumes. */
+        const char *ld = opts->log_directory ? opts->log_directory : cfg_str(&run, "logDirectory");
+        run.state_dir = kiln_path_join(ld && *ld ? ld : ".", ".kiln-agent-state");
+    }
     int resuming = 0;
     if (run.state_dir && (resuming = load_resume(&run, err)) < 0) {
         r = resuming;
@@ -1384,8 +1389,6 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
         json_object_set_new(run.detailed, "failureMessage", json_string(""));
         json_object_set_new(run.detailed, "documents", json_array());
     }
-    if (!run.state_dir)
-        run.state_dir = kiln_path_join(run.log_folder, "state");
     run.app_log = open_log(&run, "application.log");
     run.console_log = open_log(&run, "console.log");
     result->log_folder = kiln_strdup(run.log_folder);
