@@ -809,6 +809,10 @@ run_step(struct run *run, struct docexec *dx, size_t pi, size_t si, json_t *rec,
             json_object_set_new(loop_rec, "iterations", json_array());
         kiln_error_clear(&err);
         logline(run, false, "Executor: Attempt %d/%d", attempt, attempts);
+        if (attempt > 1)
+            emit(run, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "event", "step-retry", "document",
+                                dx->doc->path, "phase", phase, "step", s->name, "attempt",
+                                attempt, "maxAttempts", attempts));
         out = attempt_step(run, dx, s, phase, iters, n_iters, rec, all_inputs, all_outputs,
                            loop_rec, resumed && attempt == 1, &err);
         if (out != STEP_FAILED)

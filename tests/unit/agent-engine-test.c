@@ -800,6 +800,62 @@ test_cancel(void **state)
     kiln_run_result_clear(&res);
 }
 
+struct recorded {
+    json_t *events;
+    struct kiln_buf console;
+};
+
+static void
+record_event(void *userdata, const json_t *ev)
+{
+    struct recorded *r = userdata;
+    json_array_append_new(r->events, json_deep_copy(ev));
+}
+
+static void
+record_console(void *userdata, const char *stream, const char *data, size_t len)
+{
+    struct recorded *r = userdata;
+    (void)stream;
+    kiln_buf_append(&r->console, data, len);
+}
+
+static void
+test_events(void **state)
+{
+    struct fixture *f = *state;
+    char *t = with_dir(f, HEAD "phases:\n  - name: build\n    steps:\n"
+                               "      - name: Flaky\n        action: ExecuteBash\n        maxAttempts: 2\n"
+                               "        inputs:\n          commands:\n            - echo try\n"
+                               "            - \"[ -f @DIR@/once ] || { touch @DIR@/once; exit 1; }\"\n");
+    char *path = write_doc(f, "e.yml", t);
+    char *docs[] = {path, NULL};
+    struct recorded rec = {json_array(), {0}};
+    kiln_buf_init(&rec.console);
+    struct kiln_engine_events ev = {record_event, record_console, &rec};
+    struct kiln_run_options o = {.documents = docs, .log_directory = f->logs, .events = &ev};
+    struct kiln_run_result res = {0};
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_engine_run(&o, &res, &err), 0);
+    assert_int_equal(res.status, KILN_RUN_SUCCESS);
+    static const char *const want[] = {"document-start", "phase-start", "step-start",
+                                       "step-retry",     "step-end",    "phase-end",
+                                       "document-end"};
+    assert_int_equal(json_array_size(rec.events), ARRAY_SIZE(want));
+    for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+        assert_string_equal(kiln_json_get_str(json_array_get(rec.events, i), "event"), want[i]);
+    json_t *end = json_array_get(rec.events, 4);
+    assert_string_equal(kiln_json_get_str(end, "status"), "success");
+    assert_string_equal(kiln_json_get_str(end, "step"), "Flaky");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rec.events, 3), "attempt")), 2);
+    assert_string_equal(rec.console.data, "try\ntry\n");
+    json_decref(rec.events);
+    kiln_buf_clear(&rec.console);
+    kiln_run_result_clear(&res);
+    free(path);
+    free(t);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_hello_outputs, setup, teardown),
                cmocka_unit_test_setup_teardown(test_variables_and_chaining, setup, teardown),
                cmocka_unit_test_setup_teardown(test_missing_parameter, setup, teardown),
@@ -817,4 +873,5 @@ KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_hello_outputs, setup, teardo
                cmocka_unit_test_setup_teardown(test_invalid_documents_refused, setup, teardown),
                cmocka_unit_test_setup_teardown(test_stale_state_refused, setup, teardown),
                cmocka_unit_test_setup_teardown(test_allowed_values_at_run_time, setup, teardown),
-               cmocka_unit_test_setup_teardown(test_cancel, setup, teardown))
+               cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_events, setup, teardown))
