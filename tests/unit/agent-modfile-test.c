@@ -594,6 +594,9 @@ test_read_file(void **state)
     /* not text */
     assert_int_equal(kiln_write_file_atomic(P("bin"), "\xff\xfe\xfd", 3, 0644, &e), 0);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@/bin\"}]"), -EILSEQ);
+    /* iconv passes "UTF-8" above U+10FFFF through; ReadFile does not (found by fuzzing) */
+    assert_int_equal(kiln_write_file_atomic(P("big"), "\xf7\xbf\xbb\xbb", 4, 0644, &e), 0);
+    assert_int_equal(run("ReadFile", "[{\"path\": \"@/big\"}]"), -EILSEQ);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@/missing\"}]"), -ENOENT);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@\"}]"), -EISDIR);
 }
