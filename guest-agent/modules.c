@@ -351,8 +351,8 @@ static const struct kiln_module_field create_symlink_fields[] = {
     F_END,
 };
 
-/* "force" is not in the reference for DeleteFile, but AWS's own samples pass it; accepted and
- * ignored (DeleteFile never removes folders). */
+/* "force" is not in the reference for DeleteFile, but AWS's own samples pass it to delete a
+ * folder; with force, DeleteFile removes a folder tree (docs/modules.md). */
 static const struct kiln_module_field delete_file_fields[] = {
     F_STR("path", true),
     F_BOOL("force", false),
