@@ -541,6 +541,15 @@ handle_resume(struct agent *a, const struct kiln_proto_frame *f, struct kiln_err
     if (!record)
         return kiln_error_set(err, -ENOENT, "resume-job: no job %s", id);
     const char *status = kiln_json_get_str(record, "status");
+    /* attach: the host lost track of the stream and only wants to hear how the job stands. */
+    if (json_is_true(json_object_get(req, "attach")) && kiln_streq(status, "reboot-pending")) {
+        send_json(a, KILN_MSG_REBOOT_REQUIRED, KILN_PROTO_FLAG_REPLY, f->seq,
+                  json_object_get(record, "result"));
+        return 0;
+    }
+    if (json_is_true(json_object_get(req, "attach")) && !kiln_streq(status, "done"))
+        return kiln_error_set(err, -KILN_E_INVALID,
+                              "resume-job: job %s is not running (did the guest restart?)", id);
     if (kiln_streq(status, "done")) {
         /* The host missed the end: tell it again. */
         send_json(a, KILN_MSG_JOB_DONE, KILN_PROTO_FLAG_REPLY, f->seq,

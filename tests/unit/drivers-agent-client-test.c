@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <pty.h>
 #include <signal.h>
@@ -551,6 +552,107 @@ test_cancel_flag_cancels_the_job(void **state)
     kiln_rm_rf(dir, NULL);
 }
 
+/* A man in the middle that corrupts one byte of the first agent frame holding a needle. */
+struct proxy {
+    pthread_t thread;
+    int host_fd, agent_fd;
+    const char *needle;
+    int corrupted;
+};
+
+static void *
+proxy_main(void *arg)
+{
+    struct proxy *p = arg;
+    for (;;) {
+        struct pollfd pf[2] = {{.fd = p->host_fd, .events = POLLIN},
+                               {.fd = p->agent_fd, .events = POLLIN}};
+        if (poll(pf, 2, 10000) <= 0)
+            break;
+        for (int i = 0; i < 2; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP)))
+                continue;
+            char buf[65536];
+            ssize_t n = read(pf[i].fd, buf, sizeof(buf));
+            if (n <= 0)
+                goto out;
+            if (i == 1 && !p->corrupted) {
+                char *hit = memmem(buf, (size_t)n, p->needle, strlen(p->needle));
+                if (hit) {
+                    hit[0] ^= 0x20;
+                    p->corrupted = 1;
+                }
+            }
+            int to = i == 0 ? p->agent_fd : p->host_fd;
+            if (kiln_proto_write_all(to, buf, (size_t)n, kiln_proto_now_ms() + 5000) < 0)
+                goto out;
+        }
+    }
+out:
+    close(p->host_fd);
+    close(p->agent_fd);
+    return NULL;
+}
+
+static void
+corrupted_job(const char *needle, bool reboot)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *doc = make_document(dir, "hello.yml");
+    runner_sleep_ms = 600;
+    struct agent_thread t = {0};
+    int to_agent[2], to_host[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, to_agent), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, to_host), 0);
+    t.fd = to_agent[1];
+    agent_start(&t, dir, "b", scripted_run);
+    struct proxy p = {.host_fd = to_host[1], .agent_fd = to_agent[0], .needle = needle};
+    assert_int_equal(pthread_create(&p.thread, NULL, proxy_main, &p), 0);
+
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_open_fd(to_host[0], &fast, &c, &err), 0);
+    const char *docs[] = {doc, NULL};
+    _cleanup_json_ json_t *params = reboot ? json_pack("{s:s}", "reboot", "yes") : NULL;
+    struct kiln_agent_job job = {.execution_id = "exec-x", .documents = docs,
+                                 .parameters = params};
+    struct seen s = {0};
+    struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
+    struct kiln_agent_job_result res = {0};
+    if (kiln_agent_client_run_job(c, &job, &cb, &res, &err) < 0)
+        fail_msg("run_job: %s", err.message);
+    assert_int_equal(p.corrupted, 1);
+    if (reboot) {
+        /* The lost reboot-required is repeated on attach; the job is not run again (a second
+         * run would find the reboot marker and succeed). */
+        assert_int_equal(res.status, KILN_AGENT_JOB_REBOOT_REQUIRED);
+    } else {
+        /* The corrupted step-start is lost; the client re-synced, re-attached, saw the rest. */
+        assert_int_equal(res.status, KILN_AGENT_JOB_SUCCESS);
+        assert_int_equal(s.events, 1);
+        assert_string_equal(s.last_event, "step-end");
+    }
+    kiln_agent_job_result_clear(&res);
+    kiln_buf_clear(&s.out);
+    kiln_buf_clear(&s.errout);
+    kiln_agent_client_free(c);
+    pthread_join(p.thread, NULL);
+    pthread_join(t.thread, NULL);
+    kiln_rm_rf(dir, NULL);
+}
+
+static void
+test_job_survives_a_corrupted_frame(void **state)
+{
+    corrupted_job("step-start", false);
+}
+
+static void
+test_lost_reboot_required_is_repeated(void **state)
+{
+    corrupted_job("reboot-required", true);
+}
+
 /* The agent in a child process, so that the test can stop or kill it mid-job. */
 static pid_t
 agent_child(const char *state_dir, int *ret_fd)
@@ -913,6 +1015,8 @@ KILN_TEST_MAIN(cmocka_unit_test(test_hello_over_unix_socket_waits_for_agent),
                cmocka_unit_test(test_job_streams_events_console_and_logs),
                cmocka_unit_test(test_reboot_cycle),
                cmocka_unit_test(test_cancel_flag_cancels_the_job),
+               cmocka_unit_test(test_job_survives_a_corrupted_frame),
+               cmocka_unit_test(test_lost_reboot_required_is_repeated),
                cmocka_unit_test(test_dead_agent_killed_mid_job),
                cmocka_unit_test(test_dead_agent_frozen_mid_job),
                cmocka_unit_test(test_client_skips_junk_before_sync),
