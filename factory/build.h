@@ -39,11 +39,11 @@ struct kiln_build_options {
     /* NULL: parentImage is a qcow2/raw file (absolute, or relative to the recipe). */
     kiln_parent_resolve_fn resolve_parent;
     void *resolve_userdata;
-    char **component_dirs; /* catalogs for name/ARN references; NULL: <home>/components */
-    bool skip_tests;       /* imageTestsEnabled: false */
-    int test_timeout_minutes; /* 0: 720 */
+    char **component_dirs;     /* catalogs for name/ARN references; NULL: <home>/components */
+    bool skip_tests;           /* imageTestsEnabled: false */
+    int test_timeout_minutes;  /* 0: 720 */
     int ready_timeout_seconds; /* 0: 600 */
-    const char *qemu_img;     /* NULL: "qemu-img" from PATH */
+    const char *qemu_img;      /* NULL: "qemu-img" from PATH */
     const struct kiln_build_progress *progress;
     volatile sig_atomic_t *cancel; /* non-zero: cancel as soon as possible */
 };

@@ -53,9 +53,9 @@ struct kiln_component_parameter {
 };
 
 struct kiln_component_ref {
-    char *arn;  /* componentArn as written, or NULL */
-    char *path; /* path as written (relative to the recipe), or NULL */
-    char *name; /* "name" or "name/1.x.x", or NULL */
+    char *arn;      /* componentArn as written, or NULL */
+    char *path;     /* path as written (relative to the recipe), or NULL */
+    char *name;     /* "name" or "name/1.x.x", or NULL */
     char *resolved; /* absolute document path, after kiln_recipe_resolve() */
     struct kiln_component_parameter *parameters;
     size_t n_parameters;
@@ -80,7 +80,8 @@ struct kiln_recipe {
     struct kiln_semver version;
     char *description;
     char *parent_image;
-    char *working_directory; /* default /tmp, as Image Builder */
+    unsigned parent_line, parent_column; /* where parentImage is written */
+    char *working_directory;             /* default /tmp, as Image Builder */
     struct kiln_component_ref *components;
     size_t n_components;
     struct kiln_block_device *block_devices;
@@ -91,6 +92,9 @@ struct kiln_recipe {
 };
 
 int kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *err);
+/* Like kiln_recipe_load, but an invalid recipe (-KILN_E_INVALID) is still returned in *ret with
+ * what could be read, so that its components can be checked too (NULL when unreadable). */
+int kiln_recipe_load_partial(const char *path, struct kiln_recipe **ret, struct kiln_error *err);
 void kiln_recipe_free(struct kiln_recipe *r);
 static inline void
 kiln_recipe_freep(struct kiln_recipe **r)
@@ -188,7 +192,8 @@ struct kiln_pipeline {
     int timeout_minutes;       /* imageTestsConfiguration.timeoutMinutes, 60..1440, default 720 */
     char *schedule_expression; /* schedule.scheduleExpression, or NULL */
     char *timezone;
-    char *start_condition; /* EXPRESSION_MATCH_ONLY | EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE */
+    char *start_condition; /* EXPRESSION_MATCH_ONLY |
+                              EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE */
     bool enabled;          /* status ENABLED (default) | DISABLED */
 };
 
