@@ -167,8 +167,8 @@ remote_error(const struct kiln_proto_frame *f, const char *what, struct kiln_err
 
 /* Wait for the reply to request seq: skips stale frames of other requests. */
 static int
-wait_reply(struct kiln_agent_client *c, uint32_t seq, uint8_t want, const char *what,
-           json_t **ret, struct kiln_error *err)
+wait_reply(struct kiln_agent_client *c, uint32_t seq, uint8_t want, const char *what, json_t **ret,
+           struct kiln_error *err)
 {
     int64_t start = kiln_proto_now_ms();
     int64_t deadline = start + c->opts.reply_timeout_ms;
@@ -605,8 +605,8 @@ kiln_agent_client_run_job(struct kiln_agent_client *c, const struct kiln_agent_j
         for (size_t i = 0; job->phases && job->phases[i]; i++)
             json_array_append_new(phases, json_string(job->phases[i]));
         _cleanup_json_ json_t *req = json_pack(
-            "{s:s, s:O, s:o, s:O}", "execution-id", job->execution_id, "documents", list,
-            "phases", phases, "parameters", job->parameters ? job->parameters : json_null());
+            "{s:s, s:O, s:o, s:O}", "execution-id", job->execution_id, "documents", list, "phases",
+            phases, "parameters", job->parameters ? job->parameters : json_null());
         r = send_json(c, KILN_MSG_RUN_JOB, seq, req, err);
     }
     for (size_t i = 0; i < n && r == 0; i++) {
@@ -702,12 +702,12 @@ check_file_list(const json_t *files, const struct kiln_agent_fetch_limits *lim,
         if (r < 0)
             return kiln_error_prefix(err, r, "file %zu", i);
         if (type && !kiln_streq(type, "file"))
-            return kiln_error_set(err, -KILN_E_INVALID,
-                                  "file %zu: only regular files are accepted", i);
+            return kiln_error_set(err, -KILN_E_INVALID, "file %zu: only regular files are accepted",
+                                  i);
         if (!json_is_integer(size) || json_integer_value(size) < 0 ||
             (uint64_t)json_integer_value(size) > lim->max_file_bytes)
-            return kiln_error_set(err, -KILN_E_LIMIT, "%s: size missing or above %llu bytes",
-                                  name, (unsigned long long)lim->max_file_bytes);
+            return kiln_error_set(err, -KILN_E_LIMIT, "%s: size missing or above %llu bytes", name,
+                                  (unsigned long long)lim->max_file_bytes);
         total += (uint64_t)json_integer_value(size);
         if (total > lim->max_bytes)
             return kiln_error_set(err, -KILN_E_LIMIT, "agent offers more than %llu bytes",
@@ -834,8 +834,7 @@ kiln_agent_client_fetch_logs(struct kiln_agent_client *c, const char *execution_
             size_t len;
             r = kiln_proto_frame_data(&f, &index, &off, &data, &len, err);
             if (r == 0 && (index != i || off != got || len > size - got))
-                r = kiln_error_set(err, -KILN_E_PARSE, "%s: chunk out of order or too long",
-                                   name);
+                r = kiln_error_set(err, -KILN_E_PARSE, "%s: chunk out of order or too long", name);
             for (size_t done = 0; r == 0 && done < len;) {
                 ssize_t w = write(fd, data + done, len - done);
                 if (w < 0 && errno == EINTR)
