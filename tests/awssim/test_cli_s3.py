@@ -66,11 +66,13 @@ class S3Cli(CliTest):
 
     def test_list_objects_v2(self):
         self.aws("s3", "mb", "s3://kiln-list")
-        self.write("x", b"x")
         keys = ["a/%02d" % i for i in range(23)] + ["b/one", "b/two", "c d+e.txt", "top"]
         for k in keys:
-            self.aws("s3api", "put-object", "--bucket", "kiln-list", "--key", k, "--body",
-                     self.path("x"))
+            os.makedirs(os.path.dirname(self.path("tree/" + k)), exist_ok=True)
+            self.write("tree/" + k, k.encode())
+        self.aws("s3", "cp", "--recursive", self.path("tree"), "s3://kiln-list/",
+                 "--only-show-errors")
+        self.assertEqual(self.requests("s3:PutObject"), len(keys))
         before = self.requests("s3:ListObjectsV2")
         out = self.aws_json("s3api", "list-objects-v2", "--bucket", "kiln-list",
                             "--page-size", "10")
