@@ -64,6 +64,29 @@ class S3Cli(CliTest):
         self.assertEqual(os.path.getsize(dst), size)
         subprocess.run(["cmp", src, dst], check=True)
 
+    def test_slow_one_gib_object(self):
+        """A 1 GiB object: streamed to disk, multipart up, ranged GETs down, byte-identical."""
+        self.aws("s3", "mb", "s3://kiln-gib")
+        size = 1 << 30
+        src = self.path("gib.bin")
+        h = hashlib.md5()
+        block = os.urandom(1 << 20)
+        with open(src, "wb") as f:
+            for i in range(size >> 20):
+                chunk = i.to_bytes(8, "big") + block[8:]
+                f.write(chunk)
+                h.update(chunk)
+        t0 = time.time()
+        self.aws("s3", "cp", src, "s3://kiln-gib/gib.bin", "--only-show-errors", timeout=1500)
+        t1 = time.time()
+        obj = self.sim.state()["s3"]["kiln-gib"]["objects"]["gib.bin"]
+        self.assertEqual((obj["size"], obj["md5"]), (size, h.hexdigest()))
+        dst = self.path("gib.out")
+        self.aws("s3", "cp", "s3://kiln-gib/gib.bin", dst, "--only-show-errors", timeout=1500)
+        t2 = time.time()
+        subprocess.run(["cmp", src, dst], check=True)
+        print("1 GiB: upload %.1f s, download %.1f s" % (t1 - t0, t2 - t1))
+
     def test_list_objects_v2(self):
         self.aws("s3", "mb", "s3://kiln-list")
         keys = ["a/%02d" % i for i in range(23)] + ["b/one", "b/two", "c d+e.txt", "top"]
