@@ -27,6 +27,13 @@ class S3Cli(CliTest):
         buckets = self.aws_json("s3api", "list-buckets")["Buckets"]
         self.assertEqual([b["Name"] for b in buckets], ["kiln-small"])
         self.aws("s3api", "head-bucket", "--bucket", "kiln-small")
+        odd = "dir/ünï c (1)!'*+=&$@,;~.txt"  # characters that exercise path encoding
+        self.aws("s3", "cp", self.path("small.txt"), "s3://kiln-small/" + odd)
+        self.aws("s3api", "get-object", "--bucket", "kiln-small", "--key", odd,
+                 self.path("odd.txt"))
+        self.assertEqual(self.read("odd.txt"), data)
+        self.assertIn(odd, self.sim.state()["s3"]["kiln-small"]["objects"])
+        self.aws("s3", "rm", "s3://kiln-small/" + odd)
         self.aws("s3", "rm", "s3://kiln-small/dir/small.txt")
         self.assertEqual(self.aws("s3", "ls", "s3://kiln-small/", "--recursive"), "")
         code, err = self.aws_fail("s3", "cp", "s3://kiln-small/dir/small.txt",
