@@ -142,7 +142,9 @@ kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
                                           .tag_keys = opts->tag_keys,
                                           .tag_values = opts->tag_values};
     struct kiln_ebs_snapshot snap;
-    double old_budget = kiln_aws_client_set_budget(c, deadline - mono());
+    /* Each call gets the client's own budget, never more than what is left overall. */
+    double old_budget = kiln_aws_client_set_budget(c, budget);
+    kiln_aws_client_set_budget(c, budget < old_budget ? budget : old_budget);
     r = kiln_ebs_start_snapshot(c, &sreq, &snap, err);
     if (r < 0) {
         kiln_aws_client_set_budget(c, old_budget);
