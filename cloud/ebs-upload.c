@@ -187,10 +187,12 @@ kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
                 next++;
                 continue;
             }
-            kiln_hash_buf(KILN_HASH_SHA256, buf, KILN_EBS_BLOCK_SIZE, digests[n_digests++]);
+            /* One SHA-256 per block serves both its header and the aggregate. */
+            uint8_t *digest = digests[n_digests++];
+            kiln_hash_buf(KILN_HASH_SHA256, buf, KILN_EBS_BLOCK_SIZE, digest);
             unsigned progress = (unsigned)((next + 1) * 100 / n_blocks);
             kiln_ebs_put_block_request(ret->snapshot_id, blocks[next], buf, KILN_EBS_BLOCK_SIZE,
-                                       progress, &reqs[cnt], &paths[cnt]);
+                                       digest, progress, &reqs[cnt], &paths[cnt]);
             cnt++;
             next++;
         }
