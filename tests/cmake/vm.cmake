@@ -24,3 +24,7 @@ endfunction()
 if(CMOCKA_FOUND)
     kiln_add_vm_test(${PROJECT_SOURCE_DIR}/tests/vm/drivers-libvirt-vm-test.c LIBS kiln_images)
 endif()
+
+# The boot benchmark's helper (bench/boot.sh).
+add_executable(kiln-bench-boot ${PROJECT_SOURCE_DIR}/bench/boot-bench.c)
+target_link_libraries(kiln-bench-boot PRIVATE kiln_images)
