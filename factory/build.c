@@ -1,0 +1,1021 @@
+/* The build lifecycle and the reaper of crashed builds. */
+#include "factory/build.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "factory/document.h"
+
+
+extern char **environ;
+
+void
+kiln_build_result_clear(struct kiln_build_result *r)
+{
+    if (!r)
+        return;
+    free(r->name);
+    free(r->version);
+    free(r->build_id);
+    free(r->reason);
+    free(r->kept_instance);
+    free(r->manifest_path);
+    free(r->log_dir);
+    memset(r, 0, sizeof(*r));
+}
+
+static void
+ref_clear(struct kiln_image_ref *ref)
+{
+    free(ref->kind);
+    free(ref->location);
+    free(ref->kernel);
+    free(ref->initrd);
+    free(ref->cmdline);
+    memset(ref, 0, sizeof(*ref));
+}
+
+static char *
+strdup_or_null(const char *s)
+{
+    return s ? kiln_strdup(s) : NULL;
+}
+
+/* Default parentImage resolution: a qcow2/raw file, absolute or relative to the recipe. */
+static int
+resolve_parent_file(const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
+                    struct kiln_error *err)
+{
+    _cleanup_free_ char *p = recipe->parent_image[0] == '/'
+                                 ? kiln_strdup(recipe->parent_image)
+                                 : kiln_path_join(recipe->dir, recipe->parent_image);
+    struct stat st;
+    if (stat(p, &st) < 0 || !S_ISREG(st.st_mode))
+        return kiln_error_set(err, -ENOENT,
+                              "%s:%u:%u: parentImage '%s': not an image in the catalog and not a "
+                              "qcow2/raw file (looked at %s)",
+                              recipe->source, recipe->parent_line, recipe->parent_column,
+                              recipe->parent_image, p);
+    size_t n = strlen(p);
+    bool raw =
+        (n > 4 && strcmp(p + n - 4, ".raw") == 0) || (n > 4 && strcmp(p + n - 4, ".img") == 0);
+    ret->kind = kiln_strdup(raw ? "raw" : "qcow2");
+    ret->location = realpath(p, NULL);
+    return 0;
+}
+
+static void
+ref_copy(struct kiln_image_ref *dst, const struct kiln_image_ref *src)
+{
+    dst->kind = strdup_or_null(src->kind);
+    dst->location = strdup_or_null(src->location);
+    dst->kernel = strdup_or_null(src->kernel);
+    dst->initrd = strdup_or_null(src->initrd);
+    dst->cmdline = strdup_or_null(src->cmdline);
+}
+
+/* ---- loading and validation ---- */
+
+struct plan {
+    char *home;
+    struct kiln_image_ref parent;
+    struct kiln_recipe *recipe;
+    struct kiln_infrastructure *infra;
+    struct kiln_distribution_config *dist;
+    struct kiln_document_info *docs; /* one per component */
+    char **doc_paths;
+};
+
+static void
+plan_clear(struct plan *p)
+{
+    for (size_t i = 0; p->recipe && p->docs && i < p->recipe->n_components; i++)
+        kiln_document_info_clear(&p->docs[i]);
+    free(p->docs);
+    free(p->home);
+    ref_clear(&p->parent);
+    kiln_recipe_free(p->recipe);
+    kiln_infrastructure_free(p->infra);
+    kiln_distribution_free(p->dist);
+    kiln_strv_free(p->doc_paths);
+    memset(p, 0, sizeof(*p));
+}
+
+static void
+append_error(struct kiln_buf *all, struct kiln_error *e)
+{
+    if (!e->code)
+        return;
+    if (all->len)
+        kiln_buf_append_char(all, '\n');
+    kiln_buf_append_str(all, e->message);
+    kiln_error_clear(e);
+}
+
+/* Load everything and validate everything, collecting every problem before failing. */
+static int
+plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_error *err)
+{
+    p->home = opts->home ? kiln_strdup(opts->home) : kiln_home_dir();
+    struct kiln_buf all;
+    kiln_buf_init(&all);
+    struct kiln_error e = {0};
+    char cause[KILN_ERROR_CAUSE_MAX] = "";
+    int r;
+
+    if (kiln_recipe_load_partial(opts->recipe_path, &p->recipe, &e) < 0) {
+        snprintf(cause, sizeof(cause), "%s", e.cause);
+        append_error(&all, &e);
+    }
+    if (opts->infrastructure_path) {
+        if (kiln_infrastructure_load(opts->infrastructure_path, &p->infra, &e) < 0)
+            append_error(&all, &e);
+    } else {
+        p->infra = kiln_infrastructure_default();
+    }
+    if (opts->distribution_path) {
+        if (kiln_distribution_load(opts->distribution_path, &p->dist, &e) < 0)
+            append_error(&all, &e);
+    } else {
+        p->dist = kiln_distribution_default(p->home);
+    }
+    if (p->dist) {
+        for (size_t i = 0; i < p->dist->n_items; i++)
+            if (p->dist->items[i].region && p->dist->source) {
+                kiln_buf_appendf(&all,
+                                 "%s%s:%u:%u: distribution %zu: region '%s': AMI distribution "
+                                 "is not available in this build of kiln; use a 'local' target",
+                                 all.len ? "\n" : "", p->dist->source, p->dist->items[i].line,
+                                 p->dist->items[i].column, i + 1, p->dist->items[i].region);
+            }
+    }
+    if (p->recipe) {
+        _cleanup_strv_free_ char **dirs = NULL;
+        char *const *search = opts->component_dirs;
+        if (!search) {
+            dirs = kiln_new(char *, 2);
+            dirs[0] = kiln_path_join(p->home, "components");
+            search = dirs;
+        }
+        if (kiln_recipe_resolve(p->recipe, search, &e) < 0)
+            append_error(&all, &e);
+        r = 0;
+        if (p->recipe->parent_image)
+            r = opts->resolve_parent
+                    ? opts->resolve_parent(opts->resolve_userdata, p->recipe, &p->parent, &e)
+                    : resolve_parent_file(p->recipe, &p->parent, &e);
+        if (r < 0)
+            append_error(&all, &e);
+        /* Validate every document that could be found, even when others could not. */
+        size_t n = p->recipe->n_components;
+        p->docs = kiln_new(struct kiln_document_info, n ? n : 1);
+        p->doc_paths = kiln_new(char *, n + 1);
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (p->recipe->components[i].resolved)
+                p->doc_paths[k++] = kiln_strdup(p->recipe->components[i].resolved);
+        _cleanup_free_ struct kiln_document_info *infos =
+            kiln_new(struct kiln_document_info, k ? k : 1);
+        if (kiln_documents_validate(p->doc_paths, infos, &e) < 0)
+            append_error(&all, &e);
+        k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (p->recipe->components[i].resolved)
+                p->docs[i] = infos[k++];
+    }
+    r = 0;
+    if (all.len) {
+        r = kiln_error_set(err, -KILN_E_INVALID, "%s", all.data);
+        if (cause[0])
+            kiln_error_set_cause(err, "%s", cause);
+    }
+    kiln_buf_clear(&all);
+    return r;
+}
+
+int
+kiln_build_validate(const struct kiln_build_options *opts, struct kiln_error *err)
+{
+    struct plan p = {0};
+    int r = plan_load(opts, &p, err);
+    plan_clear(&p);
+    return r;
+}
+
+/* ---- the running build ---- */
+
+struct build {
+    const struct kiln_build_options *opts;
+    struct plan plan;
+    struct kiln_store *store;
+    struct kiln_image_record *image;
+    const struct kiln_driver_ops *ops;
+    void *conn;
+    struct kiln_driver_config cfg;
+    char *work_dir;
+    char *log_dir;
+    int lock_fd;
+    struct kiln_instance *inst;
+    const char *inst_role; /* "build" or "test" */
+    struct kiln_image_ref parent;
+    struct kiln_image_ref snapshot;
+    char **partial_outputs; /* files being written, removed on failure */
+    size_t n_partial;
+    json_t *outputs;
+    time_t started;
+    unsigned component_index; /* for progress lines */
+    const char *phase_label;
+    bool store_failed; /* a resource could not be recorded */
+};
+
+static bool
+cancelled(struct build *b)
+{
+    return b->opts->cancel && *b->opts->cancel;
+}
+
+static void
+progress_stage(struct build *b, const char *stage)
+{
+    kiln_debug("build %s: stage %s", b->image ? b->image->build_id : "-", stage);
+    if (b->opts->progress && b->opts->progress->stage)
+        b->opts->progress->stage(b->opts->progress->userdata, stage);
+}
+
+static void _printf_(2, 3) progress_step(struct build *b, const char *fmt, ...)
+{
+    if (!b->opts->progress || !b->opts->progress->step)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    b->opts->progress->step(b->opts->progress->userdata, line);
+}
+
+static void
+on_resource(void *userdata, const char *kind, const char *id, bool live)
+{
+    struct build *b = userdata;
+    struct kiln_error e = {0};
+    int r = live ? kiln_store_resource_add(b->store, b->image->build_id, kind, id, b->ops->name, &e)
+                 : kiln_store_resource_remove(b->store, b->image->build_id, kind, id, &e);
+    if (r < 0) {
+        b->store_failed = true;
+        kiln_warn("%s", e.message);
+    }
+}
+
+static void
+engine_event(void *userdata, const json_t *ev)
+{
+    struct build *b = userdata;
+    const char *type = kiln_json_get_str(ev, "event");
+    const char *phase = kiln_json_get_str(ev, "phase");
+    const char *step = kiln_json_get_str(ev, "step");
+    const char *status = kiln_json_get_str(ev, "status");
+    size_t n = b->plan.recipe ? b->plan.recipe->n_components : 0;
+    /* "component 2/3 hello", or "kiln-linux-cleanup" for the cleanup job */
+    char who[256];
+    if (b->component_index < n)
+        snprintf(who, sizeof(who), "%s %u/%zu %s", b->phase_label, b->component_index + 1, n,
+                 b->plan.docs[b->component_index].name);
+    else
+        snprintf(who, sizeof(who), "kiln-linux-cleanup");
+    if (kiln_streq(type, "document-start"))
+        progress_step(b, "%s", who);
+    else if (kiln_streq(type, "step-start"))
+        progress_step(b, "%s: %s/%s", who, phase ? phase : "?", step ? step : "?");
+    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success"))
+        progress_step(b, "%s: %s/%s %s", who, phase ? phase : "?", step ? step : "?", status);
+    else if (kiln_streq(type, "reboot-requested"))
+        progress_step(b, "%s: rebooting the guest", who);
+}
+
+static void
+engine_console(void *userdata, const char *stream, const char *data, size_t len)
+{
+    struct build *b = userdata;
+    if (b->opts->progress && b->opts->progress->console)
+        b->opts->progress->console(b->opts->progress->userdata, stream, data, len);
+}
+
+static json_t *
+component_parameters(const struct kiln_component_ref *c)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < c->n_parameters; i++) {
+        struct kiln_buf v;
+        kiln_buf_init(&v);
+        /* AWSTOE parameters are strings; a list value is joined with commas. */
+        for (size_t j = 0; c->parameters[i].values[j]; j++)
+            kiln_buf_appendf(&v, "%s%s", j ? "," : "", c->parameters[i].values[j]);
+        json_object_set_new(o, c->parameters[i].name, json_string(v.data));
+        kiln_buf_clear(&v);
+    }
+    return o;
+}
+
+/* Run one job on the current instance. what names it for messages ("component 2 (hello)"). */
+static int
+run_job(struct build *b, const char *document, const char *const *phases, json_t *parameters,
+        const char *what, const char *log_sub, int timeout_seconds, struct kiln_error *err)
+{
+    _cleanup_free_ char *log_dir = kiln_path_join(b->log_dir, log_sub);
+    int r = kiln_mkdir_p(log_dir, 0755, err);
+    if (r < 0)
+        return r;
+    char *docs[] = {(char *)document, NULL};
+    _cleanup_free_ char *exec_id = kiln_asprintf("%s-%s", b->image->build_id, log_sub);
+    for (char *p = exec_id; *p; p++)
+        if (*p == '/')
+            *p = '-';
+    struct kiln_job job = {
+        .documents = docs,
+        .phases = (char **)phases,
+        .parameters = parameters,
+        .execution_id = exec_id,
+        .timeout_seconds = timeout_seconds,
+    };
+    struct kiln_engine_events events = {engine_event, engine_console, b};
+    struct kiln_job_result res = {0};
+    r = b->ops->run(b->inst, &job, log_dir, &events, 0, &res, err);
+    if (r < 0) {
+        free(res.failure);
+        free(res.log_dir);
+        return kiln_error_prefix(err, r, "%s", what);
+    }
+    switch (res.status) {
+    case KILN_RUN_SUCCESS:
+    case KILN_RUN_SUCCESS_WITH_IGNORED_FAILURE:
+        r = 0;
+        break;
+    case KILN_RUN_CANCELLED:
+        r = kiln_error_set(err, -ECANCELED, "%s: cancelled", what);
+        break;
+    default:
+        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed: %s (logs: %s)", what,
+                           res.failure ? res.failure : "the agent reported a failure",
+                           res.log_dir ? res.log_dir : log_dir);
+        break;
+    }
+    free(res.failure);
+    free(res.log_dir);
+    return r;
+}
+
+static int
+launch(struct build *b, const struct kiln_image_ref *image, const char *role,
+       struct kiln_error *err)
+{
+    _cleanup_free_ char *name = kiln_asprintf("%s-%s", b->image->build_id, role);
+    unsigned flags = b->plan.infra->terminate_on_failure ? 0 : KILN_LAUNCH_KEEP_ON_FAILURE;
+    int timeout = b->opts->ready_timeout_seconds > 0 ? b->opts->ready_timeout_seconds : 600;
+    progress_step(b, "starting the %s instance %s from %s", role, name, image->location);
+    int r = b->ops->launch(b->conn, image, name, timeout, flags, &b->inst, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "launching the %s instance from %s", role,
+                                 image->location);
+    b->inst_role = role;
+    return 0;
+}
+
+static int
+terminate(struct build *b, struct kiln_error *err)
+{
+    if (!b->inst)
+        return 0;
+    struct kiln_instance *inst = TAKE_PTR(b->inst);
+    int r = b->ops->terminate(inst, 0, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "terminating the %s instance", b->inst_role);
+    return 0;
+}
+
+/* Terminate an instance that is done with. A failure here does not fail the build (the image
+ * is already captured); the resource record stays until the driver reports it gone, so that
+ * `kiln reap` can retry. */
+static void
+drop_instance(struct build *b)
+{
+    struct kiln_error e = {0};
+    if (terminate(b, &e) < 0) {
+        kiln_warn("build %s: %s (run `kiln reap` to retry)", b->image->build_id, e.message);
+        progress_step(b, "warning: %s", e.message);
+    }
+}
+
+/* qemu-img convert through posix_spawn (no shell); stderr goes to the build log. */
+static int
+qemu_img_convert(struct build *b, const char *src_fmt, const char *src, const char *fmt,
+                 bool compress, const char *dst, struct kiln_error *err)
+{
+    const char *qemu_img = b->opts->qemu_img ? b->opts->qemu_img : "qemu-img";
+    const char *argv[16];
+    size_t n = 0;
+    argv[n++] = qemu_img;
+    argv[n++] = "convert";
+    argv[n++] = "-q";
+    argv[n++] = "-f";
+    argv[n++] = src_fmt;
+    argv[n++] = "-O";
+    argv[n++] = fmt;
+    if (compress && kiln_streq(fmt, "qcow2"))
+        argv[n++] = "-c";
+    argv[n++] = src;
+    argv[n++] = dst;
+    argv[n] = NULL;
+    _cleanup_free_ char *log = kiln_path_join(b->log_dir, "qemu-img.log");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    pid_t pid;
+    int r = posix_spawnp(&pid, qemu_img, &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0)
+        return kiln_error_errno(err, -r, "cannot run %s (install qemu-utils)", qemu_img);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return kiln_error_errno(err, -errno, "waiting for %s", qemu_img);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        const char *tail = "";
+        if (kiln_read_file(log, 1 << 20, &text, &len, NULL) == 0) {
+            while (len > 0 && (text[len - 1] == '\n'))
+                text[--len] = '\0';
+            const char *nl = strrchr(text, '\n');
+            tail = nl ? nl + 1 : text;
+        }
+        return kiln_error_set(err, -KILN_E_FAILED, "qemu-img convert to %s failed: %s", fmt,
+                              *tail ? tail : "see qemu-img.log in the build's log folder");
+    }
+    return 0;
+}
+
+static const char *
+format_ext(const char *fmt)
+{
+    return kiln_streq(fmt, "raw") ? "raw" : fmt;
+}
+
+static int
+distribute(struct build *b, struct kiln_error *err)
+{
+    const struct kiln_recipe *rec = b->plan.recipe;
+    for (size_t i = 0; i < b->plan.dist->n_items; i++) {
+        const struct kiln_distribution *d = &b->plan.dist->items[i];
+        if (!d->is_local)
+            continue;
+        int r = kiln_mkdir_p(d->local.directory, 0755, err);
+        if (r < 0)
+            return kiln_error_prefix(err, r, "distribution %zu", i + 1);
+        for (size_t f = 0; d->local.formats[f]; f++) {
+            if (cancelled(b))
+                return kiln_error_set(err, -ECANCELED, "cancelled");
+            const char *fmt = d->local.formats[f];
+            _cleanup_free_ char *base = kiln_asprintf("%s-%s-%ld.%s", rec->name, b->image->version,
+                                                      b->image->build, format_ext(fmt));
+            _cleanup_free_ char *dst = kiln_path_join(d->local.directory, base);
+            _cleanup_free_ char *tmp = kiln_asprintf("%s.partial", dst);
+            b->partial_outputs =
+                kiln_reallocarray(b->partial_outputs, b->n_partial + 1, sizeof(char *));
+            b->partial_outputs[b->n_partial++] = kiln_strdup(tmp);
+            progress_step(b, "writing %s", dst);
+            r = qemu_img_convert(b, b->snapshot.kind ? b->snapshot.kind : "qcow2",
+                                 b->snapshot.location, fmt, d->local.compress, tmp, err);
+            if (r < 0)
+                return kiln_error_prefix(err, r, "distribution %zu (%s)", i + 1,
+                                         d->local.directory);
+            if (rename(tmp, dst) < 0)
+                return kiln_error_errno(err, -errno, "%s", dst);
+            free(b->partial_outputs[--b->n_partial]);
+            char hex[KILN_HASH_MAX_HEX];
+            r = kiln_hash_file_hex(KILN_HASH_SHA256, dst, hex, err);
+            if (r < 0)
+                return r;
+            struct stat st;
+            if (stat(dst, &st) < 0)
+                return kiln_error_errno(err, -errno, "%s", dst);
+            _cleanup_free_ char *target = kiln_asprintf("local:%s", d->local.directory);
+            struct kiln_image_output out = {target, (char *)fmt, dst, (long long)st.st_size, hex};
+            r = kiln_store_image_add_output(b->store, b->image->id, &out, err);
+            if (r < 0)
+                return r;
+            json_array_append_new(b->outputs, json_pack("{s:s, s:s, s:s, s:I, s:s}", "target",
+                                                        target, "format", fmt, "path", dst, "size",
+                                                        (json_int_t)st.st_size, "sha256", hex));
+        }
+    }
+    return 0;
+}
+
+static json_t *
+manifest_new(struct build *b, const char *status)
+{
+    const struct kiln_recipe *rec = b->plan.recipe;
+    json_t *comps = json_array();
+    for (size_t i = 0; i < rec->n_components; i++) {
+        const struct kiln_component_ref *c = &rec->components[i];
+        const struct kiln_document_info *d = &b->plan.docs[i];
+        json_t *params = component_parameters(c);
+        /* A catalog document's version is its file name (<name>/<version>.yml). */
+        const char *version = NULL;
+        _cleanup_free_ char *ver = NULL;
+        if (!c->path && c->resolved) {
+            const char *base = strrchr(c->resolved, '/');
+            const char *dot = base ? strrchr(base, '.') : NULL;
+            if (base && dot)
+                version = ver = kiln_strndup(base + 1, (size_t)(dot - base - 1));
+        }
+        json_array_append_new(comps, json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:o}", "name", d->name,
+                                               "version", version, "path", c->resolved, "reference",
+                                               c->path   ? c->path
+                                               : c->name ? c->name
+                                                         : c->arn,
+                                               "sha256", d->sha256, "parameters", params));
+    }
+    char recipe_hex[KILN_HASH_MAX_HEX] = "";
+    kiln_hash_file_hex(KILN_HASH_SHA256, rec->source, recipe_hex, NULL);
+    char date[64];
+    struct tm tm;
+    gmtime_r(&b->started, &tm);
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    _cleanup_free_ char *version = kiln_asprintf("%s/%ld", b->image->version, b->image->build);
+    return json_pack(
+        "{s:i, s:s, s:s, s:s, s:s, s:s, s:I,"
+        " s:{s:s, s:s, s:s, s:s, s:s?, s:s},"
+        " s:{s:s?, s:s?, s:s?},"
+        " s:{s:s, s:s?, s:s?, s:i, s:i},"
+        " s:o, s:O, s:n, s:s, s:s}",
+        "manifestVersion", 1, "name", rec->name, "version", version, "buildId", b->image->build_id,
+        "status", status, "buildDate", date, "durationSeconds",
+        (json_int_t)(time(NULL) - b->started), "recipe", "path", rec->source, "sha256", recipe_hex,
+        "name", rec->name, "semanticVersion", rec->semantic_version, "description",
+        rec->description, "parentImage", rec->parent_image, "parentImage", "kind", b->parent.kind,
+        "location", b->parent.location, "kernel", b->parent.kernel, "infrastructure", "driver",
+        b->ops->name, "uri", b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus",
+        (int)b->plan.infra->vcpus, "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps,
+        "outputs", b->outputs, "installedPackages", "installedPackagesTodo",
+        "TODO: the installed package list comes from libguestfs inspection of the image, not "
+        "done yet",
+        "logs", b->log_dir);
+}
+
+static int
+write_manifest(struct build *b, const char *status, struct kiln_error *err)
+{
+    _cleanup_json_ json_t *m = manifest_new(b, status);
+    if (!m)
+        return kiln_error_set(err, -EINVAL, "cannot build the manifest");
+    _cleanup_free_ char *text = kiln_json_dumps(m, true);
+    /* Beside the log folder: logs/<name>/<version>/<build>/manifest.json */
+    _cleanup_free_ char *dir = kiln_strdup(b->log_dir);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    _cleanup_free_ char *path = kiln_path_join(dir, "manifest.json");
+    size_t len = strlen(text);
+    text = kiln_realloc(text, len + 2);
+    text[len] = '\n';
+    text[len + 1] = '\0';
+    int r = kiln_write_file_atomic(path, text, len + 1, 0644, err);
+    if (r < 0)
+        return r;
+    return kiln_store_image_set_paths(b->store, b->image->id, NULL, NULL, path, err);
+}
+
+static int
+set_status(struct build *b, enum kiln_image_status s, struct kiln_error *err)
+{
+    int r = kiln_store_image_set_status(b->store, b->image->id, s, NULL, err);
+    if (r >= 0)
+        b->image->status = s;
+    return r;
+}
+
+/* Copy the driver's console logs (*.log in the work folder) into the log folder. */
+static void
+keep_console_logs(struct build *b)
+{
+    DIR *dh = opendir(b->work_dir);
+    if (!dh)
+        return;
+    struct dirent *de;
+    while ((de = readdir(dh))) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || strcmp(de->d_name + n - 4, ".log") != 0)
+            continue;
+        _cleanup_free_ char *src = kiln_path_join(b->work_dir, de->d_name);
+        _cleanup_free_ char *dst = kiln_path_join(b->log_dir, de->d_name);
+        _cleanup_free_ char *data = NULL;
+        size_t len = 0;
+        if (kiln_read_file(src, 64u << 20, &data, &len, NULL) == 0)
+            kiln_write_file_atomic(dst, data, len, 0644, NULL);
+    }
+    closedir(dh);
+}
+
+static int
+stages(struct build *b, struct kiln_error *err)
+{
+    const struct kiln_recipe *rec = b->plan.recipe;
+    int r;
+
+    /* launch */
+    progress_stage(b, "launch");
+    r = set_status(b, KILN_IMAGE_BUILDING, err);
+    if (r < 0)
+        return r;
+    ref_copy(&b->parent, &b->plan.parent);
+    if (cancelled(b))
+        return kiln_error_set(err, -ECANCELED, "cancelled");
+    r = launch(b, &b->parent, "build", err);
+    if (r < 0)
+        return r;
+
+    /* build and validate phases, one component at a time (each has its own parameters) */
+    progress_stage(b, "build");
+    b->phase_label = "component";
+    static const char *const build_phases[] = {"build", "validate", NULL};
+    for (size_t i = 0; i < rec->n_components; i++) {
+        if (cancelled(b))
+            return kiln_error_set(err, -ECANCELED, "cancelled");
+        b->component_index = (unsigned)i;
+        const struct kiln_document_info *d = &b->plan.docs[i];
+        if (!d->has_phase[KILN_PHASE_BUILD] && !d->has_phase[KILN_PHASE_VALIDATE])
+            continue;
+        _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
+        _cleanup_free_ char *what =
+            kiln_asprintf("component %zu (%s, %s)", i + 1, d->name, rec->components[i].resolved);
+        _cleanup_free_ char *sub = kiln_asprintf("build/%02zu-%s", i + 1, d->name);
+        r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1, err);
+        if (r < 0)
+            return r;
+    }
+
+    /* Image Builder's Linux cleanup, as a document run by the agent */
+    if (cancelled(b))
+        return kiln_error_set(err, -ECANCELED, "cancelled");
+    progress_stage(b, "cleanup");
+    b->component_index = (unsigned)rec->n_components;
+    b->phase_label = "cleanup";
+    _cleanup_free_ char *cleanup = kiln_path_join(b->work_dir, "kiln-linux-cleanup.yml");
+    const char *doc = kiln_build_cleanup_document();
+    r = kiln_write_file_atomic(cleanup, doc, strlen(doc), 0644, err);
+    if (r < 0)
+        return r;
+    {
+        static const char *const phases[] = {"build", NULL};
+        _cleanup_free_ char *keep = kiln_asprintf("%s-cleanup", b->image->build_id);
+        _cleanup_json_ json_t *params = json_pack("{s:s, s:s}", "workingDirectory",
+                                                  rec->working_directory, "keepToeFolder", keep);
+        r = run_job(b, cleanup, phases, params, "the Linux cleanup (kiln-linux-cleanup)", "cleanup",
+                    -1, err);
+        if (r < 0)
+            return r;
+    }
+
+    /* stop and snapshot */
+    if (cancelled(b))
+        return kiln_error_set(err, -ECANCELED, "cancelled");
+    progress_stage(b, "snapshot");
+    progress_step(b, "stopping the build instance");
+    r = b->ops->stop(b->inst, 300, 0, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "stopping the build instance");
+    _cleanup_free_ char *snap = kiln_path_join(b->work_dir, "image.qcow2");
+    struct kiln_snapshot_options so = {.dest = snap, .format = "qcow2", .compress = false};
+    progress_step(b, "capturing the disk");
+    r = b->ops->snapshot(b->inst, &so, 0, &b->snapshot, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "snapshot of the build instance");
+    /* A direct-kernel parent (the tiny image) boots its snapshot the same way. */
+    if (!b->snapshot.kernel && b->parent.kernel) {
+        b->snapshot.kernel = kiln_strdup(b->parent.kernel);
+        b->snapshot.initrd = strdup_or_null(b->parent.initrd);
+        b->snapshot.cmdline = strdup_or_null(b->parent.cmdline);
+    }
+    drop_instance(b);
+
+    /* test phases on a fresh instance from the new image */
+    bool any_test = false;
+    for (size_t i = 0; i < rec->n_components; i++)
+        any_test |= b->plan.docs[i].has_phase[KILN_PHASE_TEST];
+    if (!b->opts->skip_tests && any_test) {
+        if (cancelled(b))
+            return kiln_error_set(err, -ECANCELED, "cancelled");
+        progress_stage(b, "test");
+        r = set_status(b, KILN_IMAGE_TESTING, err);
+        if (r < 0)
+            return r;
+        r = launch(b, &b->snapshot, "test", err);
+        if (r < 0)
+            return r;
+        b->phase_label = "test";
+        int minutes = b->opts->test_timeout_minutes > 0 ? b->opts->test_timeout_minutes : 720;
+        time_t deadline = time(NULL) + (time_t)minutes * 60;
+        static const char *const test_phases[] = {"test", NULL};
+        for (size_t i = 0; i < rec->n_components; i++) {
+            if (cancelled(b))
+                return kiln_error_set(err, -ECANCELED, "cancelled");
+            b->component_index = (unsigned)i;
+            const struct kiln_document_info *d = &b->plan.docs[i];
+            if (!d->has_phase[KILN_PHASE_TEST])
+                continue;
+            int left = (int)(deadline - time(NULL));
+            if (left <= 0)
+                return kiln_error_set(
+                    err, -ETIMEDOUT, "the test stage ran longer than timeoutMinutes (%d)", minutes);
+            _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
+            _cleanup_free_ char *what = kiln_asprintf("test of component %zu (%s, %s)", i + 1,
+                                                      d->name, rec->components[i].resolved);
+            _cleanup_free_ char *sub = kiln_asprintf("test/%02zu-%s", i + 1, d->name);
+            r = run_job(b, rec->components[i].resolved, test_phases, params, what, sub, left, err);
+            if (r < 0)
+                return r;
+        }
+        drop_instance(b);
+    }
+
+    /* distribute */
+    if (cancelled(b))
+        return kiln_error_set(err, -ECANCELED, "cancelled");
+    progress_stage(b, "distribute");
+    r = set_status(b, KILN_IMAGE_DISTRIBUTING, err);
+    if (r < 0)
+        return r;
+    r = distribute(b, err);
+    if (r < 0)
+        return r;
+    r = write_manifest(b, "AVAILABLE", err);
+    if (r < 0)
+        return r;
+    if (cancelled(b))
+        return kiln_error_set(err, -ECANCELED, "cancelled");
+    r = set_status(b, KILN_IMAGE_AVAILABLE, err);
+    if (r < 0)
+        return r;
+    progress_stage(b, "done");
+    return 0;
+}
+
+/* Release everything the build holds; on failure with terminateInstanceOnFailure: false, keep
+ * the instance that failed and say how to reach it. */
+static void
+release(struct build *b, bool failed, bool keep, struct kiln_build_result *result)
+{
+    struct kiln_error e = {0};
+    if (b->inst && keep && b->ops->describe) {
+        result->kept_instance = b->ops->describe(b->inst);
+        if (!result->kept_instance)
+            result->kept_instance =
+                kiln_asprintf("the %s instance of build %s", b->inst_role, b->image->build_id);
+        kiln_store_resource_keep(b->store, b->image->build_id, NULL);
+        b->inst = NULL; /* kept: the driver's record stays until `kiln reap --kept` */
+    }
+    if (terminate(b, &e) < 0)
+        kiln_warn("build %s: %s (run `kiln reap` to retry)", b->image->build_id, e.message);
+    for (size_t i = 0; i < b->n_partial; i++) {
+        unlink(b->partial_outputs[i]);
+        free(b->partial_outputs[i]);
+    }
+    free(b->partial_outputs);
+    b->partial_outputs = NULL;
+    b->n_partial = 0;
+    if (b->work_dir) {
+        kiln_mkdir_p(b->log_dir, 0755, NULL);
+        keep_console_logs(b);
+        /* A kept instance still boots from its overlay in the work folder. */
+        if (!result->kept_instance)
+            kiln_rm_rf(b->work_dir, NULL);
+    }
+    if (b->conn)
+        b->ops->close(b->conn);
+    b->conn = NULL;
+    (void)failed;
+}
+
+/* Everything after the image record exists: folders, the driver, the stages. */
+static int
+run_started(struct build *b, struct kiln_error *err)
+{
+    int r;
+    if ((r = kiln_mkdir_p(b->work_dir, 0700, err)) < 0 ||
+        (r = kiln_mkdir_p(b->log_dir, 0755, err)) < 0 ||
+        (r = kiln_store_image_set_paths(b->store, b->image->id, b->work_dir, b->log_dir, NULL,
+                                        err)) < 0)
+        return r;
+    b->cfg = (struct kiln_driver_config){
+        .uri = b->plan.infra->uri,
+        .accel = b->plan.infra->accel,
+        .vcpus = b->plan.infra->vcpus,
+        .memory_mib = b->plan.infra->memory_mib,
+        .work_dir = b->work_dir,
+        .build_id = b->image->build_id,
+        .settings = b->plan.infra->settings,
+        .on_resource = on_resource,
+        .userdata = b,
+        .cancel = b->opts->cancel,
+    };
+    r = b->ops->open(&b->cfg, 0, &b->conn, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "driver %s (%s)", b->ops->name,
+                                 b->plan.infra->uri ? b->plan.infra->uri : "default");
+    return stages(b, err);
+}
+
+int
+kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *result,
+               struct kiln_error *err)
+{
+    memset(result, 0, sizeof(*result));
+    result->status = KILN_IMAGE_PENDING;
+    struct build b = {.opts = opts, .store = opts->store, .lock_fd = -1};
+    b.started = time(NULL);
+    if (!opts->store)
+        return kiln_error_set(err, -EINVAL, "kiln_build_run: no state store");
+
+    progress_stage(&b, "validate");
+    int r = plan_load(opts, &b.plan, err);
+    if (r < 0) {
+        plan_clear(&b.plan);
+        return r;
+    }
+    kiln_driver_find_fn find = opts->find_driver ? opts->find_driver : kiln_driver_find;
+    b.ops = find(b.plan.infra->driver);
+    if (!b.ops) {
+        r = kiln_error_set(err, -KILN_E_UNSUPPORTED,
+                           "%s: driver '%s' is not available in this "
+                           "build of kiln",
+                           b.plan.infra->source ? b.plan.infra->source : "infrastructure",
+                           b.plan.infra->driver);
+        plan_clear(&b.plan);
+        return r;
+    }
+    const struct kiln_recipe *rec = b.plan.recipe;
+    result->name = kiln_strdup(rec->name);
+
+    r = kiln_store_image_create_locked(b.store, rec->name, rec->semantic_version, b.ops->name,
+                                       b.plan.infra->uri, rec->source, &b.image, &b.lock_fd, err);
+    if (r < 0) {
+        plan_clear(&b.plan);
+        return r;
+    }
+    result->version = kiln_asprintf("%s/%ld", b.image->version, b.image->build);
+    result->build_id = kiln_strdup(b.image->build_id);
+    _cleanup_free_ char *logs_rel =
+        kiln_asprintf("logs/%s/%s/%ld/log", rec->name, b.image->version, b.image->build);
+    b.log_dir = kiln_path_join(b.plan.home, logs_rel);
+    _cleanup_free_ char *work_rel = kiln_asprintf("builds/%s", b.image->build_id);
+    b.work_dir = kiln_path_join(b.plan.home, work_rel);
+    b.outputs = json_array();
+
+    r = run_started(&b, err);
+
+    bool is_cancel = r < 0 && (cancelled(&b) || r == -ECANCELED);
+    bool keep = r < 0 && !is_cancel && !b.plan.infra->terminate_on_failure;
+    if (r < 0) {
+        if (is_cancel && err) {
+            kiln_error_clear(err);
+            kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
+                           kiln_image_status_name(b.image->status));
+        }
+    }
+    release(&b, r < 0, keep, result);
+    if (r < 0) {
+        enum kiln_image_status final = is_cancel ? KILN_IMAGE_CANCELLED : KILN_IMAGE_FAILED;
+        const char *reason = err && err->code ? err->message : kiln_strerror(r);
+        struct kiln_error e2 = {0};
+        if (kiln_store_image_set_status(b.store, b.image->id, final, reason, &e2) < 0)
+            kiln_warn("%s", e2.message);
+        result->status = final;
+        result->reason = kiln_strdup(reason);
+        write_manifest(&b, kiln_image_status_name(final), NULL);
+    } else {
+        result->status = KILN_IMAGE_AVAILABLE;
+    }
+    _cleanup_(kiln_image_record_freep) struct kiln_image_record *now = NULL;
+    if (kiln_store_image_get_by_build_id(b.store, b.image->build_id, &now, NULL) == 0)
+        result->manifest_path = strdup_or_null(now->manifest_path);
+    result->log_dir = kiln_strdup(b.log_dir);
+    kiln_store_build_unlock(b.store, b.image->build_id, b.lock_fd);
+    kiln_image_record_free(b.image);
+    ref_clear(&b.parent);
+    ref_clear(&b.snapshot);
+    json_decref(b.outputs);
+    free(b.work_dir);
+    free(b.log_dir);
+    plan_clear(&b.plan);
+    return r;
+}
+
+/* ---- reaping ---- */
+
+static int
+reap_build(struct kiln_store *store, kiln_driver_find_fn find, const char *build_id,
+           const char *driver, const char *uri, const char *work_dir, struct kiln_error *err)
+{
+    const struct kiln_driver_ops *ops = find && driver ? find(driver) : NULL;
+    if (!ops)
+        return kiln_error_set(err, -KILN_E_UNSUPPORTED,
+                              "build %s: driver '%s' is not available to reap its resources",
+                              build_id, driver ? driver : "?");
+    struct kiln_driver_config cfg = {.uri = uri, .work_dir = work_dir, .build_id = build_id};
+    void *conn = NULL;
+    int r = ops->open(&cfg, 0, &conn, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "build %s: driver %s", build_id, driver);
+    r = ops->reap(conn, build_id, 0, err);
+    ops->close(conn);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "build %s: reaping", build_id);
+    r = kiln_store_resource_clear(store, build_id, err);
+    if (r < 0)
+        return r;
+    if (work_dir)
+        kiln_rm_rf(work_dir, NULL);
+    return 0;
+}
+
+int
+kiln_build_reap(struct kiln_store *store, kiln_driver_find_fn find_driver, bool include_kept,
+                void (*report)(void *userdata, const char *build_id, const char *what),
+                void *userdata, struct kiln_error *err)
+{
+    kiln_driver_find_fn find = find_driver ? find_driver : kiln_driver_find;
+    struct kiln_image_record **list = NULL;
+    size_t n = 0;
+    int r = kiln_store_image_list(store, &list, &n, err);
+    if (r < 0)
+        return r;
+    struct kiln_resource_record *res = NULL;
+    size_t n_res = 0;
+    r = kiln_store_resource_list(store, NULL, &res, &n_res, err);
+    if (r < 0) {
+        kiln_image_record_list_free(list, n);
+        return r;
+    }
+    int reaped = 0;
+    int first_error = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct kiln_image_record *img = list[i];
+        if (kiln_store_build_is_running(store, img->build_id))
+            continue;
+        bool crashed = !kiln_image_status_is_final(img->status);
+        bool has_live = false, has_kept = false;
+        for (size_t k = 0; k < n_res; k++)
+            if (kiln_streq(res[k].build_id, img->build_id)) {
+                if (res[k].kept)
+                    has_kept = true;
+                else
+                    has_live = true;
+            }
+        if (!crashed && !has_live && !(include_kept && has_kept))
+            continue;
+        if (has_kept && !include_kept && !crashed)
+            continue; /* a kept instance next to leftovers: leave it all to --kept */
+        struct kiln_error e = {0};
+        r = reap_build(store, find, img->build_id, img->driver, img->uri,
+                       crashed || !has_kept || include_kept ? img->work_dir : NULL, &e);
+        if (r < 0) {
+            if (!first_error)
+                first_error = kiln_error_set(err, r, "%s", e.message);
+            if (report)
+                report(userdata, img->build_id, e.message);
+            continue;
+        }
+        if (crashed) {
+            _cleanup_free_ char *reason = kiln_asprintf(
+                "the build process (pid %ld) stopped while %s, without finishing (it crashed or "
+                "was killed); its resources were reaped",
+                img->pid, kiln_image_status_name(img->status));
+            kiln_store_image_set_status(store, img->id, KILN_IMAGE_FAILED, reason, NULL);
+            if (report)
+                report(userdata, img->build_id, reason);
+        } else if (report) {
+            report(userdata, img->build_id, "released leftover resources");
+        }
+        reaped++;
+    }
+    kiln_resource_record_list_free(res, n_res);
+    kiln_image_record_list_free(list, n);
+    return first_error < 0 ? first_error : reaped;
+}

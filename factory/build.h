@@ -1,0 +1,84 @@
+/* The build lifecycle: resolve -> validate every document -> launch -> build and validate phases
+ * of each component -> Linux cleanup -> stop -> snapshot -> test instance from the new image ->
+ * test phases -> local distribution -> AVAILABLE. Any failure ends FAILED with a reason a person
+ * can act on, a cancel request ends CANCELLED, and every resource is released either way. */
+#pragma once
+
+#include <signal.h>
+#include <stdbool.h>
+
+#include "common/error.h"
+#include "drivers/driver.h"
+#include "factory/model.h"
+#include "factory/store.h"
+
+/* Live progress for the terminal. Every member may be NULL. */
+struct kiln_build_progress {
+    /* A stage begins: "validate", "launch", "build", "cleanup", "snapshot", "test",
+     * "distribute", "done". */
+    void (*stage)(void *userdata, const char *stage);
+    /* The current step, as a short line ("component 1/2 hello: build/Say"). */
+    void (*step)(void *userdata, const char *text);
+    /* Guest console output of the running step. */
+    void (*console)(void *userdata, const char *stream, const char *data, size_t len);
+    void *userdata;
+};
+
+/* Turn a recipe's parentImage into an image to boot. */
+typedef int (*kiln_parent_resolve_fn)(void *userdata, const struct kiln_recipe *recipe,
+                                      struct kiln_image_ref *ret, struct kiln_error *err);
+typedef const struct kiln_driver_ops *(*kiln_driver_find_fn)(const char *name);
+
+struct kiln_build_options {
+    const char *recipe_path;
+    const char *infrastructure_path; /* NULL: local defaults */
+    const char *distribution_path;   /* NULL: <home>/images, qcow2 */
+    const char *home;                /* NULL: kiln_home_dir() */
+    struct kiln_store *store;        /* required by kiln_build_run */
+    kiln_driver_find_fn find_driver; /* NULL: kiln_driver_find */
+    /* NULL: parentImage is a qcow2/raw file (absolute, or relative to the recipe). */
+    kiln_parent_resolve_fn resolve_parent;
+    void *resolve_userdata;
+    char **component_dirs;     /* catalogs for name/ARN references; NULL: <home>/components */
+    bool skip_tests;           /* imageTestsEnabled: false */
+    int test_timeout_minutes;  /* 0: 720 */
+    int ready_timeout_seconds; /* 0: 600 */
+    const char *qemu_img;      /* NULL: "qemu-img" from PATH */
+    const struct kiln_build_progress *progress;
+    volatile sig_atomic_t *cancel; /* non-zero: cancel as soon as possible */
+};
+
+struct kiln_build_result {
+    char *name;
+    char *version; /* x.y.z/build */
+    char *build_id;
+    enum kiln_image_status status;
+    char *reason;        /* FAILED/CANCELLED */
+    char *kept_instance; /* terminateInstanceOnFailure: false: how to reach the guest */
+    char *manifest_path;
+    char *log_dir;
+};
+
+void kiln_build_result_clear(struct kiln_build_result *r);
+
+/* Load and validate the recipe, infrastructure, distribution and every component document;
+ * start nothing. Returns 0 or -KILN_E_INVALID with every problem in err. */
+int kiln_build_validate(const struct kiln_build_options *opts, struct kiln_error *err);
+
+/* Run a whole build. Returns 0 when the image is AVAILABLE; otherwise a negative code with the
+ * reason in err, and result->status FAILED or CANCELLED (or PENDING when validation failed and
+ * no image record was made). */
+int kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *result,
+                   struct kiln_error *err);
+
+/* Reap what crashed builds left: every unfinished build whose process is gone is marked FAILED
+ * and its resources are removed through its driver; also live (not kept) resources of finished
+ * builds. include_kept: also instances kept on purpose. report (may be NULL) is told of each
+ * build reaped. Returns the number of builds reaped, or a negative error. */
+int kiln_build_reap(struct kiln_store *store, kiln_driver_find_fn find_driver, bool include_kept,
+                    void (*report)(void *userdata, const char *build_id, const char *what),
+                    void *userdata, struct kiln_error *err);
+
+/* The Linux cleanup Kiln runs in the guest before the snapshot (Image Builder's housekeeping),
+ * as an AWSTOE document; skip flags are files named skip_cleanup_* in workingDirectory. */
+const char *kiln_build_cleanup_document(void);

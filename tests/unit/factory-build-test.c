@@ -1,0 +1,968 @@
+/* Tests for the build lifecycle, driven through the fake driver (drivers/fake.c): success,
+ * failing component, launch failure, snapshot failure, test-phase failure, terminate failure,
+ * cancellation, kept instances, validation before any launch; and a crashed build reaped
+ * afterwards. After every path: no live resource remains in the store or in the driver, and the
+ * build's work folder is gone.
+ *
+ * A thin wrapper around the fake records each job, counts the instances still live when the
+ * build closes its connection, and turns the fake's snapshot (a JSON description) into a real
+ * disk so that distribution runs the real qemu-img.
+ *
+ * The crash path uses a second double defined here, which keeps its "live" resources as files:
+ * the fake lives in the memory of one process, and a build that crashes in a child process must
+ * leave resources behind for the reaper in the parent, as a real hypervisor would. */
+#include "kiln-test.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/json.h"
+#include "factory/build.h"
+#include "factory/document.h"
+#include "drivers/fake.h"
+
+/* ---- a file-backed driver double, for the crash path only ---- */
+
+static struct {
+    char *dir; /* live resources: one file per resource, named <id> */
+    int launches;
+    bool crash_on_run;
+} dbl;
+
+struct dbl_conn {
+    const struct kiln_driver_config *cfg;
+    struct kiln_instance *kept; /* handles close() frees; the guests themselves stay */
+};
+
+struct kiln_instance {
+    struct dbl_conn *conn;
+    char *name;
+    bool stopped;
+    struct kiln_instance *next;
+};
+
+static void
+dbl_reset(void)
+{
+    char *dir = dbl.dir;
+    memset(&dbl, 0, sizeof(dbl));
+    dbl.dir = dir;
+}
+
+static void
+dbl_resource(struct dbl_conn *c, const char *id, bool live)
+{
+    char *path = kiln_path_join(dbl.dir, id);
+    if (live)
+        assert_int_equal(kiln_write_file_atomic(path, "x", 1, 0644, NULL), 0);
+    else
+        unlink(path);
+    free(path);
+    if (c->cfg->on_resource)
+        c->cfg->on_resource(c->cfg->userdata, "domain", id, live);
+}
+
+static int
+dbl_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret, struct kiln_error *err)
+{
+    KILN_CHECK_FLAGS(flags, 0, err);
+    assert_non_null(cfg->build_id);
+    struct dbl_conn *c = kiln_new(struct dbl_conn, 1);
+    c->cfg = cfg;
+    *ret = c;
+    return 0;
+}
+
+/* Like a real driver, close() frees the handles of instances still open (a guest launched
+ * with KILN_LAUNCH_KEEP_ON_FAILURE keeps running); it never terminates them. */
+static void
+dbl_close(void *conn)
+{
+    struct dbl_conn *c = conn;
+    while (c->kept) {
+        struct kiln_instance *i = c->kept;
+        c->kept = i->next;
+        free(i->name);
+        free(i);
+    }
+    free(c);
+}
+
+static int
+dbl_launch(void *conn, const struct kiln_image_ref *image, const char *name, int timeout,
+           unsigned flags, struct kiln_instance **ret, struct kiln_error *err)
+{
+    KILN_CHECK_FLAGS(flags, KILN_LAUNCH_KEEP_ON_FAILURE, err);
+    struct dbl_conn *c = conn;
+    assert_non_null(image->location);
+    assert_int_equal(access(image->location, R_OK), 0);
+    dbl.launches++;
+    dbl_resource(c, name, true);
+    char *log_name = kiln_asprintf("%s-console.log", name);
+    char *log = kiln_path_join(c->cfg->work_dir, log_name);
+    const char *text = "kiln-agent: hello\n";
+    kiln_write_file_atomic(log, text, strlen(text), 0644, NULL);
+    free(log);
+    free(log_name);
+    struct kiln_instance *inst = kiln_new(struct kiln_instance, 1);
+    inst->conn = c;
+    inst->name = kiln_strdup(name);
+    inst->next = c->kept;
+    c->kept = inst;
+    *ret = inst;
+    return 0;
+}
+
+static int
+dbl_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_dir,
+        const struct kiln_engine_events *events, unsigned flags, struct kiln_job_result *ret,
+        struct kiln_error *err)
+{
+    KILN_CHECK_FLAGS(flags, 0, err);
+    assert_false(inst->stopped);
+    if (dbl.crash_on_run)
+        _exit(9); /* the build process dies mid-step */
+    ret->status = KILN_RUN_SUCCESS;
+    return 0;
+}
+
+static int
+dbl_stop(struct kiln_instance *inst, int timeout, unsigned flags, struct kiln_error *err)
+{
+    KILN_CHECK_FLAGS(flags, 0, err);
+    inst->stopped = true;
+    return 0;
+}
+
+static int
+dbl_snapshot(struct kiln_instance *inst, const struct kiln_snapshot_options *opts, unsigned flags,
+             struct kiln_image_ref *ret, struct kiln_error *err)
+{
+    return kiln_error_set(err, -ENOTSUP, "not used by the crash test");
+}
+
+static int
+dbl_terminate(struct kiln_instance *inst, unsigned flags, struct kiln_error *err)
+{
+    if (!inst)
+        return 0;
+    dbl_resource(inst->conn, inst->name, false);
+    for (struct kiln_instance **p = &inst->conn->kept; *p; p = &(*p)->next)
+        if (*p == inst) {
+            *p = inst->next;
+            break;
+        }
+    free(inst->name);
+    free(inst);
+    return 0;
+}
+
+static int
+dbl_reap(void *conn, const char *build_id, unsigned flags, struct kiln_error *err)
+{
+    KILN_CHECK_FLAGS(flags, 0, err);
+    DIR *d = opendir(dbl.dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, build_id, strlen(build_id)) == 0) {
+            char *p = kiln_path_join(dbl.dir, de->d_name);
+            unlink(p);
+            free(p);
+        }
+    closedir(d);
+    return 0;
+}
+
+static char *
+dbl_describe(struct kiln_instance *inst)
+{
+    return kiln_asprintf("fake instance %s (console: virsh console %s)", inst->name, inst->name);
+}
+
+static const struct kiln_driver_ops dbl_ops = {
+    .name = "fake",
+    .open = dbl_open,
+    .close = dbl_close,
+    .launch = dbl_launch,
+    .run = dbl_run,
+    .stop = dbl_stop,
+    .snapshot = dbl_snapshot,
+    .terminate = dbl_terminate,
+    .reap = dbl_reap,
+    .describe = dbl_describe,
+};
+
+static const struct kiln_driver_ops *
+dbl_find(const char *name)
+{
+    return strcmp(name, "fake") == 0 ? &dbl_ops : NULL;
+}
+
+static size_t
+dbl_live(void)
+{
+    DIR *d = opendir(dbl.dir);
+    assert_non_null(d);
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* ---- the fake driver, wrapped ---- */
+
+static struct {
+    const char *fail_op; /* inject into the build's connection: op, nth call, code, message */
+    unsigned fail_nth;
+    int fail_code;
+    const char *fail_msg;
+    bool cancel_on_run;
+    const struct kiln_driver_config *cfg;
+    unsigned closes;
+    unsigned live_at_close; /* instances still live when the build closed its connection */
+    unsigned launches;
+    unsigned reaps;
+    json_t *jobs;
+} fk;
+
+static struct kiln_driver_ops fk_ops;
+
+static void
+fk_reset(void)
+{
+    json_decref(fk.jobs);
+    memset(&fk, 0, sizeof(fk));
+    fk.jobs = json_array();
+}
+
+static int
+fk_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret, struct kiln_error *err)
+{
+    int r = kiln_fake_driver.open(cfg, flags, ret, err);
+    if (r < 0)
+        return r;
+    fk.cfg = cfg;
+    if (fk.fail_op)
+        kiln_fake_inject_failure(*ret, fk.fail_op, fk.fail_nth, fk.fail_code, fk.fail_msg);
+    return 0;
+}
+
+static void
+fk_close(void *conn)
+{
+    fk.closes++;
+    fk.live_at_close += kiln_fake_live_instances(conn);
+    fk.launches += kiln_fake_calls(conn, "launch");
+    fk.reaps += kiln_fake_calls(conn, "reap");
+    kiln_fake_driver.close(conn);
+}
+
+static int
+fk_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_dir,
+       const struct kiln_engine_events *events, unsigned flags, struct kiln_job_result *ret,
+       struct kiln_error *err)
+{
+    json_t *docs = json_array(), *phases = json_array();
+    for (size_t i = 0; job->documents[i]; i++) {
+        assert_int_equal(access(job->documents[i], R_OK), 0);
+        json_array_append_new(docs, json_string(job->documents[i]));
+    }
+    for (size_t i = 0; job->phases && job->phases[i]; i++)
+        json_array_append_new(phases, json_string(job->phases[i]));
+    char *desc = kiln_fake_driver.describe(inst);
+    json_array_append_new(fk.jobs, json_pack("{s:o, s:o, s:O?, s:s}", "documents", docs,
+                                             "phases", phases, "parameters", job->parameters,
+                                             "instance", desc));
+    free(desc);
+    if (fk.cancel_on_run)
+        *fk.cfg->cancel = 1; /* Ctrl-C arrives while the step runs */
+    return kiln_fake_driver.run(inst, job, log_dir, events, flags, ret, err);
+}
+
+static int
+fk_snapshot(struct kiln_instance *inst, const struct kiln_snapshot_options *opts, unsigned flags,
+            struct kiln_image_ref *ret, struct kiln_error *err)
+{
+    int r = kiln_fake_driver.snapshot(inst, opts, flags, ret, err);
+    if (r < 0)
+        return r;
+    /* A small raw disk with some content, so that qemu-img really converts something. */
+    size_t n = 1 << 20;
+    char *data = kiln_calloc(1, n);
+    memcpy(data + 4096, "kiln image", 10);
+    assert_int_equal(kiln_write_file_atomic(ret->location, data, n, 0644, NULL), 0);
+    free(data);
+    free(ret->kind);
+    ret->kind = kiln_strdup("raw");
+    return 0;
+}
+
+static const struct kiln_driver_ops *
+fk_find(const char *name)
+{
+    fk_ops = kiln_fake_driver;
+    fk_ops.open = fk_open;
+    fk_ops.close = fk_close;
+    fk_ops.run = fk_run;
+    fk_ops.snapshot = fk_snapshot;
+    return strcmp(name, "fake") == 0 ? &fk_ops : NULL;
+}
+
+static void
+fk_fail(const char *op, unsigned nth, int code, const char *msg)
+{
+    fk.fail_op = op;
+    fk.fail_nth = nth;
+    fk.fail_code = code;
+    fk.fail_msg = msg;
+}
+
+/* ---- fixture: a Kiln home, a recipe folder, a parent image ---- */
+
+struct fx {
+    char *root;
+    char *home;
+    char *recipe;
+    char *infra;
+    char *dist;
+    char *out;
+    struct kiln_store *store;
+    volatile sig_atomic_t cancel;
+    struct kiln_build_options opts;
+    json_t *stages;
+};
+
+static void
+put(struct fx *f, const char *name, const char *text)
+{
+    char *p = kiln_path_join(f->root, name);
+    char *dir = kiln_strdup(p);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(kiln_mkdir_p(dir, 0755, NULL), 0);
+    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
+    free(dir);
+    free(p);
+}
+
+static const char *component_hello =
+    "name: hello\nschemaVersion: 1.0\nparameters:\n  - greeting:\n      type: string\n"
+    "      default: hi\nphases:\n  - name: build\n    steps:\n      - name: Say\n"
+    "        action: ExecuteBash\n        inputs:\n          commands: [\"echo {{ greeting }}\"]\n"
+    "  - name: validate\n    steps:\n      - name: Check\n        action: ExecuteBash\n"
+    "        inputs:\n          commands: [\"true\"]\n"
+    "  - name: test\n    steps:\n      - name: Test\n        action: ExecuteBash\n"
+    "        inputs:\n          commands: [\"true\"]\n";
+
+static const char *component_second =
+    "name: second\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+    "      - name: Two\n        action: ExecuteBash\n        inputs:\n"
+    "          commands: [\"echo two\"]\n";
+
+static void
+on_stage(void *userdata, const char *stage)
+{
+    struct fx *f = userdata;
+    json_array_append_new(f->stages, json_string(stage));
+}
+
+static struct kiln_build_progress progress = {.stage = on_stage};
+
+static int
+setup(void **state)
+{
+    struct fx *f = kiln_new(struct fx, 1);
+    if (kiln_mkdtemp("kiln-build", &f->root, NULL) < 0)
+        return -1;
+    f->home = kiln_path_join(f->root, "home");
+    f->out = kiln_path_join(f->root, "out");
+    dbl.dir = kiln_path_join(f->root, "hypervisor");
+    kiln_mkdir_p(dbl.dir, 0755, NULL);
+    dbl_reset();
+    fk_reset();
+    put(f, "components/hello.yml", component_hello);
+    put(f, "components/second.yml", component_second);
+    put(f, "parent.qcow2", "not really a disk, the double only checks it exists");
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: parent.qcow2\ncomponents:\n"
+        "  - path: components/hello.yml\n    parameters:\n      - name: greeting\n"
+        "        value: [bonjour]\n  - path: components/second.yml\n");
+    put(f, "infra.yml", "driver: fake\nvcpus: 1\nmemoryMiB: 256\n");
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s\n"
+                               "      formats: [qcow2, raw]\n",
+                               f->out);
+    put(f, "dist.yml", dist);
+    free(dist);
+    f->recipe = kiln_path_join(f->root, "recipe.yml");
+    f->infra = kiln_path_join(f->root, "infra.yml");
+    f->dist = kiln_path_join(f->root, "dist.yml");
+    struct kiln_error err = {0};
+    if (kiln_store_open(f->home, &f->store, &err) < 0) {
+        fprintf(stderr, "%s\n", err.message);
+        return -1;
+    }
+    f->stages = json_array();
+    progress.userdata = f;
+    f->opts = (struct kiln_build_options){
+        .recipe_path = f->recipe,
+        .infrastructure_path = f->infra,
+        .distribution_path = f->dist,
+        .home = f->home,
+        .store = f->store,
+        .find_driver = fk_find,
+        .progress = &progress,
+        .cancel = &f->cancel,
+    };
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+    kiln_store_free(f->store);
+    kiln_rm_rf(f->root, NULL);
+    free(f->root);
+    free(f->home);
+    free(f->recipe);
+    free(f->infra);
+    free(f->dist);
+    free(f->out);
+    free(dbl.dir);
+    dbl.dir = NULL;
+    json_decref(fk.jobs);
+    fk.jobs = NULL;
+    json_decref(f->stages);
+    free(f);
+    return 0;
+}
+
+/* Nothing is left: no resource record, no live resource in the driver, no work folder. */
+static void
+assert_released(struct fx *f, const struct kiln_build_result *res)
+{
+    assert_true(fk.closes > 0 || dbl.launches > 0);
+    assert_int_equal(fk.live_at_close, 0);
+    struct kiln_resource_record *list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
+    assert_int_equal(n, 0);
+    kiln_resource_record_list_free(list, n);
+    assert_int_equal(dbl_live(), 0);
+    char *work = kiln_asprintf("%s/builds/%s", f->home, res->build_id);
+    struct stat st;
+    assert_int_equal(stat(work, &st), -1);
+    free(work);
+}
+
+static struct kiln_image_record *
+record(struct fx *f, const struct kiln_build_result *res)
+{
+    struct kiln_image_record *r = NULL;
+    assert_int_equal(kiln_store_image_get_by_build_id(f->store, res->build_id, &r, NULL), 0);
+    return r;
+}
+
+static bool
+stage_seen(struct fx *f, const char *stage)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(f->stages, i, v) if (strcmp(json_string_value(v), stage) == 0) return true;
+    return false;
+}
+
+static void
+test_success(void **state)
+{
+    struct fx *f = *state;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    int r = kiln_build_run(&f->opts, &res, &err);
+    if (r < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    assert_string_equal(res.version, "1.2.3/1");
+    assert_released(f, &res);
+
+    /* Jobs: each component's build+validate on the build instance, the cleanup, then the one
+     * component with a test phase on a second instance. */
+    assert_int_equal(json_array_size(fk.jobs), 4);
+    json_t *j0 = json_array_get(fk.jobs, 0);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
+                           "components/hello.yml"));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j0, "phases"), 0)),
+                        "build");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j0, "phases"), 1)),
+                        "validate");
+    assert_string_equal(kiln_json_get_str(json_object_get(j0, "parameters"), "greeting"),
+                        "bonjour");
+    json_t *j2 = json_array_get(fk.jobs, 2);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j2, "documents"), 0)),
+                           "kiln-linux-cleanup.yml"));
+    assert_string_equal(kiln_json_get_str(json_object_get(j2, "parameters"), "workingDirectory"),
+                        "/tmp");
+    json_t *j3 = json_array_get(fk.jobs, 3);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j3, "phases"), 0)),
+                        "test");
+    /* The test instance boots from the snapshot, the build instance from the parent. */
+    assert_non_null(strstr(kiln_json_get_str(j3, "instance"), "-test-"));
+    assert_non_null(strstr(kiln_json_get_str(j3, "instance"), "/image.qcow2"));
+    assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "-build-"));
+    assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "parent.qcow2"));
+    assert_int_equal(fk.launches, 2);
+    const char *expected_stages[] = {"validate", "launch", "build",      "cleanup",
+                                     "snapshot", "test",   "distribute", "done"};
+    for (size_t i = 0; i < ARRAY_SIZE(expected_stages); i++)
+        assert_string_equal(json_string_value(json_array_get(f->stages, i)), expected_stages[i]);
+
+    /* The record, its outputs (real qemu-img conversions) and the manifest. */
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->status, KILN_IMAGE_AVAILABLE);
+    assert_int_equal(rec->n_outputs, 2);
+    for (size_t i = 0; i < rec->n_outputs; i++) {
+        char hex[KILN_HASH_MAX_HEX];
+        assert_int_equal(kiln_hash_file_hex(KILN_HASH_SHA256, rec->outputs[i].path, hex, NULL), 0);
+        assert_string_equal(hex, rec->outputs[i].sha256);
+        assert_non_null(strstr(rec->outputs[i].path, "/out/hello-world-1.2.3-1."));
+    }
+    assert_string_equal(rec->outputs[0].format, "qcow2");
+    assert_string_equal(rec->outputs[1].format, "raw");
+    assert_int_equal(rec->outputs[1].size, 1 << 20); /* raw keeps the disk's size */
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(rec->manifest_path, 1 << 20, &m, NULL), 0);
+    assert_string_equal(kiln_json_get_str(m, "version"), "1.2.3/1");
+    json_t *comps = json_object_get(m, "components");
+    assert_int_equal(json_array_size(comps), 2);
+    assert_string_equal(kiln_json_get_str(json_array_get(comps, 0), "name"), "hello");
+    char hex[KILN_HASH_MAX_HEX];
+    kiln_hash_file_hex(KILN_HASH_SHA256, kiln_json_get_str(json_array_get(comps, 0), "path"), hex,
+                       NULL);
+    assert_string_equal(kiln_json_get_str(json_array_get(comps, 0), "sha256"), hex);
+    assert_int_equal(json_array_size(json_object_get(m, "outputs")), 2);
+    assert_non_null(kiln_json_get_str(m, "installedPackagesTodo"));
+    json_decref(m);
+
+    /* Logs: the agent's TOE folders, one per job. */
+    char *toe = kiln_asprintf("%s/build/01-hello/TOE_fake_%s-build-01-hello/detailedoutput.json",
+                              rec->log_dir, res.build_id);
+    assert_int_equal(access(toe, R_OK), 0);
+    free(toe);
+    toe = kiln_asprintf("%s/test/01-hello/TOE_fake_%s-test-01-hello/detailedoutput.json",
+                        rec->log_dir, res.build_id);
+    assert_int_equal(access(toe, R_OK), 0);
+    free(toe);
+    kiln_image_record_free(rec);
+
+    /* A second build of the same version is build 2. */
+    struct kiln_build_result res2;
+    assert_int_equal(kiln_build_run(&f->opts, &res2, &err), 0);
+    assert_string_equal(res2.version, "1.2.3/2");
+    kiln_build_result_clear(&res2);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_failing_component(void **state)
+{
+    struct fx *f = *state;
+    fk_fail("job", 2, -KILN_E_FAILED, "step Two in phase build: exit status 3");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "component 2 (second,"));
+    assert_non_null(strstr(res.reason, "exit status 3"));
+    assert_non_null(strstr(res.reason, "logs: "));
+    assert_released(f, &res);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->status, KILN_IMAGE_FAILED);
+    assert_string_equal(rec->reason, res.reason);
+    assert_int_equal(rec->n_outputs, 0);
+    /* The manifest says FAILED and the console log is kept. */
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(rec->manifest_path, 1 << 20, &m, NULL), 0);
+    assert_string_equal(kiln_json_get_str(m, "status"), "FAILED");
+    json_decref(m);
+    char *toe = kiln_asprintf("%s/build/02-second/TOE_fake_%s-build-02-second/"
+                              "detailedoutput.json",
+                              rec->log_dir, res.build_id);
+    assert_int_equal(access(toe, R_OK), 0);
+    free(toe);
+    kiln_image_record_free(rec);
+    assert_false(stage_seen(f, "snapshot"));
+    assert_int_equal(fk.launches, 1);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_launch_failure(void **state)
+{
+    struct fx *f = *state;
+    fk_fail("launch", 1, -KILN_E_REMOTE,
+            "the guest did not say hello within 600 s (last console line: Kernel panic)");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_REMOTE);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "launching the build instance"));
+    assert_non_null(strstr(res.reason, "Kernel panic"));
+    assert_int_equal(json_array_size(fk.jobs), 0);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_snapshot_failure(void **state)
+{
+    struct fx *f = *state;
+    fk_fail("snapshot", 1, -ENOSPC, "qemu-img convert: No space left on device");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ENOSPC);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "snapshot of the build instance"));
+    assert_non_null(strstr(res.reason, "No space left"));
+    assert_released(f, &res);
+    assert_false(stage_seen(f, "test"));
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_test_phase_failure(void **state)
+{
+    struct fx *f = *state;
+    /* Jobs: hello build, second build, cleanup, hello test: the fourth fails. */
+    fk_fail("job", 4, -KILN_E_FAILED, "step Test in phase test: exit status 1");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "test of component 1 (hello,"));
+    assert_int_equal(fk.launches, 2);
+    assert_released(f, &res);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->n_outputs, 0);
+    kiln_image_record_free(rec);
+    /* No output file was left half-written. */
+    DIR *d = opendir(f->out);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)))
+            assert_true(de->d_name[0] == '.');
+        closedir(d);
+    }
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_terminate_failure(void **state)
+{
+    struct fx *f = *state;
+    /* Terminating the build instance fails after the snapshot: the image is good, so the build
+     * goes on; the driver still released the instance (terminate never leaks). */
+    fk_fail("terminate", 1, -KILN_E_REMOTE, "virDomainDestroy: timed out");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    int r = kiln_build_run(&f->opts, &res, &err);
+    if (r < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    assert_int_equal(fk.launches, 2);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_tests_disabled(void **state)
+{
+    struct fx *f = *state;
+    f->opts.skip_tests = true;
+    fk_fail("job", 4, -KILN_E_FAILED, "would fail, but the test stage does not run");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), 0);
+    assert_int_equal(fk.launches, 1);
+    assert_int_equal(json_array_size(fk.jobs), 3);
+    assert_false(stage_seen(f, "test"));
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_cancel(void **state)
+{
+    struct fx *f = *state;
+    fk.cancel_on_run = true;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ECANCELED);
+    assert_int_equal(res.status, KILN_IMAGE_CANCELLED);
+    assert_non_null(strstr(res.reason, "cancelled"));
+    assert_released(f, &res);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->status, KILN_IMAGE_CANCELLED);
+    kiln_image_record_free(rec);
+    kiln_build_result_clear(&res);
+
+    /* A cancel request before the build starts its first instance launches nothing. */
+    fk_reset();
+    f->cancel = 1;
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ECANCELED);
+    assert_int_equal(res.status, KILN_IMAGE_CANCELLED);
+    assert_int_equal(fk.launches, 0);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_keep_instance_on_failure(void **state)
+{
+    struct fx *f = *state;
+    put(f, "infra.yml", "driver: fake\nterminateInstanceOnFailure: false\n");
+    fk_fail("job", 1, -KILN_E_FAILED, "step Say in phase build: exit status 3");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(res.kept_instance);
+    assert_non_null(strstr(res.kept_instance, "fake instance"));
+    /* The guest stays (still live when the build let go of the driver), recorded as kept, and
+     * its work folder stays for it; a plain reap leaves it, reap --kept removes it. */
+    assert_int_equal(fk.live_at_close, 1);
+    struct kiln_resource_record *list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    assert_true(list[0].kept);
+    kiln_resource_record_list_free(list, n);
+    char *work = kiln_asprintf("%s/builds/%s", f->home, res.build_id);
+    assert_int_equal(access(work, F_OK), 0);
+    free(work);
+    assert_int_equal(kiln_build_reap(f->store, fk_find, false, NULL, NULL, &err), 0);
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    kiln_resource_record_list_free(list, n);
+    assert_int_equal(kiln_build_reap(f->store, fk_find, true, NULL, NULL, &err), 1);
+    assert_int_equal(fk.reaps, 1);
+    fk.live_at_close = 0; /* the kept guest was reaped */
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_invalid_documents_start_nothing(void **state)
+{
+    struct fx *f = *state;
+    put(f, "components/second.yml",
+        "name: second\nschemaVersion: 2.0\nphases:\n  - name: deploy\n    steps:\n"
+        "      - name: A\n        onFailure: Explode\n");
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: missing.qcow2\ncomponents:\n"
+        "  - path: components/hello.yml\n  - path: components/second.yml\n"
+        "  - path: components/gone.yml\n");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_INVALID);
+    assert_int_equal(res.status, KILN_IMAGE_PENDING);
+    assert_int_equal(fk.closes, 0); /* the driver was never even opened */
+    /* Every problem, each at its place. */
+    const char *expected[] = {"recipe.yml:7:5: component 3: path 'components/gone.yml'",
+                              "second.yml:2:16: schemaVersion: unsupported schema version '2.0'",
+                              "second.yml:4:3: phases: must contain at least one of the phases",
+                              "second.yml:6:9: phases[0].steps[0]: missing required key 'action'",
+                              "second.yml:7:20: phases[0].steps[0].onFailure: must be one of",
+                              "recipe.yml:3:14: parentImage 'missing.qcow2': not an image in the "
+                              "catalog",
+                              NULL};
+    for (size_t i = 0; expected[i]; i++)
+        if (!strstr(err.message, expected[i]))
+            fail_msg("missing \"%s\" in:\n%s", expected[i], err.message);
+    struct kiln_image_record **list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_store_image_list(f->store, &list, &n, NULL), 0);
+    assert_int_equal(n, 0); /* no image record for a build that never started */
+    kiln_image_record_list_free(list, n);
+    /* kiln_build_validate reports the same. */
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_build_validate(&f->opts, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "(got 'Explode')"));
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_unknown_driver(void **state)
+{
+    struct fx *f = *state;
+    put(f, "infra.yml", "driver: ec2\n");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "driver 'ec2' is not available"));
+    assert_int_equal(fk.closes, 0);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_crash_and_reap(void **state)
+{
+    struct fx *f = *state;
+    f->opts.find_driver = dbl_find; /* resources that outlive the crashed process */
+    dbl.crash_on_run = true;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* The child opens its own store connection, as a separate kiln would. */
+        struct kiln_store *s = NULL;
+        if (kiln_store_open(f->home, &s, NULL) < 0)
+            _exit(2);
+        f->opts.store = s;
+        struct kiln_build_result res;
+        kiln_build_run(&f->opts, &res, NULL);
+        _exit(0); /* not reached: the double exits mid-step */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 9);
+    dbl.crash_on_run = false;
+
+    /* The crash left a BUILDING record, a recorded resource and a live instance. */
+    struct kiln_image_record **list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_store_image_list(f->store, &list, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0]->status, KILN_IMAGE_BUILDING);
+    char *build_id = kiln_strdup(list[0]->build_id);
+    char *work = kiln_strdup(list[0]->work_dir);
+    kiln_image_record_list_free(list, n);
+    assert_int_equal(dbl_live(), 1);
+    struct kiln_resource_record *res = NULL;
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &res, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    kiln_resource_record_list_free(res, n);
+    assert_false(kiln_store_build_is_running(f->store, build_id));
+
+    /* A running build is never reaped: hold its lock and try. */
+    int fd = -1;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_store_build_lock(f->store, build_id, &fd, &err), 0);
+    assert_int_equal(kiln_build_reap(f->store, dbl_find, false, NULL, NULL, &err), 0);
+    assert_int_equal(dbl_live(), 1);
+    kiln_store_build_unlock(f->store, build_id, fd);
+
+    assert_int_equal(kiln_build_reap(f->store, dbl_find, false, NULL, NULL, &err), 1);
+    assert_int_equal(dbl_live(), 0);
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &res, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    kiln_resource_record_list_free(res, n);
+    struct kiln_image_record *rec = NULL;
+    assert_int_equal(kiln_store_image_get_by_build_id(f->store, build_id, &rec, NULL), 0);
+    assert_int_equal(rec->status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(rec->reason, "crashed or was killed"));
+    kiln_image_record_free(rec);
+    struct stat st;
+    assert_int_equal(stat(work, &st), -1);
+    /* Reaping again finds nothing. */
+    assert_int_equal(kiln_build_reap(f->store, dbl_find, false, NULL, NULL, &err), 0);
+    free(build_id);
+    free(work);
+}
+
+static void
+test_cleanup_document(void **state)
+{
+    /* The cleanup document is itself a valid component with Image Builder's skip flags. */
+    const char *doc = kiln_build_cleanup_document();
+    const char *flags[] = {"skip_cleanup_cloudinit_files", "skip_cleanup_ssm_log_files",
+                           "skip_cleanup_ssh_files",       "skip_cleanup_instance_log_files",
+                           "skip_cleanup_toe_files",       NULL};
+    for (size_t i = 0; flags[i]; i++)
+        assert_non_null(strstr(doc, flags[i]));
+    assert_non_null(strstr(doc, "/etc/ssh/ssh_host_ed25519_key"));
+    char *dir = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-cleanup", &dir, NULL), 0);
+    char *path = kiln_path_join(dir, "cleanup.yml");
+    assert_int_equal(kiln_write_file_atomic(path, doc, strlen(doc), 0644, NULL), 0);
+    char *paths[] = {path, NULL};
+    struct kiln_error err = {0};
+    if (kiln_documents_validate(paths, NULL, &err) < 0)
+        fail_msg("%s", err.message);
+    free(path);
+    kiln_rm_rf(dir, NULL);
+    free(dir);
+}
+
+/* The example recipes in examples/recipes/ validate: recipe, infrastructure, distribution,
+ * pipeline and component documents. Parent images come from the image catalog; here a resolver
+ * that knows the catalog's two names stands in for it. */
+static int
+catalog_names(void *userdata, const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
+              struct kiln_error *err)
+{
+    if (strcmp(recipe->parent_image, "tiny") != 0 && strcmp(recipe->parent_image, "debian-12"))
+        return kiln_error_set(err, -ENOENT, "unknown parent %s", recipe->parent_image);
+    ret->kind = kiln_strdup("qcow2");
+    ret->location = kiln_asprintf("/catalog/%s.qcow2", recipe->parent_image);
+    return 0;
+}
+
+static void
+test_examples_validate(void **state)
+{
+    const char *recipes[] = {"hello-world-tiny.yml", "hello-world-debian-12.yml", NULL};
+    for (size_t i = 0; recipes[i]; i++) {
+        char *recipe = kiln_asprintf("%s/examples/recipes/%s", kiln_test_source_dir(), recipes[i]);
+        char *infra =
+            kiln_asprintf("%s/examples/recipes/local-infrastructure.yml", kiln_test_source_dir());
+        char *dist =
+            kiln_asprintf("%s/examples/recipes/local-distribution.yml", kiln_test_source_dir());
+        struct kiln_build_options opts = {
+            .recipe_path = recipe,
+            .infrastructure_path = infra,
+            .distribution_path = dist,
+            .home = "/nonexistent-kiln-home",
+            .resolve_parent = catalog_names,
+        };
+        struct kiln_error err = {0};
+        if (kiln_build_validate(&opts, &err) < 0)
+            fail_msg("%s: %s", recipes[i], err.message);
+        free(recipe);
+        free(infra);
+        free(dist);
+    }
+    char *pipeline = kiln_asprintf("%s/examples/recipes/pipeline.yml", kiln_test_source_dir());
+    struct kiln_pipeline *p = NULL;
+    struct kiln_error err = {0};
+    if (kiln_pipeline_load(pipeline, &p, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(access(p->recipe_path, R_OK), 0);
+    assert_int_equal(access(p->infrastructure_path, R_OK), 0);
+    kiln_pipeline_free(p);
+    free(pipeline);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
+               cmocka_unit_test_setup_teardown(test_success, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_snapshot_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_test_phase_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_terminate_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_tests_disabled, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_keep_instance_on_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_invalid_documents_start_nothing, setup,
+                                               teardown),
+               cmocka_unit_test_setup_teardown(test_unknown_driver, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_crash_and_reap, setup, teardown),
+               cmocka_unit_test(test_cleanup_document))
