@@ -1004,7 +1004,7 @@ kiln_distribution_default(const char *home)
     dc->items = kiln_new(struct kiln_distribution, 1);
     dc->n_items = 1;
     dc->items[0].is_local = true;
-    dc->items[0].local.directory = kiln_path_join(home, "images");
+    dc->items[0].local.directory = kiln_path_join(home, "outputs");
     dc->items[0].local.formats = kiln_new(char *, 2);
     dc->items[0].local.formats[0] = kiln_strdup("qcow2");
     return dc;

@@ -170,7 +170,7 @@ struct kiln_distribution_config {
 
 int kiln_distribution_load(const char *path, struct kiln_distribution_config **ret,
                            struct kiln_error *err);
-/* One local target: <home>/images/, qcow2. */
+/* One local target: <home>/outputs/, qcow2 (<home>/images/ holds the base images). */
 struct kiln_distribution_config *kiln_distribution_default(const char *home);
 void kiln_distribution_free(struct kiln_distribution_config *d);
 static inline void

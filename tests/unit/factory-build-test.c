@@ -571,6 +571,49 @@ test_success(void **state)
     kiln_build_result_clear(&res);
 }
 
+/* parentImage by name: the base image images/tiny/build.sh writes under the Kiln home. */
+static void
+test_parent_from_catalog(void **state)
+{
+    struct fx *f = *state;
+    put(f, "home/images/tiny/abc123/disk.qcow2", "disk");
+    put(f, "home/images/tiny/abc123/vmlinux", "kernel");
+    put(f, "home/images/tiny/abc123/initrd.img", "initrd");
+    put(f, "home/images/tiny/abc123/image.json",
+        "{\"name\": \"tiny\", \"format\": \"qcow2\", \"disk\": \"disk.qcow2\", "
+        "\"kernel\": \"vmlinux\", \"initrd\": \"initrd.img\", \"cmdline\": \"console=ttyS0\"}");
+    char *link = kiln_path_join(f->home, "images/tiny/current");
+    assert_int_equal(symlink("abc123", link), 0);
+    free(link);
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: tiny\ncomponents:\n"
+        "  - path: components/hello.yml\n");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_non_null(strstr(kiln_json_get_str(json_array_get(fk.jobs, 0), "instance"),
+                           "images/tiny/abc123/disk.qcow2"));
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    json_t *parent = json_object_get(m, "parentImage");
+    assert_non_null(strstr(kiln_json_get_str(parent, "kernel"), "images/tiny/abc123/vmlinux"));
+    assert_string_equal(kiln_json_get_str(parent, "kind"), "qcow2");
+    json_decref(m);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+
+    /* A catalog name that was never built says how to build it. */
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: debian-12\ncomponents:\n"
+        "  - path: components/hello.yml\n");
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_build_validate(&f->opts, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "recipe.yml:3:14: parentImage 'debian-12': no such base "
+                                        "image"));
+    assert_non_null(strstr(err.message, "images/debian-12/build.sh"));
+}
+
 static void
 test_failing_component(void **state)
 {
@@ -953,6 +996,7 @@ test_examples_validate(void **state)
 
 KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_snapshot_failure, setup, teardown),

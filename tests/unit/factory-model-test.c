@@ -263,7 +263,7 @@ test_distribution(void **state)
     free(path);
 
     d = kiln_distribution_default("/h");
-    assert_string_equal(d->items[0].local.directory, "/h/images");
+    assert_string_equal(d->items[0].local.directory, "/h/outputs");
     assert_string_equal(d->items[0].local.formats[0], "qcow2");
     assert_null(d->items[0].local.formats[1]);
     kiln_distribution_free(d);
