@@ -299,7 +299,8 @@ kiln_ebs_list_snapshot_blocks_all(struct kiln_aws_client *c, const char *snapsho
             return r;
         }
         ret->v = kiln_reallocarray(ret->v, ret->n + part.n + 1, sizeof(*ret->v));
-        memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
+        if (part.n)
+            memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
         ret->n += part.n;
         ret->volume_size = part.volume_size;
         ret->block_size = part.block_size;

@@ -535,7 +535,8 @@ kiln_ec2_describe_instances_all(struct kiln_aws_client *c,
             return r;
         }
         ret->v = kiln_reallocarray(ret->v, ret->n + part.n + 1, sizeof(*ret->v));
-        memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
+        if (part.n)
+            memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
         ret->n += part.n;
         free(part.v);
         bool same = token && part.next_token && strcmp(token, part.next_token) == 0;
@@ -830,7 +831,8 @@ kiln_ec2_describe_snapshots_all(struct kiln_aws_client *c,
             return r;
         }
         ret->v = kiln_reallocarray(ret->v, ret->n + part.n + 1, sizeof(*ret->v));
-        memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
+        if (part.n)
+            memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
         ret->n += part.n;
         free(part.v);
         bool same = token && part.next_token && strcmp(token, part.next_token) == 0;

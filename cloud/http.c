@@ -275,10 +275,16 @@ kiln_aws_parse_error(long status, const struct kiln_aws_headers *headers, const 
                 message = kiln_strdup(m);
         }
     }
-    if (!code && headers) {
-        const char *t = kiln_aws_headers_get(headers, "x-amzn-ErrorType");
-        if (t)
-            code = kiln_strndup(t, strcspn(t, ":"));
+    /* REST-JSON: the x-amzn-ErrorType header wins over the body. Both may carry a namespace
+     * ("aws.protocoltests.restjson#FooError") and a URI suffix (":http://..."). */
+    const char *htype = headers ? kiln_aws_headers_get(headers, "x-amzn-ErrorType") : NULL;
+    if (htype && *htype) {
+        const char *t = htype;
+        const char *hash = strchr(t, '#'), *colon = strchr(t, ':');
+        if (hash && (!colon || hash < colon))
+            t = hash + 1;
+        free(code);
+        code = kiln_strndup(t, strcspn(t, ":"));
     }
     if (!code) {
         /* Bodiless errors (HEAD, some 5xx): name the status. */

@@ -47,6 +47,42 @@ s3_request(struct kiln_aws_request *r, const char *method, const char *path, con
 }
 
 int
+kiln_s3_create_bucket(struct kiln_aws_client *c, const char *bucket, struct kiln_error *err)
+{
+    int r = check_names(bucket, NULL, "CreateBucket", err);
+    if (r < 0)
+        return r;
+    const char *region = kiln_aws_client_region(c);
+    _cleanup_free_ char *path = object_path(bucket, NULL);
+    /* us-east-1 takes no location constraint; every other region needs one. */
+    _cleanup_free_ char *body =
+        strcmp(region, "us-east-1") == 0
+            ? NULL
+            : kiln_asprintf("<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/"
+                            "2006-03-01/\"><LocationConstraint>%s</LocationConstraint>"
+                            "</CreateBucketConfiguration>", region);
+    struct kiln_aws_request req;
+    s3_request(&req, "PUT", path, NULL);
+    req.body = body;
+    req.body_len = body ? strlen(body) : 0;
+    if (body)
+        kiln_aws_headers_add(&req.headers, "Content-Type", "application/xml");
+    struct kiln_aws_response resp = {0};
+    struct kiln_error cerr = {0};
+    r = kiln_aws_call(c, &req, &resp, &cerr);
+    kiln_aws_request_clear(&req);
+    kiln_aws_response_clear(&resp);
+    if (r < 0 && strcmp(cerr.cause, "BucketAlreadyOwnedByYou") == 0)
+        r = 0;
+    if (r < 0) {
+        if (err && !err->code)
+            *err = cerr;
+        return kiln_error_prefix(err, r, "CreateBucket %s", bucket);
+    }
+    return 0;
+}
+
+int
 kiln_s3_put_object(struct kiln_aws_client *c, const char *bucket, const char *key,
                    const void *data, size_t len, const char *content_type, char **ret_etag,
                    struct kiln_error *err)
@@ -316,13 +352,15 @@ kiln_s3_list_objects_all(struct kiln_aws_client *c, const char *bucket,
             return r;
         }
         ret->v = kiln_reallocarray(ret->v, ret->n + part.n + 1, sizeof(*ret->v));
-        memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
+        if (part.n)
+            memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
         ret->n += part.n;
         ret->common_prefixes = kiln_reallocarray(ret->common_prefixes,
                                                  ret->n_prefixes + part.n_prefixes + 1,
                                                  sizeof(char *));
-        memcpy(ret->common_prefixes + ret->n_prefixes, part.common_prefixes,
-               part.n_prefixes * sizeof(char *));
+        if (part.n_prefixes)
+            memcpy(ret->common_prefixes + ret->n_prefixes, part.common_prefixes,
+                   part.n_prefixes * sizeof(char *));
         ret->n_prefixes += part.n_prefixes;
         free(part.v);
         free(part.common_prefixes);

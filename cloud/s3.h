@@ -12,6 +12,9 @@
 #define KILN_S3_DEFAULT_PART (16ull << 20)
 #define KILN_S3_MAX_PARTS 10000
 
+/* CreateBucket in the client's region (BucketAlreadyOwnedByYou counts as success). */
+int kiln_s3_create_bucket(struct kiln_aws_client *c, const char *bucket, struct kiln_error *err);
+
 int kiln_s3_put_object(struct kiln_aws_client *c, const char *bucket, const char *key,
                        const void *data, size_t len, const char *content_type, char **ret_etag,
                        struct kiln_error *err);

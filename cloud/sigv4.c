@@ -316,8 +316,8 @@ sign_core(const struct kiln_sigv4_request *req, const struct kiln_sigv4_params *
     kiln_buf_init(&signed_list);
     kiln_buf_init(&creq);
     canonical_headers(headers, &block, &signed_list);
-    kiln_buf_appendf(&creq, "%s\n%s\n%s\n%s\n%s\n%s", req->method, cpath, cquery, block.data,
-                     signed_list.data, hash);
+    kiln_buf_appendf(&creq, "%s\n%s\n%s\n%s\n%s\n%s", req->method, cpath, cquery,
+                     block.data ? block.data : "", signed_list.data ? signed_list.data : "", hash);
     char creq_hash[KILN_HASH_MAX_HEX];
     kiln_hash_buf_hex(KILN_HASH_SHA256, creq.data, creq.len, creq_hash);
     ret->string_to_sign = kiln_asprintf("AWS4-HMAC-SHA256\n%s\n%.8s/%s/%s/aws4_request\n%s",
@@ -414,14 +414,14 @@ kiln_sigv4_presign(const struct kiln_sigv4_request *req, const struct kiln_sigv4
     append_param(&q, "X-Amz-Expires", expires);
     if (p->creds->session_token && !p->omit_session_token)
         append_param(&q, "X-Amz-Security-Token", p->creds->session_token);
-    append_param(&q, "X-Amz-SignedHeaders", signed_list.data);
+    append_param(&q, "X-Amz-SignedHeaders", signed_list.data ? signed_list.data : "");
     kiln_buf_clear(&signed_list);
 
     _cleanup_free_ char *signed_headers = NULL;
     sign_core(req, p, q.data, &hdrs, hash, amz_date, ret, &signed_headers);
     kiln_aws_headers_clear(&hdrs);
     /* The URL carries the canonical (sorted, encoded) query, so what is sent is what was signed. */
-    _cleanup_free_ char *cquery = kiln_sigv4_canonical_query(q.data);
+    _cleanup_free_ char *cquery = kiln_sigv4_canonical_query(q.data ? q.data : "");
     kiln_buf_clear(&q);
     kiln_buf_append_str(&q, cquery);
     if (p->creds->session_token && p->omit_session_token)

@@ -511,6 +511,10 @@ follow_job(struct kiln_agent_client *c, uint32_t seq, const char *id,
                 return kiln_error_set(err, -KILN_E_REMOTE, "job %s: unknown status from the agent",
                                       id);
             result->failure = clean_string(kiln_json_get_str(done, "failure"), 4096);
+            json_t *steps = json_object_get(done, "steps");
+            result->executed = (int)json_integer_value(json_object_get(steps, "executed"));
+            result->failed = (int)json_integer_value(json_object_get(steps, "failed"));
+            result->ignored = (int)json_integer_value(json_object_get(steps, "ignored"));
             const char *folder = kiln_json_get_str(done, "log-folder");
             if (folder && kiln_proto_check_relpath(folder, NULL) == 0)
                 result->log_folder = kiln_strdup(folder);

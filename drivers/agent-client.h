@@ -43,6 +43,7 @@ struct kiln_agent_job_result {
     enum kiln_agent_job_status status;
     char *failure;    /* the engine's reason, or NULL */
     char *log_folder; /* the TOE_<date>_<id> folder name inside the fetched logs, or NULL */
+    int executed, failed, ignored; /* step counts, as the engine reports them */
 };
 
 void kiln_agent_job_result_clear(struct kiln_agent_job_result *r);

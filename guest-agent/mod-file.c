@@ -27,6 +27,15 @@
 
 #define READ_FILE_MAX (64u << 20)
 
+/* Modules without outputs still return an (empty) outputs object. */
+static int
+no_outputs(int r, json_t **ret_outputs)
+{
+    if (r >= 0)
+        *ret_outputs = json_object();
+    return r;
+}
+
 /* ---- paths ---- */
 
 static bool
@@ -73,30 +82,6 @@ strip_slashes(const char *path)
     return kiln_strndup(path, n);
 }
 
-/* '*' matches any run of characters (dot files included, as AWSTOE's matching does). */
-static bool
-star_match(const char *pat, const char *s)
-{
-    const char *star = NULL, *resume = NULL;
-    while (*s) {
-        if (*pat == '*') {
-            star = pat++;
-            resume = s;
-        } else if (*pat == *s) {
-            pat++;
-            s++;
-        } else if (star) {
-            pat = star + 1;
-            s = ++resume;
-        } else {
-            return false;
-        }
-    }
-    while (*pat == '*')
-        pat++;
-    return *pat == '\0';
-}
-
 static int
 mkdir_parent(const char *module, const char *path, struct kiln_error *err)
 {
@@ -105,7 +90,9 @@ mkdir_parent(const char *module, const char *path, struct kiln_error *err)
     return r < 0 ? kiln_error_prefix(err, r, "%s", module) : 0;
 }
 
-enum want { WANT_FILES, WANT_DIRS };
+/* WANT_FILES: not folders (a link to a folder counts as a folder: it is not copied or moved as
+ * a file); WANT_ENTRIES: anything but a real folder (DeleteFile removes a link to a folder). */
+enum want { WANT_FILES, WANT_DIRS, WANT_ENTRIES };
 
 static int
 cmp_str(const void *a, const void *b)
@@ -116,8 +103,8 @@ cmp_str(const void *a, const void *b)
 /* Expand a source with a '*' in its last component into the matching files or folders
  * (sorted). Without a wildcard, returns the source itself. *ret_wild tells which. */
 static int
-expand_source(const char *module, const char *source, enum want want, char ***ret,
-              bool *ret_wild, struct kiln_error *err)
+expand_source(const char *module, const char *source, enum want want, char ***ret, bool *ret_wild,
+              struct kiln_error *err)
 {
     _cleanup_free_ char *base = base_name(source);
     _cleanup_free_ char *dir = dir_name(source);
@@ -141,17 +128,17 @@ expand_source(const char *module, const char *source, enum want want, char ***re
     while ((de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (!star_match(base, de->d_name))
+        if (!kiln_mod_star_match(base, de->d_name))
             continue;
         _cleanup_free_ char *p = kiln_path_join(dir, de->d_name);
         struct stat st;
         /* files: anything that is not a folder (a link to a file counts); folders: real
          * folders only, not links to them */
-        bool is_dir = want == WANT_DIRS ? lstat(p, &st) == 0 && S_ISDIR(st.st_mode)
-                                        : stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+        bool is_dir = want == WANT_FILES ? stat(p, &st) == 0 && S_ISDIR(st.st_mode)
+                                         : lstat(p, &st) == 0 && S_ISDIR(st.st_mode);
         if ((want == WANT_DIRS) != is_dir)
             continue;
-        if (want == WANT_FILES && lstat(p, &st) < 0)
+        if (lstat(p, &st) < 0)
             continue;
         v = kiln_reallocarray(v, n + 2, sizeof(*v));
         v[n++] = TAKE_PTR(p);
@@ -176,6 +163,48 @@ all_digits(const char *s)
     return true;
 }
 
+/* Look a user or group up; the buffer grows while the database says it is too small (a group
+ * with many members needs more than the usual 4 KiB). Returns 0, -ENOENT, or -errno. */
+static int
+lookup_user(const char *name, uid_t uid, bool by_id, uid_t *ret_uid, gid_t *ret_gid)
+{
+    for (size_t size = 4096; size <= (16u << 20); size *= 4) {
+        _cleanup_free_ char *buf = kiln_malloc(size);
+        struct passwd pw, *res = NULL;
+        int r =
+            by_id ? getpwuid_r(uid, &pw, buf, size, &res) : getpwnam_r(name, &pw, buf, size, &res);
+        if (r == ERANGE)
+            continue;
+        if (r != 0)
+            return -r;
+        if (!res)
+            return -ENOENT;
+        *ret_uid = res->pw_uid;
+        *ret_gid = res->pw_gid;
+        return 0;
+    }
+    return -ERANGE;
+}
+
+static int
+lookup_group(const char *name, gid_t *ret_gid)
+{
+    for (size_t size = 4096; size <= (16u << 20); size *= 4) {
+        _cleanup_free_ char *buf = kiln_malloc(size);
+        struct group gr, *res = NULL;
+        int r = getgrnam_r(name, &gr, buf, size, &res);
+        if (r == ERANGE)
+            continue;
+        if (r != 0)
+            return -r;
+        if (!res)
+            return -ENOENT;
+        *ret_gid = res->gr_gid;
+        return 0;
+    }
+    return -ERANGE;
+}
+
 /* owner/group by name or number; without a group, the owner's primary group (when known). */
 static int
 resolve_owner(const char *module, const char *owner, const char *group, uid_t *ret_uid,
@@ -184,33 +213,38 @@ resolve_owner(const char *module, const char *owner, const char *group, uid_t *r
     *ret_uid = (uid_t)-1;
     *ret_gid = (gid_t)-1;
     if (owner && *owner) {
-        struct passwd pw, *res = NULL;
-        char buf[4096];
-        getpwnam_r(owner, &pw, buf, sizeof(buf), &res);
-        if (!res && all_digits(owner)) {
-            *ret_uid = (uid_t)strtoul(owner, NULL, 10);
-            getpwuid_r(*ret_uid, &pw, buf, sizeof(buf), &res);
-        } else if (!res) {
+        uid_t uid = (uid_t)-1;
+        gid_t primary = (gid_t)-1;
+        int r = lookup_user(owner, 0, false, &uid, &primary);
+        if (r == -ENOENT && all_digits(owner)) {
+            uid = (uid_t)strtoul(owner, NULL, 10);
+            /* a numeric id need not have a passwd entry; then the group stays as it is */
+            if (lookup_user(NULL, uid, true, &uid, &primary) < 0)
+                primary = (gid_t)-1;
+            r = 0;
+        }
+        if (r == -ENOENT)
             return kiln_error_set(err, -KILN_E_INVALID, "%s: user '%s' does not exist", module,
                                   owner);
-        }
-        if (res) {
-            *ret_uid = res->pw_uid;
-            if (!group || !*group)
-                *ret_gid = res->pw_gid;
-        }
+        if (r < 0)
+            return kiln_error_errno(err, r, "%s: looking up user '%s'", module, owner);
+        *ret_uid = uid;
+        if (!group || !*group)
+            *ret_gid = primary;
     }
     if (group && *group) {
-        struct group gr, *res = NULL;
-        char buf[4096];
-        getgrnam_r(group, &gr, buf, sizeof(buf), &res);
-        if (res)
-            *ret_gid = res->gr_gid;
-        else if (all_digits(group))
-            *ret_gid = (gid_t)strtoul(group, NULL, 10);
-        else
+        gid_t gid = (gid_t)-1;
+        int r = lookup_group(group, &gid);
+        if (r == -ENOENT && all_digits(group)) {
+            gid = (gid_t)strtoul(group, NULL, 10);
+            r = 0;
+        }
+        if (r == -ENOENT)
             return kiln_error_set(err, -KILN_E_INVALID, "%s: group '%s' does not exist", module,
                                   group);
+        if (r < 0)
+            return kiln_error_errno(err, r, "%s: looking up group '%s'", module, group);
+        *ret_gid = gid;
     }
     return 0;
 }
@@ -304,8 +338,8 @@ copy_file(const char *module, const char *src, const char *dst, bool overwrite,
         if (S_ISDIR(dst_st.st_mode))
             return kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", module, dst);
         if (!overwrite)
-            return kiln_error_set(err, -EEXIST,
-                                  "%s: %s already exists and overwrite is false", module, dst);
+            return kiln_error_set(err, -EEXIST, "%s: %s already exists and overwrite is false",
+                                  module, dst);
     }
     _cleanup_free_ char *tmp = kiln_asprintf("%s.kiln-XXXXXX", dst);
     _cleanup_close_ int out = mkostemp(tmp, O_CLOEXEC);
@@ -321,8 +355,8 @@ copy_file(const char *module, const char *src, const char *dst, bool overwrite,
     if (r < 0) {
         unlink(tmp);
         if (r == -EEXIST)
-            return kiln_error_set(err, r, "%s: %s already exists and overwrite is false",
-                                  module, dst);
+            return kiln_error_set(err, r, "%s: %s already exists and overwrite is false", module,
+                                  dst);
         return kiln_error_errno(err, r, "%s: cannot copy %s to %s", module, src, dst);
     }
     return 0;
@@ -367,13 +401,15 @@ copy_tree(const char *module, const char *src, const char *dst, struct kiln_erro
     struct stat st;
     if (lstat(src, &st) < 0)
         return kiln_error_errno(err, -errno, "%s: %s", module, src);
-    if (mkdir(dst, st.st_mode & 07777) < 0) {
+    /* a new folder is writable while it fills, and gets the source's mode at the end (a
+     * read-only source folder would otherwise stop the copy) */
+    bool created = mkdir(dst, 0700) == 0;
+    if (!created) {
         struct stat dst_st;
         if (errno != EEXIST)
             return kiln_error_errno(err, -errno, "%s: cannot create %s", module, dst);
         if (lstat(dst, &dst_st) < 0 || !S_ISDIR(dst_st.st_mode))
-            return kiln_error_set(err, -ENOTDIR, "%s: %s exists and is not a folder", module,
-                                  dst);
+            return kiln_error_set(err, -ENOTDIR, "%s: %s exists and is not a folder", module, dst);
     }
     DIR *d = opendir(src);
     if (!d)
@@ -401,6 +437,8 @@ copy_tree(const char *module, const char *src, const char *dst, struct kiln_erro
         }
     }
     closedir(d);
+    if (r == 0 && created && chmod(dst, st.st_mode & 07777) < 0)
+        r = kiln_error_errno(err, -errno, "%s: %s", module, dst);
     return r;
 }
 
@@ -416,8 +454,7 @@ move_path(const char *module, const char *src, const char *dst, bool overwrite,
     if (r == 0)
         return 0;
     if (r == -EEXIST)
-        return kiln_error_set(err, r, "%s: %s already exists and overwrite is false", module,
-                              dst);
+        return kiln_error_set(err, r, "%s: %s already exists and overwrite is false", module, dst);
     if (r != -EXDEV)
         return kiln_error_errno(err, r, "%s: cannot move %s to %s", module, src, dst);
     if (S_ISDIR(st.st_mode))
@@ -544,8 +581,8 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
                 break;
             }
             if (S_ISDIR(st.st_mode)) {
-                r = kiln_error_set(err, -EISDIR, "%s: %s is a folder (use %s)", module,
-                                   sources[k], move ? "MoveFolder" : "CopyFolder");
+                r = kiln_error_set(err, -EISDIR, "%s: %s is a folder (use %s)", module, sources[k],
+                                   move ? "MoveFolder" : "CopyFolder");
                 break;
             }
             _cleanup_free_ char *dst = landing_path(sources[k], sd.destination, into);
@@ -557,8 +594,7 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
             } else {
                 struct stat dst_st;
                 if (lstat(dst, &dst_st) == 0 && S_ISDIR(dst_st.st_mode))
-                    r = kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", module,
-                                       dst);
+                    r = kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", module, dst);
                 else
                     r = move_path(module, sources[k], dst, sd.overwrite, err);
             }
@@ -572,12 +608,12 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
 
 KILN_MOD_RUN(kiln_mod_copy_file)
 {
-    return file_transfer(inputs, "CopyFile", false, err);
+    return no_outputs(file_transfer(inputs, "CopyFile", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_move_file)
 {
-    return file_transfer(inputs, "MoveFile", true, err);
+    return no_outputs(file_transfer(inputs, "MoveFile", true, err), ret_outputs);
 }
 
 /* ---- CopyFolder / MoveFolder ---- */
@@ -656,12 +692,12 @@ folder_transfer(const json_t *inputs, const char *module, bool move, struct kiln
 
 KILN_MOD_RUN(kiln_mod_copy_folder)
 {
-    return folder_transfer(inputs, "CopyFolder", false, err);
+    return no_outputs(folder_transfer(inputs, "CopyFolder", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_move_folder)
 {
-    return folder_transfer(inputs, "MoveFolder", true, err);
+    return no_outputs(folder_transfer(inputs, "MoveFolder", true, err), ret_outputs);
 }
 
 /* ---- AppendFile / CreateFile / ReadFile / SetFileEncoding ---- */
@@ -676,8 +712,8 @@ get_encoding(const json_t *item, const char *module, enum kiln_mod_encoding *ret
     if (r < 0 || !name)
         return r;
     if (kiln_mod_encoding_parse(name, ret) < 0)
-        return kiln_error_set(err, -KILN_E_INVALID, "%s: encoding '%s' is not supported",
-                              module, name);
+        return kiln_error_set(err, -KILN_E_INVALID, "%s: encoding '%s' is not supported", module,
+                              name);
     return 0;
 }
 
@@ -690,21 +726,20 @@ encode_content(const char *module, const char *path, enum kiln_mod_encoding enc,
 }
 
 static int
-apply_owner_mode(const char *module, const char *path, int fd, const char *owner,
-                 const char *group, const char *perms, struct kiln_error *err)
+apply_owner_mode(const char *module, const char *path, int fd, const char *owner, const char *group,
+                 const char *perms, struct kiln_error *err)
 {
     if (perms) {
-        mode_t m;
+        mode_t m = 0;
         int r = parse_mode(module, perms, &m, err);
         if (r < 0)
             return r;
         if ((fd >= 0 ? fchmod(fd, m) : chmod(path, m)) < 0)
-            return kiln_error_errno(err, -errno, "%s: cannot set permissions of %s", module,
-                                    path);
+            return kiln_error_errno(err, -errno, "%s: cannot set permissions of %s", module, path);
     }
     if ((owner && *owner) || (group && *group)) {
         uid_t uid;
-        gid_t gid;
+        gid_t gid = (gid_t)-1;
         int r = resolve_owner(module, owner, group, &uid, &gid, err);
         if (r < 0)
             return r;
@@ -739,6 +774,7 @@ KILN_MOD_RUN(kiln_mod_append_file)
         if (r < 0)
             return kiln_error_errno(err, r, "AppendFile: %s", path);
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -751,7 +787,7 @@ KILN_MOD_RUN(kiln_mod_create_file)
         _cleanup_buf_ struct kiln_buf data = {0};
         enum kiln_mod_encoding enc;
         bool overwrite;
-        mode_t m;
+        mode_t m = 0;
         int r = kiln_mod_get_str(item, "CreateFile", "path", true, &path, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, "CreateFile", "content", false, &content, err);
@@ -794,6 +830,7 @@ KILN_MOD_RUN(kiln_mod_create_file)
         if (r < 0)
             return r;
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -817,8 +854,8 @@ read_text(const char *module, const char *path, enum kiln_mod_encoding enc, stru
     if (r < 0)
         return kiln_error_prefix(err, r, "%s: %s", module, path);
     if (strlen(out->data ? out->data : "") != out->len)
-        return kiln_error_set(err, -EILSEQ, "%s: %s holds NUL characters: not a text file",
-                              module, path);
+        return kiln_error_set(err, -EILSEQ, "%s: %s holds NUL characters: not a text file", module,
+                              path);
     return 0;
 }
 
@@ -847,7 +884,7 @@ KILN_MOD_RUN(kiln_mod_read_file)
     }
     /* The output is the content of the (last) file read. */
     json_t *o = json_object();
-    json_object_set_new(o, "content", json_stringn(text.data ? text.data : "", text.len));
+    json_object_set_new(o, "content", kiln_mod_json_text(text.data, text.len));
     *ret_outputs = o;
     return 0;
 }
@@ -869,14 +906,14 @@ KILN_MOD_RUN(kiln_mod_set_file_encoding)
             r = encode_content("SetFileEncoding", path, enc, text.data, &data, err);
         if (r < 0)
             return r;
-        _cleanup_close_ int fd =
-            open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
             return kiln_error_errno(err, -errno, "SetFileEncoding: %s", path);
         r = write_all(fd, data.data, data.len);
         if (r < 0)
             return kiln_error_errno(err, r, "SetFileEncoding: %s", path);
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -888,7 +925,7 @@ KILN_MOD_RUN(kiln_mod_create_folder)
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path = NULL, *owner = NULL, *group = NULL, *perms = NULL;
         bool overwrite;
-        mode_t m;
+        mode_t m = 0;
         int r = kiln_mod_get_str(item, "CreateFolder", "path", true, &path, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, "CreateFolder", "owner", false, &owner, err);
@@ -909,9 +946,8 @@ KILN_MOD_RUN(kiln_mod_create_folder)
                 return kiln_error_set(err, -EEXIST, "CreateFolder: %s exists and is not a folder",
                                       dir);
             if (!overwrite)
-                return kiln_error_set(err, -EEXIST,
-                                      "CreateFolder: %s already exists and overwrite is false",
-                                      dir);
+                return kiln_error_set(
+                    err, -EEXIST, "CreateFolder: %s already exists and overwrite is false", dir);
         } else {
             r = kiln_mkdir_p(dir, 0777, err);
             if (r < 0)
@@ -921,6 +957,7 @@ KILN_MOD_RUN(kiln_mod_create_folder)
         if (r < 0)
             return r;
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -965,8 +1002,7 @@ KILN_MOD_RUN(kiln_mod_create_symlink)
                                   "CreateSymlink: %s exists and is not a symbolic link", path);
         if (exists && !force)
             return kiln_error_set(err, -EEXIST,
-                                  "CreateSymlink: link %s already exists and force is false",
-                                  path);
+                                  "CreateSymlink: link %s already exists and force is false", path);
         r = mkdir_parent("CreateSymlink", path, err);
         if (r < 0)
             return r;
@@ -980,6 +1016,7 @@ KILN_MOD_RUN(kiln_mod_create_symlink)
             return kiln_error_errno(err, r, "CreateSymlink: %s", path);
         }
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -996,7 +1033,7 @@ KILN_MOD_RUN(kiln_mod_delete_file)
         if (r >= 0)
             r = kiln_mod_get_bool(item, "DeleteFile", "force", false, &force, err);
         if (r >= 0)
-            r = expand_source("DeleteFile", path, WANT_FILES, &files, &wild, err);
+            r = expand_source("DeleteFile", path, WANT_ENTRIES, &files, &wild, err);
         if (r < 0)
             return r;
         for (size_t k = 0; files[k]; k++) {
@@ -1006,9 +1043,8 @@ KILN_MOD_RUN(kiln_mod_delete_file)
             if (S_ISDIR(st.st_mode)) {
                 /* Not in the reference; AWS's own samples delete a folder this way. */
                 if (!force)
-                    return kiln_error_set(err, -EISDIR,
-                                          "DeleteFile: %s is a folder (use DeleteFolder)",
-                                          files[k]);
+                    return kiln_error_set(
+                        err, -EISDIR, "DeleteFile: %s is a folder (use DeleteFolder)", files[k]);
                 r = kiln_rm_rf(files[k], err);
                 if (r < 0)
                     return kiln_error_prefix(err, r, "DeleteFile");
@@ -1018,6 +1054,7 @@ KILN_MOD_RUN(kiln_mod_delete_file)
                 return kiln_error_errno(err, -errno, "DeleteFile: %s", files[k]);
         }
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -1060,6 +1097,7 @@ KILN_MOD_RUN(kiln_mod_delete_folder)
         if (r < 0)
             return kiln_error_prefix(err, r, "DeleteFolder");
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -1086,7 +1124,7 @@ list_dir(const char *dir, const char *pattern, bool recursive, char ***files, si
                 r = list_dir(p, pattern, recursive, files, n, err);
             continue;
         }
-        if (pattern && !star_match(pattern, de->d_name))
+        if (pattern && !kiln_mod_star_match(pattern, de->d_name))
             continue;
         *files = kiln_reallocarray(*files, *n + 2, sizeof(**files));
         (*files)[(*n)++] = TAKE_PTR(p);
@@ -1126,7 +1164,7 @@ KILN_MOD_RUN(kiln_mod_list_files)
         kiln_buf_append_str(&out, files[i]);
     }
     json_t *o = json_object();
-    json_object_set_new(o, "files", json_stringn(out.data ? out.data : "", out.len));
+    json_object_set_new(o, "files", kiln_mod_json_text(out.data, out.len));
     *ret_outputs = o;
     return 0;
 }
@@ -1189,7 +1227,7 @@ set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_err
             return r;
         _cleanup_free_ char *path = strip_slashes(path_in);
         uid_t uid;
-        gid_t gid;
+        gid_t gid = (gid_t)-1;
         r = resolve_owner(module, owner, group, &uid, &gid, err);
         if (r < 0)
             return r;
@@ -1214,12 +1252,12 @@ set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_err
 
 KILN_MOD_RUN(kiln_mod_set_file_owner)
 {
-    return set_owner(inputs, "SetFileOwner", false, err);
+    return no_outputs(set_owner(inputs, "SetFileOwner", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_set_folder_owner)
 {
-    return set_owner(inputs, "SetFolderOwner", true, err);
+    return no_outputs(set_owner(inputs, "SetFolderOwner", true, err), ret_outputs);
 }
 
 static int
@@ -1229,7 +1267,7 @@ set_permissions(const json_t *inputs, const char *module, bool folder, struct ki
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path_in = NULL, *perms = NULL;
         bool recursive = true;
-        mode_t mode;
+        mode_t mode = 0;
         int r = kiln_mod_get_str(item, module, "path", true, &path_in, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, module, "permissions", true, &perms, err);
@@ -1263,10 +1301,10 @@ set_permissions(const json_t *inputs, const char *module, bool folder, struct ki
 
 KILN_MOD_RUN(kiln_mod_set_file_permissions)
 {
-    return set_permissions(inputs, "SetFilePermissions", false, err);
+    return no_outputs(set_permissions(inputs, "SetFilePermissions", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_set_folder_permissions)
 {
-    return set_permissions(inputs, "SetFolderPermissions", true, err);
+    return no_outputs(set_permissions(inputs, "SetFolderPermissions", true, err), ret_outputs);
 }

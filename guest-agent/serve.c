@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -63,10 +64,6 @@ struct agent {
     bool resume;
     int wake[2];               /* the worker signals the loop when the job ends */
 };
-
-/* The engine lives in this library; a weak reference keeps the serve loop linkable into tests
- * and tools that bring their own runner. */
-#pragma weak kiln_engine_run
 
 static char *
 job_dir(const struct agent *a, const char *id)
@@ -278,10 +275,7 @@ job_thread(void *arg)
         };
         int (*run)(const struct kiln_run_options *, struct kiln_run_result *,
                    struct kiln_error *) = a->cfg->run ? a->cfg->run : kiln_engine_run;
-        if (!run)
-            r = kiln_error_set(&err, -KILN_E_UNSUPPORTED, "this agent has no component engine");
-        else
-            r = run(&opts, &res, &err);
+        r = run(&opts, &res, &err);
     }
 
     _cleanup_json_ json_t *msg = NULL;
@@ -300,6 +294,10 @@ job_thread(void *arg)
     folder = folder ? folder + 1 : res.log_folder;
     msg = json_pack("{s:s, s:s, s:s?, s:s?}", "execution-id", a->job_id, "status", status,
                     "failure", failure, "log-folder", folder);
+    if (r == 0)
+        json_object_set_new(msg, "steps",
+                            json_pack("{s:i, s:i, s:i}", "executed", res.executed, "failed",
+                                      res.failed, "ignored", res.ignored));
     if (record) {
         json_object_set_new(record, "status",
                             json_string(type == KILN_MSG_REBOOT_REQUIRED ? "reboot-pending" : "done"));
@@ -308,10 +306,12 @@ job_thread(void *arg)
         if (save_record(a, record, &serr) < 0)
             kiln_debug("kiln-agent: %s", serr.message);
     }
-    /* Freed here rather than with kiln_run_result_clear: a test runner may fill it too. */
-    free(res.log_folder);
-    free(res.failure);
+    kiln_run_result_clear(&res);
 
+    /* The host may reset the guest as soon as it reads reboot-required: the job's state must be
+     * on disk first. */
+    if (type == KILN_MSG_REBOOT_REQUIRED)
+        sync();
     pthread_mutex_lock(&a->lock);
     a->running = false;
     pthread_mutex_unlock(&a->lock);
@@ -946,6 +946,15 @@ kiln_agent_serve_port(const char *path, const struct kiln_agent_serve_config *cf
     _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return kiln_error_errno(err, -errno, "%s", path);
+    /* A serial line (hvc/ttyS, or a pty in tests) must pass bytes untouched: no echo, no line
+     * editing, no CR/LF translation. A virtio port is not a tty and is left alone. */
+    if (isatty(fd)) {
+        struct termios tio;
+        if (tcgetattr(fd, &tio) == 0) {
+            cfmakeraw(&tio);
+            tcsetattr(fd, TCSANOW, &tio);
+        }
+    }
     struct agent a;
     int r = agent_init(&a, cfg, err);
     a.port = true;

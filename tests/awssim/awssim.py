@@ -552,6 +552,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response_obj(req, resp)
 
     def send_response_obj(self, req, resp, drop=False):
+        if drop and (resp.length == 0 or self.command == "HEAD"):
+            # Nothing to cut in half: drop the connection before the status line.
+            self.drop()
+            return
         self.send_response(resp.status)
         names = {n.lower() for n, _ in resp.headers}
         for n, v in resp.headers:

@@ -289,8 +289,6 @@ def object_headers(obj):
     h = [("ETag", obj["etag"]), ("Last-Modified", http_date(obj["mtime"])),
          ("Accept-Ranges", "bytes"), ("Content-Type", obj["content_type"])]
     h += [("x-amz-meta-" + k, v) for k, v in obj["meta"].items()]
-    if obj.get("parts"):
-        h.append(("x-amz-mp-parts-count", str(obj["parts"])))
     return h
 
 

@@ -14,3 +14,21 @@ if(TARGET cloud-sigv4-test)
             LABELS "unit" TIMEOUT 60)
     endforeach()
 endif()
+
+# Integration tests against the AWS simulator (tests/awssim/): one ctest entry per case,
+# label "cloud". Each case starts and stops its own simulator.
+if(CMOCKA_FOUND AND EXISTS ${PROJECT_SOURCE_DIR}/tests/awssim/awssim.py)
+    set(src ${PROJECT_SOURCE_DIR}/cloud/tests/sim-itest.c)
+    add_executable(cloud-sim-itest ${src})
+    target_include_directories(cloud-sim-itest PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+    target_link_libraries(cloud-sim-itest PRIVATE kiln_cloud PkgConfig::CMOCKA)
+    file(READ ${src} text)
+    string(REGEX MATCHALL "cmocka_unit_test[a-z_]*\\([ \t\r\n]*[A-Za-z0-9_]+" calls "${text}")
+    foreach(call ${calls})
+        string(REGEX REPLACE ".*\\([ \t\r\n]*" "" case ${call})
+        add_test(NAME cloud-sim-itest.${case} COMMAND cloud-sim-itest)
+        set_tests_properties(cloud-sim-itest.${case} PROPERTIES
+            ENVIRONMENT "KILN_TEST_CASE=${case};KILN_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
+            LABELS "cloud" TIMEOUT 600)
+    endforeach()
+endif()

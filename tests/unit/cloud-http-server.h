@@ -30,6 +30,7 @@ struct ts_response {
     char *body;         /* malloc'ed or NULL */
     size_t body_len;
     bool close;         /* close the connection without answering (a reset) */
+    size_t claim_len;   /* non-zero: announce this Content-Length, send the body, close */
 };
 
 typedef void (*ts_handler_fn)(const struct ts_request *req, struct ts_response *resp, void *data);
@@ -121,7 +122,8 @@ ts_conn(void *arg)
         }
         char head[4096];
         int hl = snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n%s\r\n",
-                          resp.status, resp.body_len, resp.headers);
+                          resp.status, resp.claim_len ? resp.claim_len : resp.body_len,
+                          resp.headers);
         if (write(fd, head, (size_t)hl) != hl) {
             free(resp.body);
             goto out;
@@ -132,6 +134,8 @@ ts_conn(void *arg)
             goto out;
         }
         free(resp.body);
+        if (resp.claim_len)
+            goto out;
     }
 out:
     free(buf);

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -251,6 +252,106 @@ test_hello_over_unix_socket_waits_for_agent(void **state)
     pthread_join(t.thread, NULL);
     assert_int_equal(t.result, 1);
     assert_int_equal(t.poweroffs, 1);
+    kiln_rm_rf(dir, NULL);
+}
+
+static volatile int poweroffs_seen;
+
+static void
+note_poweroff(void *userdata)
+{
+    poweroffs_seen++;
+}
+
+struct port_thread {
+    const char *path;
+    const char *state;
+    int result;
+};
+
+static void *
+port_main(void *arg)
+{
+    struct port_thread *p = arg;
+    struct kiln_agent_serve_config cfg = {.state_directory = p->state, .poweroff = note_poweroff,
+                                          .run = scripted_run};
+    struct kiln_error err = {0};
+    p->result = kiln_agent_serve_port(p->path, &cfg, &err);
+    if (p->result < 0)
+        fprintf(stderr, "agent: %s\n", err.message);
+    return NULL;
+}
+
+static void
+test_serve_port_over_a_serial_line(void **state)
+{
+    /* A pty stands in for the guest's port: the agent opens the device path like the virtio
+     * port, and must switch a tty to raw mode or the frames would be mangled. */
+    _cleanup_free_ char *dir = tmpdir();
+    int master, slave;
+    char name[256];
+    assert_int_equal(openpty(&master, &slave, name, NULL, NULL), 0);
+    /* The line starts cooked (echo, CR/LF translation, ^D, ^C): the agent must make it raw. */
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    struct port_thread p = {.path = name, .state = st};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, port_main, &p), 0);
+
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    if (kiln_agent_client_open_fd(master, &fast, &c, &err) < 0)
+        fail_msg("open: %s", err.message);
+    assert_int_equal(kiln_agent_client_ping(c, &err), 0);
+    /* A document holding every byte value, which a cooked tty would translate (CR), eat (^D,
+     * DEL, ^U) or echo back: the agent checks the upload's SHA-256 before the job runs. */
+    uint8_t bytes[512];
+    for (size_t i = 0; i < sizeof(bytes); i++)
+        bytes[i] = (uint8_t)i;
+    _cleanup_free_ char *doc = kiln_path_join(dir, "binary.yml");
+    assert_int_equal(kiln_write_file_atomic(doc, bytes, sizeof(bytes), 0644, NULL), 0);
+    const char *docs[] = {doc, NULL};
+    struct kiln_agent_job job = {.execution_id = "tty", .documents = docs};
+    struct kiln_agent_job_result res = {0};
+    runner_sleep_ms = 0;
+    if (kiln_agent_client_run_job(c, &job, NULL, &res, &err) < 0)
+        fail_msg("run_job: %s", err.message);
+    assert_int_equal(res.status, KILN_AGENT_JOB_SUCCESS);
+    kiln_agent_job_result_clear(&res);
+    assert_int_equal(kiln_agent_client_poweroff(c, &err), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(p.result, 1);
+    assert_int_equal(poweroffs_seen, 1);
+    kiln_agent_client_free(c);
+    close(slave);
+    kiln_rm_rf(dir, NULL);
+}
+
+static void
+test_agent_answers_pings_during_a_long_job(void **state)
+{
+    /* The job outlasts the reply timeout several times over: it only completes if the agent
+     * answers the client's pings while the engine runs. */
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *doc = make_document(dir, "slow.yml");
+    runner_sleep_ms = 3000;
+    struct agent_thread t = {0};
+    int fd = agent_pair(&t, dir, "b", scripted_run);
+    struct kiln_agent_client_options o = {.connect_timeout_ms = 5000, .reply_timeout_ms = 800,
+                                          .ping_interval_ms = 200};
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_open_fd(fd, &o, &c, &err), 0);
+    const char *docs[] = {doc, NULL};
+    struct kiln_agent_job job = {.execution_id = "slow", .documents = docs};
+    struct kiln_agent_job_result res = {0};
+    int64_t t0 = kiln_proto_now_ms();
+    if (kiln_agent_client_run_job(c, &job, NULL, &res, &err) < 0)
+        fail_msg("run_job: %s", err.message);
+    assert_true(kiln_proto_now_ms() - t0 >= 3000);
+    assert_int_equal(res.status, KILN_AGENT_JOB_SUCCESS);
+    kiln_agent_job_result_clear(&res);
+    kiln_agent_client_free(c);
+    pthread_join(t.thread, NULL);
     kiln_rm_rf(dir, NULL);
 }
 
@@ -806,6 +907,8 @@ test_malicious_fetch_rejected(void **state)
 
 KILN_TEST_MAIN(cmocka_unit_test(test_hello_over_unix_socket_waits_for_agent),
                cmocka_unit_test(test_connect_gives_up_at_deadline),
+               cmocka_unit_test(test_serve_port_over_a_serial_line),
+               cmocka_unit_test(test_agent_answers_pings_during_a_long_job),
                cmocka_unit_test(test_agent_skips_junk_before_sync),
                cmocka_unit_test(test_job_streams_events_console_and_logs),
                cmocka_unit_test(test_reboot_cycle),
