@@ -18,6 +18,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "factory/document.h"
+#include "images/catalog.h"
 
 
 extern char **environ;
@@ -54,77 +55,21 @@ strdup_or_null(const char *s)
     return s ? kiln_strdup(s) : NULL;
 }
 
-/* A base image built by images/<name>/build.sh: <home>/images/<name>/current/image.json
- * ({"format", "disk", "kernel", "initrd", "cmdline"}, file names relative to that folder).
- * Returns -ENOENT when there is no such image. */
-static int
-resolve_parent_catalog(const char *home, const char *name, struct kiln_image_ref *ret,
-                       struct kiln_error *err)
-{
-    if (!name[0] || strchr(name, '/') || name[0] == '.')
-        return -ENOENT;
-    _cleanup_free_ char *rel = kiln_asprintf("images/%s/current", name);
-    _cleanup_free_ char *dir = kiln_path_join(home, rel);
-    _cleanup_free_ char *meta = kiln_path_join(dir, "image.json");
-    if (access(meta, F_OK) < 0)
-        return -ENOENT;
-    _cleanup_json_ json_t *j = NULL;
-    int r = kiln_json_load_file(meta, 1 << 20, &j, err);
-    if (r < 0)
-        return r;
-    const char *disk = kiln_json_get_str(j, "disk");
-    if (!disk || strchr(disk, '/'))
-        return kiln_error_set(err, -KILN_E_INVALID, "%s: no valid \"disk\"", meta);
-    _cleanup_free_ char *real = realpath(dir, NULL);
-    const char *base = real ? real : dir;
-    const char *format = kiln_json_get_str(j, "format");
-    ret->kind = kiln_strdup(format ? format : "qcow2");
-    ret->location = kiln_path_join(base, disk);
-    const char *kernel = kiln_json_get_str(j, "kernel");
-    const char *initrd = kiln_json_get_str(j, "initrd");
-    if (kernel && !strchr(kernel, '/'))
-        ret->kernel = kiln_path_join(base, kernel);
-    if (initrd && !strchr(initrd, '/'))
-        ret->initrd = kiln_path_join(base, initrd);
-    ret->cmdline = strdup_or_null(kiln_json_get_str(j, "cmdline"));
-    return 0;
-}
-
-/* Default parentImage resolution: a base image of the local catalog by name (tiny,
- * debian-12), else a qcow2/raw file, absolute or relative to the recipe. */
+/* Default parentImage resolution through the image catalog (images/catalog.h): a base image by
+ * name (tiny, debian-12), or a qcow2/raw file, relative to the recipe's folder. */
 static int
 resolve_parent_default(const char *home, const struct kiln_recipe *recipe,
                        struct kiln_image_ref *ret, struct kiln_error *err)
 {
-    int r = resolve_parent_catalog(home, recipe->parent_image, ret, err);
-    if (r != -ENOENT)
-        return r < 0 ? kiln_error_prefix(err, r, "%s:%u:%u: parentImage '%s'", recipe->source,
-                                         recipe->parent_line, recipe->parent_column,
-                                         recipe->parent_image)
-                     : 0;
-    _cleanup_free_ char *p = recipe->parent_image[0] == '/'
-                                 ? kiln_strdup(recipe->parent_image)
-                                 : kiln_path_join(recipe->dir, recipe->parent_image);
-    struct stat st;
-    if (stat(p, &st) < 0 || !S_ISREG(st.st_mode)) {
-        bool is_name = !strchr(recipe->parent_image, '/') && !strchr(recipe->parent_image, '.');
-        if (is_name)
-            return kiln_error_set(err, -ENOENT,
-                                  "%s:%u:%u: parentImage '%s': no such base image in %s/images "
-                                  "(build it with images/%s/build.sh) and no such file",
-                                  recipe->source, recipe->parent_line, recipe->parent_column,
-                                  recipe->parent_image, home, recipe->parent_image);
-        return kiln_error_set(err, -ENOENT,
-                              "%s:%u:%u: parentImage '%s': not an image in the catalog and not a "
-                              "qcow2/raw file (looked at %s)",
-                              recipe->source, recipe->parent_line, recipe->parent_column,
-                              recipe->parent_image, p);
-    }
-    size_t n = strlen(p);
-    bool raw =
-        (n > 4 && strcmp(p + n - 4, ".raw") == 0) || (n > 4 && strcmp(p + n - 4, ".img") == 0);
-    ret->kind = kiln_strdup(raw ? "raw" : "qcow2");
-    ret->location = realpath(p, NULL);
+    _cleanup_free_ char *rel = recipe->parent_image[0] == '/'
+                                   ? kiln_strdup(recipe->parent_image)
+                                   : kiln_path_join(recipe->dir, recipe->parent_image);
+    bool looks_like_path = strchr(recipe->parent_image, '/') || access(rel, F_OK) == 0;
+    int r = kiln_catalog_resolve(home, looks_like_path ? rel : recipe->parent_image, ret, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "%s:%u:%u: parentImage '%s'", recipe->source,
+                                 recipe->parent_line, recipe->parent_column,
+                                 recipe->parent_image);
     return 0;
 }
 
