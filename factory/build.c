@@ -20,7 +20,6 @@
 #include "factory/document.h"
 #include "images/catalog.h"
 
-
 extern char **environ;
 
 void
@@ -68,8 +67,7 @@ resolve_parent_default(const char *home, const struct kiln_recipe *recipe,
     int r = kiln_catalog_resolve(home, looks_like_path ? rel : recipe->parent_image, ret, err);
     if (r < 0)
         return kiln_error_prefix(err, r, "%s:%u:%u: parentImage '%s'", recipe->source,
-                                 recipe->parent_line, recipe->parent_column,
-                                 recipe->parent_image);
+                                 recipe->parent_line, recipe->parent_column, recipe->parent_image);
     return 0;
 }
 
@@ -550,6 +548,7 @@ manifest_new(struct build *b, const char *status)
     }
     char recipe_hex[KILN_HASH_MAX_HEX] = "";
     kiln_hash_file_hex(KILN_HASH_SHA256, rec->source, recipe_hex, NULL);
+    _cleanup_free_ char *recipe_abs = realpath(rec->source, NULL);
     char date[64];
     struct tm tm;
     gmtime_r(&b->started, &tm);
@@ -563,13 +562,14 @@ manifest_new(struct build *b, const char *status)
         " s:o, s:O, s:n, s:s, s:s}",
         "manifestVersion", 1, "name", rec->name, "version", version, "buildId", b->image->build_id,
         "status", status, "buildDate", date, "durationSeconds",
-        (json_int_t)(time(NULL) - b->started), "recipe", "path", rec->source, "sha256", recipe_hex,
-        "name", rec->name, "semanticVersion", rec->semantic_version, "description",
-        rec->description, "parentImage", rec->parent_image, "parentImage", "kind", b->parent.kind,
-        "location", b->parent.location, "kernel", b->parent.kernel, "infrastructure", "driver",
-        b->ops->name, "uri", b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus",
-        (int)b->plan.infra->vcpus, "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps,
-        "outputs", b->outputs, "installedPackages", "installedPackagesTodo",
+        (json_int_t)(time(NULL) - b->started), "recipe", "path",
+        recipe_abs ? recipe_abs : rec->source, "sha256", recipe_hex, "name", rec->name,
+        "semanticVersion", rec->semantic_version, "description", rec->description, "parentImage",
+        rec->parent_image, "parentImage", "kind", b->parent.kind, "location", b->parent.location,
+        "kernel", b->parent.kernel, "infrastructure", "driver", b->ops->name, "uri",
+        b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus", (int)b->plan.infra->vcpus,
+        "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps, "outputs", b->outputs,
+        "installedPackages", "installedPackagesTodo",
         "TODO: the installed package list comes from libguestfs inspection of the image, not "
         "done yet",
         "logs", b->log_dir);
@@ -868,9 +868,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     }
     const struct kiln_recipe *rec = b.plan.recipe;
     result->name = kiln_strdup(rec->name);
+    _cleanup_free_ char *recipe_abs = realpath(rec->source, NULL);
 
     r = kiln_store_image_create_locked(b.store, rec->name, rec->semantic_version, b.ops->name,
-                                       b.plan.infra->uri, rec->source, &b.image, &b.lock_fd, err);
+                                       b.plan.infra->uri, recipe_abs ? recipe_abs : rec->source,
+                                       &b.image, &b.lock_fd, err);
     if (r < 0) {
         plan_clear(&b.plan);
         return r;
