@@ -232,7 +232,9 @@ struct build {
     time_t started;
     unsigned component_index; /* for progress lines */
     const char *phase_label;
-    bool store_failed; /* a resource could not be recorded */
+    bool store_failed;      /* a resource could not be recorded */
+    char failed_step[256];  /* "phase/step" of the last step that failed in the current job */
+    char last_output[1024]; /* the tail of the current job's console output */
 };
 
 static bool
@@ -294,16 +296,65 @@ engine_event(void *userdata, const json_t *ev)
         progress_step(b, "%s", who);
     else if (kiln_streq(type, "step-start"))
         progress_step(b, "%s: %s/%s", who, phase ? phase : "?", step ? step : "?");
-    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success"))
+    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success")) {
         progress_step(b, "%s: %s/%s %s", who, phase ? phase : "?", step ? step : "?", status);
-    else if (kiln_streq(type, "reboot-requested"))
+        if (kiln_streq(status, "failed"))
+            snprintf(b->failed_step, sizeof(b->failed_step), "%s/%s", phase ? phase : "?",
+                     step ? step : "?");
+    } else if (kiln_streq(type, "reboot-requested"))
         progress_step(b, "%s: rebooting the guest", who);
+}
+
+/* Keep the tail of the job's output: the last lines are what a failure reason quotes. */
+static void
+keep_tail(struct build *b, const char *data, size_t len)
+{
+    size_t cap = sizeof(b->last_output) - 1;
+    size_t have = strlen(b->last_output);
+    if (len >= cap) {
+        data += len - cap;
+        len = cap;
+    }
+    if (have + len > cap) {
+        size_t drop = have + len - cap;
+        memmove(b->last_output, b->last_output + drop, have - drop + 1);
+        have -= drop;
+    }
+    memcpy(b->last_output + have, data, len);
+    b->last_output[have + len] = '\0';
+}
+
+/* The last few non-empty lines of the kept output, joined with " | ". */
+static char *
+output_tail(const struct build *b, int lines)
+{
+    _cleanup_free_ char *copy = kiln_strdup(b->last_output);
+    char *parts[8];
+    int n = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(copy, "\r\n", &save); l; l = strtok_r(NULL, "\r\n", &save)) {
+        if (!*l)
+            continue;
+        if (n == lines) {
+            memmove(parts, parts + 1, sizeof(parts[0]) * (size_t)(lines - 1));
+            n--;
+        }
+        parts[n++] = l;
+    }
+    if (n == 0)
+        return NULL;
+    struct kiln_buf out;
+    kiln_buf_init(&out);
+    for (int i = 0; i < n; i++)
+        kiln_buf_appendf(&out, "%s%s", i ? " | " : "", parts[i]);
+    return kiln_buf_steal(&out);
 }
 
 static void
 engine_console(void *userdata, const char *stream, const char *data, size_t len)
 {
     struct build *b = userdata;
+    keep_tail(b, data, len);
     if (b->opts->progress && b->opts->progress->console)
         b->opts->progress->console(b->opts->progress->userdata, stream, data, len);
 }
@@ -347,6 +398,8 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     };
     struct kiln_engine_events events = {engine_event, engine_console, b};
     struct kiln_job_result res = {0};
+    b->failed_step[0] = '\0';
+    b->last_output[0] = '\0';
     r = b->ops->run(b->inst, &job, log_dir, &events, 0, &res, err);
     if (r < 0) {
         free(res.failure);
@@ -361,11 +414,15 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     case KILN_RUN_CANCELLED:
         r = kiln_error_set(err, -ECANCELED, "%s: cancelled", what);
         break;
-    default:
-        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed: %s (logs: %s)", what,
+    default: {
+        _cleanup_free_ char *tail = output_tail(b, 3);
+        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed%s%s: %s%s%s (logs: %s)", what,
+                           b->failed_step[0] ? " in " : "", b->failed_step,
                            res.failure ? res.failure : "the agent reported a failure",
+                           tail ? "; last output: " : "", tail ? tail : "",
                            res.log_dir ? res.log_dir : log_dir);
         break;
+    }
     }
     free(res.failure);
     free(res.log_dir);

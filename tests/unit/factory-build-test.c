@@ -626,6 +626,7 @@ test_failing_component(void **state)
     assert_non_null(strstr(res.reason, "component 2 (second,"));
     assert_non_null(strstr(res.reason, "exit status 3"));
     assert_non_null(strstr(res.reason, "logs: "));
+    assert_non_null(strstr(res.reason, "last output: fake run")); /* the guest's last words */
     assert_released(f, &res);
     struct kiln_image_record *rec = record(f, &res);
     assert_int_equal(rec->status, KILN_IMAGE_FAILED);

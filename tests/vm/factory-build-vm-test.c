@@ -199,6 +199,10 @@ test_failing_component(void **state)
     assert_true(kiln_build_run(&opts, &res, &err) < 0);
     assert_int_equal(res.status, KILN_IMAGE_FAILED);
     assert_non_null(strstr(res.reason, "component 1 (fails,"));
+    /* The reason names the step and quotes the guest's last output. */
+    assert_non_null(strstr(res.reason, "failed in build/Fail"));
+    assert_non_null(strstr(res.reason, "exit status 7"));
+    assert_non_null(strstr(res.reason, "last output: about to fail"));
     assert_no_resources(f, res.build_id);
     kiln_build_result_clear(&res);
 }
