@@ -5,8 +5,13 @@
  * and no resource in the store. Labels: vm. */
 #include "kiln-test.h"
 
+#include <fcntl.h>
 #include <libvirt/libvirt.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/fs.h"
 #include "common/json.h"
@@ -142,8 +147,8 @@ static void
 test_build_tiny(void **state)
 {
     struct fx *f = *state;
-    char *comp = kiln_asprintf("%s/examples/recipes/components/hello-world.yml",
-                               kiln_test_source_dir());
+    char *comp =
+        kiln_asprintf("%s/examples/recipes/components/hello-world.yml", kiln_test_source_dir());
     char *recipe = kiln_asprintf("name: vm-hello\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
                                  "components:\n  - path: %s\n    parameters:\n"
                                  "      - name: greeting\n        value: [hello from a vm test]\n",
@@ -238,6 +243,70 @@ test_keep_and_reap(void **state)
     kiln_build_result_clear(&res);
 }
 
+extern char **environ;
+
+/* Ctrl-C in the middle of a step: `kiln build` ends CANCELLED with exit code 130 within
+ * seconds, and the guest is gone. */
+static void
+test_cli_cancel(void **state)
+{
+    struct fx *f = *state;
+    put(f->dir, "slow.yml",
+        "name: slow\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+        "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
+        "          commands: [\"echo sleeping\", \"sleep 300\"]\n");
+    put(f->dir, "recipe.yml",
+        "name: vm-cancel\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+        "  - path: slow.yml\n");
+    /* The CLI resolves tiny in its own home: give it the catalog's images folder. */
+    char *catalog = kiln_catalog_home();
+    char *images = kiln_path_join(catalog, "images");
+    char *link = kiln_path_join(f->dir, "images");
+    assert_int_equal(symlink(images, link), 0);
+    const char *bdir = getenv("KILN_BUILD_DIR");
+    char *bin = kiln_asprintf("%s/factory/kiln", bdir ? bdir : "build");
+    char *errpath = kiln_path_join(f->dir, "stderr");
+    const char *argv[] = {bin,       "--home",           f->dir,   "build",          "--recipe",
+                          f->recipe, "--infrastructure", f->infra, "--distribution", f->dist,
+                          NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    bool running = false;
+    for (int i = 0; i < 600 && !running; i++) {
+        char *text = NULL;
+        if (kiln_read_file(errpath, 1 << 20, &text, NULL, NULL) == 0)
+            running = strstr(text, "build/Sleep") != NULL;
+        free(text);
+        if (!running)
+            usleep(200 * 1000);
+    }
+    assert_true(running);
+    sleep(1);
+    time_t t0 = time(NULL);
+    assert_int_equal(kill(pid, SIGINT), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 130);
+    assert_true(time(NULL) - t0 < 60);
+    struct kiln_image_record *rec = NULL;
+    assert_int_equal(kiln_store_image_get(f->store, "vm-cancel", "1.0.0", 1, &rec, NULL), 0);
+    assert_int_equal(rec->status, KILN_IMAGE_CANCELLED);
+    assert_no_resources(f, rec->build_id);
+    kiln_image_record_free(rec);
+    free(errpath);
+    free(bin);
+    free(link);
+    free(images);
+    free(catalog);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_build_tiny, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
-               cmocka_unit_test_setup_teardown(test_keep_and_reap, setup, teardown))
+               cmocka_unit_test_setup_teardown(test_keep_and_reap, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_cli_cancel, setup, teardown))
