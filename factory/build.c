@@ -833,7 +833,7 @@ stages(struct build *b, struct kiln_error *err)
 /* Release everything the build holds; on failure with terminateInstanceOnFailure: false, keep
  * the instance that failed and say how to reach it. */
 static void
-release(struct build *b, bool failed, bool keep, struct kiln_build_result *result)
+release(struct build *b, bool keep, struct kiln_build_result *result)
 {
     struct kiln_error e = {0};
     if (b->inst && keep && b->ops->describe) {
@@ -863,7 +863,6 @@ release(struct build *b, bool failed, bool keep, struct kiln_build_result *resul
     if (b->conn)
         b->ops->close(b->conn);
     b->conn = NULL;
-    (void)failed;
 }
 
 /* Everything after the image record exists: folders, the driver, the stages. */
@@ -901,6 +900,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
 {
     memset(result, 0, sizeof(*result));
     result->status = KILN_IMAGE_PENDING;
+    /* The reason recorded for a failed build comes from err: keep one even when the caller
+     * does not want it. */
+    struct kiln_error local = {0};
+    if (!err)
+        err = &local;
     struct build b = {.opts = opts, .store = opts->store, .lock_fd = -1};
     b.started = time(NULL);
     if (!opts->store)
@@ -947,17 +951,16 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
 
     bool is_cancel = r < 0 && (cancelled(&b) || r == -ECANCELED);
     bool keep = r < 0 && !is_cancel && !b.plan.infra->terminate_on_failure;
-    if (r < 0) {
-        if (is_cancel && err) {
-            kiln_error_clear(err);
-            kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
-                           kiln_image_status_name(b.image->status));
-        }
+    if (is_cancel) {
+        r = -ECANCELED; /* whatever the interrupted wait returned */
+        kiln_error_clear(err);
+        kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
+                       kiln_image_status_name(b.image->status));
     }
-    release(&b, r < 0, keep, result);
+    release(&b, keep, result);
     if (r < 0) {
         enum kiln_image_status final = is_cancel ? KILN_IMAGE_CANCELLED : KILN_IMAGE_FAILED;
-        const char *reason = err && err->code ? err->message : kiln_strerror(r);
+        const char *reason = err->code ? err->message : kiln_strerror(r);
         struct kiln_error e2 = {0};
         if (kiln_store_image_set_status(b.store, b.image->id, final, reason, &e2) < 0)
             kiln_warn("%s", e2.message);
