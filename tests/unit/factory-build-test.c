@@ -727,6 +727,44 @@ test_terminate_failure(void **state)
 }
 
 static void
+test_distribution_failure(void **state)
+{
+    struct fx *f = *state;
+    /* qemu-img fails: FAILED, no output recorded, no partial file left. */
+    f->opts.qemu_img = "false";
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "qemu-img convert to qcow2 failed"));
+    assert_released(f, &res);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->n_outputs, 0);
+    kiln_image_record_free(rec);
+    DIR *d = opendir(f->out);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        assert_true(de->d_name[0] == '.');
+    closedir(d);
+    kiln_build_result_clear(&res);
+
+    /* The target folder cannot be made: the reason names the distribution. */
+    fk_reset();
+    f->opts.qemu_img = NULL;
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/parent.qcow2/x\n",
+                               f->root);
+    put(f, "dist.yml", dist);
+    free(dist);
+    kiln_error_clear(&err);
+    assert_true(kiln_build_run(&f->opts, &res, &err) < 0);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "distribution 1: "));
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
 test_tests_disabled(void **state)
 {
     struct fx *f = *state;
@@ -1002,6 +1040,7 @@ KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_snapshot_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_test_phase_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_terminate_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_distribution_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_tests_disabled, setup, teardown),
                cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
                cmocka_unit_test_setup_teardown(test_keep_instance_on_failure, setup, teardown),
