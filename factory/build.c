@@ -18,7 +18,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "factory/document.h"
-
+#include "images/catalog.h"
 
 extern char **environ;
 
@@ -54,26 +54,20 @@ strdup_or_null(const char *s)
     return s ? kiln_strdup(s) : NULL;
 }
 
-/* Default parentImage resolution: a qcow2/raw file, absolute or relative to the recipe. */
+/* Default parentImage resolution through the image catalog (images/catalog.h): a base image by
+ * name (tiny, debian-12), or a qcow2/raw file, relative to the recipe's folder. */
 static int
-resolve_parent_file(const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
-                    struct kiln_error *err)
+resolve_parent_default(const char *home, const struct kiln_recipe *recipe,
+                       struct kiln_image_ref *ret, struct kiln_error *err)
 {
-    _cleanup_free_ char *p = recipe->parent_image[0] == '/'
-                                 ? kiln_strdup(recipe->parent_image)
-                                 : kiln_path_join(recipe->dir, recipe->parent_image);
-    struct stat st;
-    if (stat(p, &st) < 0 || !S_ISREG(st.st_mode))
-        return kiln_error_set(err, -ENOENT,
-                              "%s:%u:%u: parentImage '%s': not an image in the catalog and not a "
-                              "qcow2/raw file (looked at %s)",
-                              recipe->source, recipe->parent_line, recipe->parent_column,
-                              recipe->parent_image, p);
-    size_t n = strlen(p);
-    bool raw =
-        (n > 4 && strcmp(p + n - 4, ".raw") == 0) || (n > 4 && strcmp(p + n - 4, ".img") == 0);
-    ret->kind = kiln_strdup(raw ? "raw" : "qcow2");
-    ret->location = realpath(p, NULL);
+    _cleanup_free_ char *rel = recipe->parent_image[0] == '/'
+                                   ? kiln_strdup(recipe->parent_image)
+                                   : kiln_path_join(recipe->dir, recipe->parent_image);
+    bool looks_like_path = strchr(recipe->parent_image, '/') || access(rel, F_OK) == 0;
+    int r = kiln_catalog_resolve(home, looks_like_path ? rel : recipe->parent_image, ret, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "%s:%u:%u: parentImage '%s'", recipe->source,
+                                 recipe->parent_line, recipe->parent_column, recipe->parent_image);
     return 0;
 }
 
@@ -176,7 +170,7 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
         if (p->recipe->parent_image)
             r = opts->resolve_parent
                     ? opts->resolve_parent(opts->resolve_userdata, p->recipe, &p->parent, &e)
-                    : resolve_parent_file(p->recipe, &p->parent, &e);
+                    : resolve_parent_default(p->home, p->recipe, &p->parent, &e);
         if (r < 0)
             append_error(&all, &e);
         /* Validate every document that could be found, even when others could not. */
@@ -238,7 +232,9 @@ struct build {
     time_t started;
     unsigned component_index; /* for progress lines */
     const char *phase_label;
-    bool store_failed; /* a resource could not be recorded */
+    bool store_failed;      /* a resource could not be recorded */
+    char failed_step[256];  /* "phase/step" of the last step that failed in the current job */
+    char last_output[1024]; /* the tail of the current job's console output */
 };
 
 static bool
@@ -300,16 +296,65 @@ engine_event(void *userdata, const json_t *ev)
         progress_step(b, "%s", who);
     else if (kiln_streq(type, "step-start"))
         progress_step(b, "%s: %s/%s", who, phase ? phase : "?", step ? step : "?");
-    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success"))
+    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success")) {
         progress_step(b, "%s: %s/%s %s", who, phase ? phase : "?", step ? step : "?", status);
-    else if (kiln_streq(type, "reboot-requested"))
+        if (kiln_streq(status, "failed"))
+            snprintf(b->failed_step, sizeof(b->failed_step), "%s/%s", phase ? phase : "?",
+                     step ? step : "?");
+    } else if (kiln_streq(type, "reboot-requested"))
         progress_step(b, "%s: rebooting the guest", who);
+}
+
+/* Keep the tail of the job's output: the last lines are what a failure reason quotes. */
+static void
+keep_tail(struct build *b, const char *data, size_t len)
+{
+    size_t cap = sizeof(b->last_output) - 1;
+    size_t have = strlen(b->last_output);
+    if (len >= cap) {
+        data += len - cap;
+        len = cap;
+    }
+    if (have + len > cap) {
+        size_t drop = have + len - cap;
+        memmove(b->last_output, b->last_output + drop, have - drop + 1);
+        have -= drop;
+    }
+    memcpy(b->last_output + have, data, len);
+    b->last_output[have + len] = '\0';
+}
+
+/* The last few non-empty lines of the kept output, joined with " | ". */
+static char *
+output_tail(const struct build *b, int lines)
+{
+    _cleanup_free_ char *copy = kiln_strdup(b->last_output);
+    char *parts[8];
+    int n = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(copy, "\r\n", &save); l; l = strtok_r(NULL, "\r\n", &save)) {
+        if (!*l)
+            continue;
+        if (n == lines) {
+            memmove(parts, parts + 1, sizeof(parts[0]) * (size_t)(lines - 1));
+            n--;
+        }
+        parts[n++] = l;
+    }
+    if (n == 0)
+        return NULL;
+    struct kiln_buf out;
+    kiln_buf_init(&out);
+    for (int i = 0; i < n; i++)
+        kiln_buf_appendf(&out, "%s%s", i ? " | " : "", parts[i]);
+    return kiln_buf_steal(&out);
 }
 
 static void
 engine_console(void *userdata, const char *stream, const char *data, size_t len)
 {
     struct build *b = userdata;
+    keep_tail(b, data, len);
     if (b->opts->progress && b->opts->progress->console)
         b->opts->progress->console(b->opts->progress->userdata, stream, data, len);
 }
@@ -353,6 +398,8 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     };
     struct kiln_engine_events events = {engine_event, engine_console, b};
     struct kiln_job_result res = {0};
+    b->failed_step[0] = '\0';
+    b->last_output[0] = '\0';
     r = b->ops->run(b->inst, &job, log_dir, &events, 0, &res, err);
     if (r < 0) {
         free(res.failure);
@@ -367,11 +414,15 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     case KILN_RUN_CANCELLED:
         r = kiln_error_set(err, -ECANCELED, "%s: cancelled", what);
         break;
-    default:
-        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed: %s (logs: %s)", what,
+    default: {
+        _cleanup_free_ char *tail = output_tail(b, 3);
+        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed%s%s: %s%s%s (logs: %s)", what,
+                           b->failed_step[0] ? " in " : "", b->failed_step,
                            res.failure ? res.failure : "the agent reported a failure",
+                           tail ? "; last output: " : "", tail ? tail : "",
                            res.log_dir ? res.log_dir : log_dir);
         break;
+    }
     }
     free(res.failure);
     free(res.log_dir);
@@ -554,6 +605,7 @@ manifest_new(struct build *b, const char *status)
     }
     char recipe_hex[KILN_HASH_MAX_HEX] = "";
     kiln_hash_file_hex(KILN_HASH_SHA256, rec->source, recipe_hex, NULL);
+    _cleanup_free_ char *recipe_abs = realpath(rec->source, NULL);
     char date[64];
     struct tm tm;
     gmtime_r(&b->started, &tm);
@@ -567,13 +619,14 @@ manifest_new(struct build *b, const char *status)
         " s:o, s:O, s:n, s:s, s:s}",
         "manifestVersion", 1, "name", rec->name, "version", version, "buildId", b->image->build_id,
         "status", status, "buildDate", date, "durationSeconds",
-        (json_int_t)(time(NULL) - b->started), "recipe", "path", rec->source, "sha256", recipe_hex,
-        "name", rec->name, "semanticVersion", rec->semantic_version, "description",
-        rec->description, "parentImage", rec->parent_image, "parentImage", "kind", b->parent.kind,
-        "location", b->parent.location, "kernel", b->parent.kernel, "infrastructure", "driver",
-        b->ops->name, "uri", b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus",
-        (int)b->plan.infra->vcpus, "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps,
-        "outputs", b->outputs, "installedPackages", "installedPackagesTodo",
+        (json_int_t)(time(NULL) - b->started), "recipe", "path",
+        recipe_abs ? recipe_abs : rec->source, "sha256", recipe_hex, "name", rec->name,
+        "semanticVersion", rec->semantic_version, "description", rec->description, "parentImage",
+        rec->parent_image, "parentImage", "kind", b->parent.kind, "location", b->parent.location,
+        "kernel", b->parent.kernel, "infrastructure", "driver", b->ops->name, "uri",
+        b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus", (int)b->plan.infra->vcpus,
+        "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps, "outputs", b->outputs,
+        "installedPackages", "installedPackagesTodo",
         "TODO: the installed package list comes from libguestfs inspection of the image, not "
         "done yet",
         "logs", b->log_dir);
@@ -780,7 +833,7 @@ stages(struct build *b, struct kiln_error *err)
 /* Release everything the build holds; on failure with terminateInstanceOnFailure: false, keep
  * the instance that failed and say how to reach it. */
 static void
-release(struct build *b, bool failed, bool keep, struct kiln_build_result *result)
+release(struct build *b, bool keep, struct kiln_build_result *result)
 {
     struct kiln_error e = {0};
     if (b->inst && keep && b->ops->describe) {
@@ -810,7 +863,6 @@ release(struct build *b, bool failed, bool keep, struct kiln_build_result *resul
     if (b->conn)
         b->ops->close(b->conn);
     b->conn = NULL;
-    (void)failed;
 }
 
 /* Everything after the image record exists: folders, the driver, the stages. */
@@ -848,6 +900,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
 {
     memset(result, 0, sizeof(*result));
     result->status = KILN_IMAGE_PENDING;
+    /* The reason recorded for a failed build comes from err: keep one even when the caller
+     * does not want it. */
+    struct kiln_error local = {0};
+    if (!err)
+        err = &local;
     struct build b = {.opts = opts, .store = opts->store, .lock_fd = -1};
     b.started = time(NULL);
     if (!opts->store)
@@ -872,9 +929,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     }
     const struct kiln_recipe *rec = b.plan.recipe;
     result->name = kiln_strdup(rec->name);
+    _cleanup_free_ char *recipe_abs = realpath(rec->source, NULL);
 
     r = kiln_store_image_create_locked(b.store, rec->name, rec->semantic_version, b.ops->name,
-                                       b.plan.infra->uri, rec->source, &b.image, &b.lock_fd, err);
+                                       b.plan.infra->uri, recipe_abs ? recipe_abs : rec->source,
+                                       &b.image, &b.lock_fd, err);
     if (r < 0) {
         plan_clear(&b.plan);
         return r;
@@ -892,17 +951,16 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
 
     bool is_cancel = r < 0 && (cancelled(&b) || r == -ECANCELED);
     bool keep = r < 0 && !is_cancel && !b.plan.infra->terminate_on_failure;
-    if (r < 0) {
-        if (is_cancel && err) {
-            kiln_error_clear(err);
-            kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
-                           kiln_image_status_name(b.image->status));
-        }
+    if (is_cancel) {
+        r = -ECANCELED; /* whatever the interrupted wait returned */
+        kiln_error_clear(err);
+        kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
+                       kiln_image_status_name(b.image->status));
     }
-    release(&b, r < 0, keep, result);
+    release(&b, keep, result);
     if (r < 0) {
         enum kiln_image_status final = is_cancel ? KILN_IMAGE_CANCELLED : KILN_IMAGE_FAILED;
-        const char *reason = err && err->code ? err->message : kiln_strerror(r);
+        const char *reason = err->code ? err->message : kiln_strerror(r);
         struct kiln_error e2 = {0};
         if (kiln_store_image_set_status(b.store, b.image->id, final, reason, &e2) < 0)
             kiln_warn("%s", e2.message);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -139,13 +140,20 @@ struct progress {
     pthread_t ticker;
 };
 
+/* The status line, cut to the terminal's width: a wrapped line could not be redrawn. */
 static void
 draw(struct progress *p)
 {
     char el[32];
     fmt_duration((long long)(time(NULL) - p->start), el, sizeof(el));
     if (p->tty) {
-        fprintf(stderr, "\r\033[K[%s] %-10s %s", el, p->stage, p->step);
+        struct winsize ws;
+        int cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+        char line[512];
+        snprintf(line, sizeof(line), "[%s] %-10s %s", el, p->stage, p->step);
+        if (cols > 1 && strlen(line) >= (size_t)cols)
+            line[cols - 1] = '\0';
+        fprintf(stderr, "\r\033[K%s", line);
         p->line_shown = true;
     }
     fflush(stderr);

@@ -571,6 +571,49 @@ test_success(void **state)
     kiln_build_result_clear(&res);
 }
 
+/* parentImage by name: the base image images/tiny/build.sh writes under the Kiln home. */
+static void
+test_parent_from_catalog(void **state)
+{
+    struct fx *f = *state;
+    put(f, "home/images/tiny/abc123/disk.qcow2", "disk");
+    put(f, "home/images/tiny/abc123/vmlinux", "kernel");
+    put(f, "home/images/tiny/abc123/initrd.img", "initrd");
+    put(f, "home/images/tiny/abc123/image.json",
+        "{\"name\": \"tiny\", \"format\": \"qcow2\", \"disk\": \"disk.qcow2\", "
+        "\"kernel\": \"vmlinux\", \"initrd\": \"initrd.img\", \"cmdline\": \"console=ttyS0\"}");
+    char *link = kiln_path_join(f->home, "images/tiny/current");
+    assert_int_equal(symlink("abc123", link), 0);
+    free(link);
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: tiny\ncomponents:\n"
+        "  - path: components/hello.yml\n");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_non_null(strstr(kiln_json_get_str(json_array_get(fk.jobs, 0), "instance"),
+                           "images/tiny/abc123/disk.qcow2"));
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    json_t *parent = json_object_get(m, "parentImage");
+    assert_non_null(strstr(kiln_json_get_str(parent, "kernel"), "images/tiny/abc123/vmlinux"));
+    assert_string_equal(kiln_json_get_str(parent, "kind"), "qcow2");
+    json_decref(m);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+
+    /* A catalog name that was never built says how to build it. */
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: debian-12\ncomponents:\n"
+        "  - path: components/hello.yml\n");
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_build_validate(&f->opts, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "recipe.yml:3:14: parentImage 'debian-12': no image named "
+                                        "debian-12"));
+    assert_non_null(strstr(err.message, "scripts/prepare-images"));
+}
+
 static void
 test_failing_component(void **state)
 {
@@ -583,6 +626,7 @@ test_failing_component(void **state)
     assert_non_null(strstr(res.reason, "component 2 (second,"));
     assert_non_null(strstr(res.reason, "exit status 3"));
     assert_non_null(strstr(res.reason, "logs: "));
+    assert_non_null(strstr(res.reason, "last output: fake run")); /* the guest's last words */
     assert_released(f, &res);
     struct kiln_image_record *rec = record(f, &res);
     assert_int_equal(rec->status, KILN_IMAGE_FAILED);
@@ -678,6 +722,44 @@ test_terminate_failure(void **state)
         fail_msg("%s", err.message);
     assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
     assert_int_equal(fk.launches, 2);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_distribution_failure(void **state)
+{
+    struct fx *f = *state;
+    /* qemu-img fails: FAILED, no output recorded, no partial file left. */
+    f->opts.qemu_img = "false";
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "qemu-img convert to qcow2 failed"));
+    assert_released(f, &res);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->n_outputs, 0);
+    kiln_image_record_free(rec);
+    DIR *d = opendir(f->out);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        assert_true(de->d_name[0] == '.');
+    closedir(d);
+    kiln_build_result_clear(&res);
+
+    /* The target folder cannot be made: the reason names the distribution. */
+    fk_reset();
+    f->opts.qemu_img = NULL;
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/parent.qcow2/x\n",
+                               f->root);
+    put(f, "dist.yml", dist);
+    free(dist);
+    kiln_error_clear(&err);
+    assert_true(kiln_build_run(&f->opts, &res, &err) < 0);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "distribution 1: "));
     assert_released(f, &res);
     kiln_build_result_clear(&res);
 }
@@ -781,8 +863,7 @@ test_invalid_documents_start_nothing(void **state)
                               "second.yml:4:3: phases: must contain at least one of the phases",
                               "second.yml:6:9: phases[0].steps[0]: missing required key 'action'",
                               "second.yml:7:20: phases[0].steps[0].onFailure: must be one of",
-                              "recipe.yml:3:14: parentImage 'missing.qcow2': not an image in the "
-                              "catalog",
+                              "recipe.yml:3:14: parentImage 'missing.qcow2': ",
                               NULL};
     for (size_t i = 0; expected[i]; i++)
         if (!strstr(err.message, expected[i]))
@@ -953,11 +1034,13 @@ test_examples_validate(void **state)
 
 KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_snapshot_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_test_phase_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_terminate_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_distribution_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_tests_disabled, setup, teardown),
                cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
                cmocka_unit_test_setup_teardown(test_keep_instance_on_failure, setup, teardown),
