@@ -21,11 +21,11 @@
 #include "common/hash.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "drivers/agent-client.h"
 #include "drivers/command.h"
 #include "drivers/libvirt.h"
 
 #define DEFAULT_URI "qemu:///system"
-#define READY_MARKER "kiln: agent ready"
 #define CONSOLE_TAIL_LINES 20
 #define CONSOLE_SCAN_MAX (256u << 10)
 #define SUN_PATH_MAX 107
@@ -57,6 +57,7 @@ struct kiln_instance {
     char *socket;
     char *console;
     struct kiln_image_ref image;
+    struct kiln_agent_client *agent; /* connected once the agent said hello */
     bool domain_created; /* this instance started the domain: release may destroy it */
     bool domain_live;    /* reported live through on_resource */
 };
@@ -419,6 +420,7 @@ instance_free(struct kiln_instance *inst)
     free(inst->socket);
     free(inst->console);
     kiln_image_ref_clear(&inst->image);
+    kiln_agent_client_free(inst->agent);
     free(inst);
 }
 
@@ -429,6 +431,8 @@ instance_release(struct kiln_instance *inst, struct kiln_error *err)
 {
     struct libvirt_conn *c = inst->c;
     int r = 0;
+    kiln_agent_client_free(inst->agent);
+    inst->agent = NULL;
     virDomainPtr dom = inst->domain_created ? virDomainLookupByName(c->conn, inst->domain_name)
                                             : NULL;
     if (dom) {
@@ -471,45 +475,96 @@ write_instance_json(struct kiln_instance *inst, struct kiln_error *err)
     return kiln_write_file_atomic(path, text, strlen(text), 0644, err);
 }
 
-/* Wait until the guest is ready: the agent announced itself on the console. Fails early when
- * the domain stops or the kernel panics, with the console's last lines in the message. */
-static int
-wait_ready(struct kiln_instance *inst, int timeout_s, struct kiln_error *err)
+/* The first console line containing needle (sanitised, at most 200 bytes), or NULL. */
+static char *
+console_line(const char *path, const char *needle)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    if (kiln_read_file(path, 64u << 20, &data, &len, NULL) < 0)
+        return NULL;
+    char *hit = memmem(data, len, needle, strlen(needle));
+    if (!hit)
+        return NULL;
+    char *end = hit;
+    while (end < data + len && *end != '\n' && *end != '\r' && end - hit < 200)
+        end++;
+    char *line = kiln_strndup(hit, (size_t)(end - hit));
+    for (char *p = line; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    return line;
+}
+
+/* Why the guest cannot become ready any more (NULL while it still may): it stopped, its kernel
+ * panicked, or the build was cancelled. */
+static const char *
+guest_dead(struct kiln_instance *inst, off_t *panic_off, char **detail)
 {
     struct libvirt_conn *c = inst->c;
-    double deadline = now_seconds() + (timeout_s > 0 ? timeout_s : 300);
-    off_t ready_off = 0, panic_off = 0;
+    if (console_contains(inst->console, "Kernel panic - not syncing", panic_off)) {
+        *detail = console_line(inst->console, "Kernel panic - not syncing");
+        return "the guest kernel panicked";
+    }
+    virDomainPtr dom = virDomainLookupByName(c->conn, inst->domain_name);
+    int active = dom ? virDomainIsActive(dom) : 0;
+    if (dom)
+        virDomainFree(dom);
+    if (active != 1)
+        return "the guest stopped";
+    if (cancelled(c))
+        return "cancelled";
+    return NULL;
+}
+
+/* Connect to the agent and wait for its hello (with a boot id other than not_boot_id, when
+ * given: after a reboot the old agent may still answer). Connection attempts are short, so that
+ * a guest that stopped or panicked fails at once, with the console's last lines. */
+static int
+connect_agent(struct kiln_instance *inst, int timeout_s, const char *not_boot_id,
+              struct kiln_error *err)
+{
+    struct libvirt_conn *c = inst->c;
+    double start = now_seconds(), deadline = start + (timeout_s > 0 ? timeout_s : 300);
+    off_t panic_off = 0;
     const char *why = NULL;
+    _cleanup_free_ char *detail = NULL;
+    struct kiln_error last = {0};
     for (;;) {
-        if (console_contains(inst->console, READY_MARKER, &ready_off))
-            return 0;
-        if (console_contains(inst->console, "Kernel panic - not syncing", &panic_off)) {
-            why = "the guest kernel panicked";
+        why = guest_dead(inst, &panic_off, &detail);
+        if (why)
             break;
-        }
-        virDomainPtr dom = virDomainLookupByName(c->conn, inst->domain_name);
-        int active = dom ? virDomainIsActive(dom) : 0;
-        if (dom)
-            virDomainFree(dom);
-        if (active != 1) {
-            why = "the guest stopped";
-            break;
-        }
-        if (cancelled(c)) {
-            why = "cancelled";
-            break;
-        }
         if (now_seconds() >= deadline) {
             why = "timed out";
             break;
         }
-        sleep_ms(100);
+        struct kiln_agent_client_options o = {.connect_timeout_ms = 2000,
+                                               .cancel = c->cancel};
+        struct kiln_agent_client *agent = NULL;
+        kiln_error_clear(&last);
+        if (kiln_agent_client_connect(inst->socket, &o, &agent, &last) == 0) {
+            const char *boot = kiln_json_get_str(kiln_agent_client_hello(agent), "boot-id");
+            if (!not_boot_id || !kiln_streq(boot, not_boot_id)) {
+                kiln_debug("libvirt: %s: agent ready after %.1f s", inst->name,
+                           now_seconds() - start);
+                kiln_agent_client_free(inst->agent);
+                inst->agent = agent;
+                return 0;
+            }
+            kiln_agent_client_free(agent);
+            sleep_ms(500);
+        } else if (last.code == -KILN_E_UNSUPPORTED) {
+            why = last.message;
+            break;
+        }
     }
     _cleanup_free_ char *tail = console_tail(inst->console, CONSOLE_TAIL_LINES);
     return kiln_error_set(err, kiln_streq(why, "cancelled") ? -ECANCELED : -ETIMEDOUT,
-                          "instance %s never reached the agent (%s after %d s); last console "
-                          "lines (%s):\n%s",
-                          inst->name, why, timeout_s, inst->console, *tail ? tail : "(none)");
+                          "instance %s never reached the agent (%s after %.0f s%s%s)%s%s; last "
+                          "console lines (%s):\n%s",
+                          inst->name, why, now_seconds() - start, last.message[0] ? "; " : "",
+                          last.message, detail ? ": " : "", detail ? detail : "", inst->console,
+                          *tail ? tail : "(none)");
 }
 
 static const char *
@@ -624,7 +679,7 @@ libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
     notify(c, "libvirt-domain", inst->domain_name, true);
 
     if (!(flags & KILN_LAUNCH_NO_WAIT)) {
-        r = wait_ready(inst, ready_timeout_seconds, err);
+        r = connect_agent(inst, ready_timeout_seconds, NULL, err);
         if (r < 0)
             goto fail;
     }
@@ -647,14 +702,115 @@ fail:
     return r;
 }
 
+static enum kiln_run_status
+run_status(enum kiln_agent_job_status s)
+{
+    switch (s) {
+    case KILN_AGENT_JOB_SUCCESS:
+        return KILN_RUN_SUCCESS;
+    case KILN_AGENT_JOB_SUCCESS_WITH_IGNORED_FAILURE:
+        return KILN_RUN_SUCCESS_WITH_IGNORED_FAILURE;
+    case KILN_AGENT_JOB_CANCELLED:
+        return KILN_RUN_CANCELLED;
+    case KILN_AGENT_JOB_REBOOT_REQUIRED:
+        return KILN_RUN_REBOOT;
+    case KILN_AGENT_JOB_FAILED:
+    default:
+        return KILN_RUN_FAILED;
+    }
+}
+
+/* Reboot the guest through its own shutdown path (libvirt's ACPI "fake reboot": the guest
+ * powers off cleanly, syncing its disks, and libvirt resets and resumes it instead of ending
+ * the domain), then wait for the new boot's agent. */
+static int
+reboot_guest(struct kiln_instance *inst, int timeout_s, struct kiln_error *err)
+{
+    struct libvirt_conn *c = inst->c;
+    _cleanup_free_ char *old_boot = NULL;
+    if (inst->agent) {
+        const char *b = kiln_json_get_str(kiln_agent_client_hello(inst->agent), "boot-id");
+        old_boot = b ? kiln_strdup(b) : NULL;
+    }
+    kiln_agent_client_free(inst->agent);
+    inst->agent = NULL;
+    virDomainPtr dom = virDomainLookupByName(c->conn, inst->domain_name);
+    if (!dom)
+        return libvirt_error(err, -KILN_E_REMOTE, "reboot %s", inst->name);
+    int r = virDomainReboot(dom, VIR_DOMAIN_REBOOT_ACPI_POWER_BTN);
+    virDomainFree(dom);
+    if (r < 0)
+        return libvirt_error(err, -KILN_E_REMOTE, "reboot %s", inst->name);
+    return connect_agent(inst, timeout_s, old_boot, err);
+}
+
 static int
 libvirt_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_dir,
             const struct kiln_engine_events *events, unsigned flags, struct kiln_job_result *ret,
             struct kiln_error *err)
 {
     KILN_CHECK_FLAGS(flags, 0, err);
-    return kiln_error_set(err, -KILN_E_UNSUPPORTED,
-                          "libvirt run: the agent client is not part of this build yet");
+    if (!job || !job->documents || !job->documents[0])
+        return kiln_error_set(err, -EINVAL, "run: no documents");
+    int r;
+    if (!inst->agent) {
+        r = connect_agent(inst, 300, NULL, err);
+        if (r < 0)
+            return r;
+    }
+    static unsigned counter;
+    _cleanup_free_ char *exec_id = job->execution_id
+                                       ? kiln_strdup(job->execution_id)
+                                       : kiln_asprintf("%s-%s-%ld-%u", inst->c->build_id,
+                                                       inst->name, (long)getpid(), ++counter);
+    struct kiln_agent_job aj = {
+        .execution_id = exec_id,
+        .documents = (const char *const *)job->documents,
+        .phases = (const char *const *)job->phases,
+        .parameters = job->parameters,
+    };
+    struct kiln_agent_client_callbacks cb = {0};
+    if (events) {
+        cb.event = events->event;
+        cb.console = events->console;
+        cb.userdata = events->userdata;
+    }
+    struct kiln_agent_job_result ar = {0};
+    r = kiln_agent_client_run_job(inst->agent, &aj, &cb, &ar, err);
+    for (int reboots = 0; r == 0 && ar.status == KILN_AGENT_JOB_REBOOT_REQUIRED; reboots++) {
+        if (reboots >= 16) {
+            r = kiln_error_set(err, -KILN_E_LIMIT, "run %s: more than 16 reboots", exec_id);
+            break;
+        }
+        kiln_agent_job_result_clear(&ar);
+        r = reboot_guest(inst, 600, err);
+        if (r < 0)
+            break;
+        r = kiln_agent_client_resume_job(inst->agent, exec_id, &cb, &ar, err);
+    }
+    if (r < 0) {
+        kiln_agent_job_result_clear(&ar);
+        _cleanup_free_ char *tail = console_tail(inst->console, CONSOLE_TAIL_LINES);
+        return kiln_error_prefix(err, r, "instance %s, job %s (last console lines:\n%s\n)",
+                                 inst->name, exec_id, tail);
+    }
+
+    struct kiln_job_result res = {.status = run_status(ar.status)};
+    if (ar.failure)
+        res.failure = kiln_strdup(ar.failure);
+    kiln_agent_job_result_clear(&ar);
+    if (log_dir) {
+        r = kiln_mkdir_p(log_dir, 0755, err);
+        if (r == 0)
+            r = kiln_agent_client_fetch_logs(inst->agent, exec_id, log_dir, NULL, err);
+        if (r < 0) {
+            kiln_job_result_clear(&res);
+            return kiln_error_prefix(err, r, "instance %s: fetch logs of %s", inst->name, exec_id);
+        }
+        res.log_dir = kiln_strdup(log_dir);
+    }
+    *ret = res;
+    return 0;
 }
 
 static int
@@ -665,6 +821,14 @@ libvirt_stop(struct kiln_instance *inst, int timeout_seconds, unsigned flags,
     KILN_CHECK_FLAGS(flags, 0, err);
     double deadline = now_seconds() + (timeout_seconds > 0 ? timeout_seconds : 120);
     double next_press = 0;
+    if (inst->agent) {
+        /* The agent syncs the guest's disks and powers it off; the ACPI button below is the
+         * fallback when it cannot. */
+        if (kiln_agent_client_poweroff(inst->agent, NULL) == 0)
+            next_press = now_seconds() + 10;
+        kiln_agent_client_free(inst->agent);
+        inst->agent = NULL;
+    }
     for (;;) {
         virDomainPtr dom = virDomainLookupByName(c->conn, inst->domain_name);
         if (!dom || virDomainIsActive(dom) != 1) {

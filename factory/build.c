@@ -18,9 +18,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "factory/document.h"
-
-/* The drivers' registry lives in drivers/; until it is linked in, a build needs find_driver. */
-#pragma weak kiln_driver_find
+#include "images/catalog.h"
 
 extern char **environ;
 
@@ -56,25 +54,20 @@ strdup_or_null(const char *s)
     return s ? kiln_strdup(s) : NULL;
 }
 
-/* Default parentImage resolution: a qcow2/raw file, absolute or relative to the recipe. */
+/* Default parentImage resolution through the image catalog (images/catalog.h): a base image by
+ * name (tiny, debian-12), or a qcow2/raw file, relative to the recipe's folder. */
 static int
-resolve_parent_file(const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
-                    struct kiln_error *err)
+resolve_parent_default(const char *home, const struct kiln_recipe *recipe,
+                       struct kiln_image_ref *ret, struct kiln_error *err)
 {
-    _cleanup_free_ char *p = recipe->parent_image[0] == '/'
-                                 ? kiln_strdup(recipe->parent_image)
-                                 : kiln_path_join(recipe->dir, recipe->parent_image);
-    struct stat st;
-    if (stat(p, &st) < 0 || !S_ISREG(st.st_mode))
-        return kiln_error_set(err, -ENOENT,
-                              "parentImage '%s': not an image in the catalog and not a qcow2/raw "
-                              "file (looked at %s)",
-                              recipe->parent_image, p);
-    size_t n = strlen(p);
-    bool raw = (n > 4 && strcmp(p + n - 4, ".raw") == 0) ||
-               (n > 4 && strcmp(p + n - 4, ".img") == 0);
-    ret->kind = kiln_strdup(raw ? "raw" : "qcow2");
-    ret->location = realpath(p, NULL);
+    _cleanup_free_ char *rel = recipe->parent_image[0] == '/'
+                                   ? kiln_strdup(recipe->parent_image)
+                                   : kiln_path_join(recipe->dir, recipe->parent_image);
+    bool looks_like_path = strchr(recipe->parent_image, '/') || access(rel, F_OK) == 0;
+    int r = kiln_catalog_resolve(home, looks_like_path ? rel : recipe->parent_image, ret, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "%s:%u:%u: parentImage '%s'", recipe->source,
+                                 recipe->parent_line, recipe->parent_column, recipe->parent_image);
     return 0;
 }
 
@@ -137,7 +130,7 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
     char cause[KILN_ERROR_CAUSE_MAX] = "";
     int r;
 
-    if (kiln_recipe_load(opts->recipe_path, &p->recipe, &e) < 0) {
+    if (kiln_recipe_load_partial(opts->recipe_path, &p->recipe, &e) < 0) {
         snprintf(cause, sizeof(cause), "%s", e.cause);
         append_error(&all, &e);
     }
@@ -173,9 +166,11 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
         }
         if (kiln_recipe_resolve(p->recipe, search, &e) < 0)
             append_error(&all, &e);
-        r = opts->resolve_parent
-                ? opts->resolve_parent(opts->resolve_userdata, p->recipe, &p->parent, &e)
-                : resolve_parent_file(p->recipe, &p->parent, &e);
+        r = 0;
+        if (p->recipe->parent_image)
+            r = opts->resolve_parent
+                    ? opts->resolve_parent(opts->resolve_userdata, p->recipe, &p->parent, &e)
+                    : resolve_parent_default(p->home, p->recipe, &p->parent, &e);
         if (r < 0)
             append_error(&all, &e);
         /* Validate every document that could be found, even when others could not. */
@@ -237,7 +232,9 @@ struct build {
     time_t started;
     unsigned component_index; /* for progress lines */
     const char *phase_label;
-    bool store_failed; /* a resource could not be recorded */
+    bool store_failed;      /* a resource could not be recorded */
+    char failed_step[256];  /* "phase/step" of the last step that failed in the current job */
+    char last_output[1024]; /* the tail of the current job's console output */
 };
 
 static bool
@@ -286,24 +283,78 @@ engine_event(void *userdata, const json_t *ev)
     const char *type = kiln_json_get_str(ev, "event");
     const char *phase = kiln_json_get_str(ev, "phase");
     const char *step = kiln_json_get_str(ev, "step");
+    const char *status = kiln_json_get_str(ev, "status");
     size_t n = b->plan.recipe ? b->plan.recipe->n_components : 0;
-    const char *doc = b->component_index < n ? b->plan.docs[b->component_index].name : "cleanup";
-    if (kiln_streq(type, "step-start"))
-        progress_step(b, "%s %u/%zu %s: %s/%s", b->phase_label, b->component_index + 1, n, doc,
-                      phase ? phase : "?", step ? step : "?");
-    else if (kiln_streq(type, "step-end") &&
-             !kiln_streq(kiln_json_get_str(ev, "status"), "success"))
-        progress_step(b, "%s %u/%zu %s: %s/%s %s", b->phase_label, b->component_index + 1, n, doc,
-                      phase ? phase : "?", step ? step : "?",
-                      kiln_json_get_str(ev, "status") ? kiln_json_get_str(ev, "status") : "");
-    else if (kiln_streq(type, "reboot-requested"))
-        progress_step(b, "%s: rebooting the guest", doc);
+    /* "component 2/3 hello", or "kiln-linux-cleanup" for the cleanup job */
+    char who[256];
+    if (b->component_index < n)
+        snprintf(who, sizeof(who), "%s %u/%zu %s", b->phase_label, b->component_index + 1, n,
+                 b->plan.docs[b->component_index].name);
+    else
+        snprintf(who, sizeof(who), "kiln-linux-cleanup");
+    if (kiln_streq(type, "document-start"))
+        progress_step(b, "%s", who);
+    else if (kiln_streq(type, "step-start"))
+        progress_step(b, "%s: %s/%s", who, phase ? phase : "?", step ? step : "?");
+    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success")) {
+        progress_step(b, "%s: %s/%s %s", who, phase ? phase : "?", step ? step : "?", status);
+        if (kiln_streq(status, "failed"))
+            snprintf(b->failed_step, sizeof(b->failed_step), "%s/%s", phase ? phase : "?",
+                     step ? step : "?");
+    } else if (kiln_streq(type, "reboot-requested"))
+        progress_step(b, "%s: rebooting the guest", who);
+}
+
+/* Keep the tail of the job's output: the last lines are what a failure reason quotes. */
+static void
+keep_tail(struct build *b, const char *data, size_t len)
+{
+    size_t cap = sizeof(b->last_output) - 1;
+    size_t have = strlen(b->last_output);
+    if (len >= cap) {
+        data += len - cap;
+        len = cap;
+    }
+    if (have + len > cap) {
+        size_t drop = have + len - cap;
+        memmove(b->last_output, b->last_output + drop, have - drop + 1);
+        have -= drop;
+    }
+    memcpy(b->last_output + have, data, len);
+    b->last_output[have + len] = '\0';
+}
+
+/* The last few non-empty lines of the kept output, joined with " | ". */
+static char *
+output_tail(const struct build *b, int lines)
+{
+    _cleanup_free_ char *copy = kiln_strdup(b->last_output);
+    char *parts[8];
+    int n = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(copy, "\r\n", &save); l; l = strtok_r(NULL, "\r\n", &save)) {
+        if (!*l)
+            continue;
+        if (n == lines) {
+            memmove(parts, parts + 1, sizeof(parts[0]) * (size_t)(lines - 1));
+            n--;
+        }
+        parts[n++] = l;
+    }
+    if (n == 0)
+        return NULL;
+    struct kiln_buf out;
+    kiln_buf_init(&out);
+    for (int i = 0; i < n; i++)
+        kiln_buf_appendf(&out, "%s%s", i ? " | " : "", parts[i]);
+    return kiln_buf_steal(&out);
 }
 
 static void
 engine_console(void *userdata, const char *stream, const char *data, size_t len)
 {
     struct build *b = userdata;
+    keep_tail(b, data, len);
     if (b->opts->progress && b->opts->progress->console)
         b->opts->progress->console(b->opts->progress->userdata, stream, data, len);
 }
@@ -347,6 +398,8 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     };
     struct kiln_engine_events events = {engine_event, engine_console, b};
     struct kiln_job_result res = {0};
+    b->failed_step[0] = '\0';
+    b->last_output[0] = '\0';
     r = b->ops->run(b->inst, &job, log_dir, &events, 0, &res, err);
     if (r < 0) {
         free(res.failure);
@@ -361,11 +414,15 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     case KILN_RUN_CANCELLED:
         r = kiln_error_set(err, -ECANCELED, "%s: cancelled", what);
         break;
-    default:
-        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed: %s (logs: %s)", what,
+    default: {
+        _cleanup_free_ char *tail = output_tail(b, 3);
+        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed%s%s: %s%s%s (logs: %s)", what,
+                           b->failed_step[0] ? " in " : "", b->failed_step,
                            res.failure ? res.failure : "the agent reported a failure",
+                           tail ? "; last output: " : "", tail ? tail : "",
                            res.log_dir ? res.log_dir : log_dir);
         break;
+    }
     }
     free(res.failure);
     free(res.log_dir);
@@ -398,6 +455,19 @@ terminate(struct build *b, struct kiln_error *err)
     if (r < 0)
         return kiln_error_prefix(err, r, "terminating the %s instance", b->inst_role);
     return 0;
+}
+
+/* Terminate an instance that is done with. A failure here does not fail the build (the image
+ * is already captured); the resource record stays until the driver reports it gone, so that
+ * `kiln reap` can retry. */
+static void
+drop_instance(struct build *b)
+{
+    struct kiln_error e = {0};
+    if (terminate(b, &e) < 0) {
+        kiln_warn("build %s: %s (run `kiln reap` to retry)", b->image->build_id, e.message);
+        progress_step(b, "warning: %s", e.message);
+    }
 }
 
 /* qemu-img convert through posix_spawn (no shell); stderr goes to the build log. */
@@ -472,9 +542,8 @@ distribute(struct build *b, struct kiln_error *err)
             if (cancelled(b))
                 return kiln_error_set(err, -ECANCELED, "cancelled");
             const char *fmt = d->local.formats[f];
-            _cleanup_free_ char *base = kiln_asprintf("%s-%s-%ld.%s", rec->name,
-                                                      b->image->version, b->image->build,
-                                                      format_ext(fmt));
+            _cleanup_free_ char *base = kiln_asprintf("%s-%s-%ld.%s", rec->name, b->image->version,
+                                                      b->image->build, format_ext(fmt));
             _cleanup_free_ char *dst = kiln_path_join(d->local.directory, base);
             _cleanup_free_ char *tmp = kiln_asprintf("%s.partial", dst);
             b->partial_outputs =
@@ -501,10 +570,9 @@ distribute(struct build *b, struct kiln_error *err)
             r = kiln_store_image_add_output(b->store, b->image->id, &out, err);
             if (r < 0)
                 return r;
-            json_array_append_new(b->outputs,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:s}", "target", target,
-                                            "format", fmt, "path", dst, "size",
-                                            (json_int_t)st.st_size, "sha256", hex));
+            json_array_append_new(b->outputs, json_pack("{s:s, s:s, s:s, s:I, s:s}", "target",
+                                                        target, "format", fmt, "path", dst, "size",
+                                                        (json_int_t)st.st_size, "sha256", hex));
         }
     }
     return 0;
@@ -528,38 +596,37 @@ manifest_new(struct build *b, const char *status)
             if (base && dot)
                 version = ver = kiln_strndup(base + 1, (size_t)(dot - base - 1));
         }
-        json_array_append_new(comps,
-                              json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:o}", "name", d->name,
-                                        "version", version, "path", c->resolved, "reference",
-                                        c->path ? c->path : c->name ? c->name : c->arn,
-                                        "sha256", d->sha256, "parameters", params));
+        json_array_append_new(comps, json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:o}", "name", d->name,
+                                               "version", version, "path", c->resolved, "reference",
+                                               c->path   ? c->path
+                                               : c->name ? c->name
+                                                         : c->arn,
+                                               "sha256", d->sha256, "parameters", params));
     }
     char recipe_hex[KILN_HASH_MAX_HEX] = "";
     kiln_hash_file_hex(KILN_HASH_SHA256, rec->source, recipe_hex, NULL);
+    _cleanup_free_ char *recipe_abs = realpath(rec->source, NULL);
     char date[64];
     struct tm tm;
     gmtime_r(&b->started, &tm);
     strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    _cleanup_free_ char *version =
-        kiln_asprintf("%s/%ld", b->image->version, b->image->build);
+    _cleanup_free_ char *version = kiln_asprintf("%s/%ld", b->image->version, b->image->build);
     return json_pack(
         "{s:i, s:s, s:s, s:s, s:s, s:s, s:I,"
         " s:{s:s, s:s, s:s, s:s, s:s?, s:s},"
         " s:{s:s?, s:s?, s:s?},"
         " s:{s:s, s:s?, s:s?, s:i, s:i},"
         " s:o, s:O, s:n, s:s, s:s}",
-        "manifestVersion", 1, "name", rec->name, "version", version, "buildId",
-        b->image->build_id, "status", status, "buildDate", date, "durationSeconds",
-        (json_int_t)(time(NULL) - b->started),
-        "recipe", "path", rec->source, "sha256", recipe_hex, "name", rec->name, "semanticVersion",
-        rec->semantic_version, "description", rec->description, "parentImage", rec->parent_image,
-        "parentImage", "kind", b->parent.kind, "location", b->parent.location, "kernel",
-        b->parent.kernel,
-        "infrastructure", "driver", b->ops->name, "uri", b->plan.infra->uri, "accel",
-        b->plan.infra->accel, "vcpus", (int)b->plan.infra->vcpus, "memoryMiB",
-        (int)b->plan.infra->memory_mib,
-        "components", comps, "outputs", b->outputs, "installedPackages",
-        "installedPackagesTodo",
+        "manifestVersion", 1, "name", rec->name, "version", version, "buildId", b->image->build_id,
+        "status", status, "buildDate", date, "durationSeconds",
+        (json_int_t)(time(NULL) - b->started), "recipe", "path",
+        recipe_abs ? recipe_abs : rec->source, "sha256", recipe_hex, "name", rec->name,
+        "semanticVersion", rec->semantic_version, "description", rec->description, "parentImage",
+        rec->parent_image, "parentImage", "kind", b->parent.kind, "location", b->parent.location,
+        "kernel", b->parent.kernel, "infrastructure", "driver", b->ops->name, "uri",
+        b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus", (int)b->plan.infra->vcpus,
+        "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps, "outputs", b->outputs,
+        "installedPackages", "installedPackagesTodo",
         "TODO: the installed package list comes from libguestfs inspection of the image, not "
         "done yet",
         "logs", b->log_dir);
@@ -649,8 +716,8 @@ stages(struct build *b, struct kiln_error *err)
         if (!d->has_phase[KILN_PHASE_BUILD] && !d->has_phase[KILN_PHASE_VALIDATE])
             continue;
         _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
-        _cleanup_free_ char *what = kiln_asprintf("component %zu (%s, %s)", i + 1, d->name,
-                                                  rec->components[i].resolved);
+        _cleanup_free_ char *what =
+            kiln_asprintf("component %zu (%s, %s)", i + 1, d->name, rec->components[i].resolved);
         _cleanup_free_ char *sub = kiln_asprintf("build/%02zu-%s", i + 1, d->name);
         r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1, err);
         if (r < 0)
@@ -673,8 +740,8 @@ stages(struct build *b, struct kiln_error *err)
         _cleanup_free_ char *keep = kiln_asprintf("%s-cleanup", b->image->build_id);
         _cleanup_json_ json_t *params = json_pack("{s:s, s:s}", "workingDirectory",
                                                   rec->working_directory, "keepToeFolder", keep);
-        r = run_job(b, cleanup, phases, params, "the Linux cleanup (kiln-linux-cleanup)",
-                    "cleanup", -1, err);
+        r = run_job(b, cleanup, phases, params, "the Linux cleanup (kiln-linux-cleanup)", "cleanup",
+                    -1, err);
         if (r < 0)
             return r;
     }
@@ -699,9 +766,7 @@ stages(struct build *b, struct kiln_error *err)
         b->snapshot.initrd = strdup_or_null(b->parent.initrd);
         b->snapshot.cmdline = strdup_or_null(b->parent.cmdline);
     }
-    r = terminate(b, err);
-    if (r < 0)
-        return r;
+    drop_instance(b);
 
     /* test phases on a fresh instance from the new image */
     bool any_test = false;
@@ -730,21 +795,17 @@ stages(struct build *b, struct kiln_error *err)
                 continue;
             int left = (int)(deadline - time(NULL));
             if (left <= 0)
-                return kiln_error_set(err, -ETIMEDOUT,
-                                      "the test stage ran longer than timeoutMinutes (%d)",
-                                      minutes);
+                return kiln_error_set(
+                    err, -ETIMEDOUT, "the test stage ran longer than timeoutMinutes (%d)", minutes);
             _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
             _cleanup_free_ char *what = kiln_asprintf("test of component %zu (%s, %s)", i + 1,
                                                       d->name, rec->components[i].resolved);
             _cleanup_free_ char *sub = kiln_asprintf("test/%02zu-%s", i + 1, d->name);
-            r = run_job(b, rec->components[i].resolved, test_phases, params, what, sub, left,
-                        err);
+            r = run_job(b, rec->components[i].resolved, test_phases, params, what, sub, left, err);
             if (r < 0)
                 return r;
         }
-        r = terminate(b, err);
-        if (r < 0)
-            return r;
+        drop_instance(b);
     }
 
     /* distribute */
@@ -772,14 +833,14 @@ stages(struct build *b, struct kiln_error *err)
 /* Release everything the build holds; on failure with terminateInstanceOnFailure: false, keep
  * the instance that failed and say how to reach it. */
 static void
-release(struct build *b, bool failed, bool keep, struct kiln_build_result *result)
+release(struct build *b, bool keep, struct kiln_build_result *result)
 {
     struct kiln_error e = {0};
     if (b->inst && keep && b->ops->describe) {
         result->kept_instance = b->ops->describe(b->inst);
         if (!result->kept_instance)
-            result->kept_instance = kiln_asprintf("the %s instance of build %s", b->inst_role,
-                                                  b->image->build_id);
+            result->kept_instance =
+                kiln_asprintf("the %s instance of build %s", b->inst_role, b->image->build_id);
         kiln_store_resource_keep(b->store, b->image->build_id, NULL);
         b->inst = NULL; /* kept: the driver's record stays until `kiln reap --kept` */
     }
@@ -802,7 +863,35 @@ release(struct build *b, bool failed, bool keep, struct kiln_build_result *resul
     if (b->conn)
         b->ops->close(b->conn);
     b->conn = NULL;
-    (void)failed;
+}
+
+/* Everything after the image record exists: folders, the driver, the stages. */
+static int
+run_started(struct build *b, struct kiln_error *err)
+{
+    int r;
+    if ((r = kiln_mkdir_p(b->work_dir, 0700, err)) < 0 ||
+        (r = kiln_mkdir_p(b->log_dir, 0755, err)) < 0 ||
+        (r = kiln_store_image_set_paths(b->store, b->image->id, b->work_dir, b->log_dir, NULL,
+                                        err)) < 0)
+        return r;
+    b->cfg = (struct kiln_driver_config){
+        .uri = b->plan.infra->uri,
+        .accel = b->plan.infra->accel,
+        .vcpus = b->plan.infra->vcpus,
+        .memory_mib = b->plan.infra->memory_mib,
+        .work_dir = b->work_dir,
+        .build_id = b->image->build_id,
+        .settings = b->plan.infra->settings,
+        .on_resource = on_resource,
+        .userdata = b,
+        .cancel = b->opts->cancel,
+    };
+    r = b->ops->open(&b->cfg, 0, &b->conn, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "driver %s (%s)", b->ops->name,
+                                 b->plan.infra->uri ? b->plan.infra->uri : "default");
+    return stages(b, err);
 }
 
 int
@@ -811,6 +900,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
 {
     memset(result, 0, sizeof(*result));
     result->status = KILN_IMAGE_PENDING;
+    /* The reason recorded for a failed build comes from err: keep one even when the caller
+     * does not want it. */
+    struct kiln_error local = {0};
+    if (!err)
+        err = &local;
     struct build b = {.opts = opts, .store = opts->store, .lock_fd = -1};
     b.started = time(NULL);
     if (!opts->store)
@@ -823,10 +917,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
         return r;
     }
     kiln_driver_find_fn find = opts->find_driver ? opts->find_driver : kiln_driver_find;
-    b.ops = find ? find(b.plan.infra->driver) : NULL;
+    b.ops = find(b.plan.infra->driver);
     if (!b.ops) {
-        r = kiln_error_set(err, -KILN_E_UNSUPPORTED, "%s: driver '%s' is not available in this "
-                                                     "build of kiln",
+        r = kiln_error_set(err, -KILN_E_UNSUPPORTED,
+                           "%s: driver '%s' is not available in this "
+                           "build of kiln",
                            b.plan.infra->source ? b.plan.infra->source : "infrastructure",
                            b.plan.infra->driver);
         plan_clear(&b.plan);
@@ -834,9 +929,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     }
     const struct kiln_recipe *rec = b.plan.recipe;
     result->name = kiln_strdup(rec->name);
+    _cleanup_free_ char *recipe_abs = realpath(rec->source, NULL);
 
-    r = kiln_store_image_create(b.store, rec->name, rec->semantic_version, b.ops->name,
-                                b.plan.infra->uri, rec->source, &b.image, err);
+    r = kiln_store_image_create_locked(b.store, rec->name, rec->semantic_version, b.ops->name,
+                                       b.plan.infra->uri, recipe_abs ? recipe_abs : rec->source,
+                                       &b.image, &b.lock_fd, err);
     if (r < 0) {
         plan_clear(&b.plan);
         return r;
@@ -850,47 +947,20 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     b.work_dir = kiln_path_join(b.plan.home, work_rel);
     b.outputs = json_array();
 
-    if ((r = kiln_store_build_lock(b.store, b.image->build_id, &b.lock_fd, err)) < 0 ||
-        (r = kiln_mkdir_p(b.work_dir, 0700, err)) < 0 ||
-        (r = kiln_mkdir_p(b.log_dir, 0755, err)) < 0 ||
-        (r = kiln_store_image_set_paths(b.store, b.image->id, b.work_dir, b.log_dir, NULL, err)) <
-            0)
-        goto finish;
+    r = run_started(&b, err);
 
-    b.cfg = (struct kiln_driver_config){
-        .uri = b.plan.infra->uri,
-        .accel = b.plan.infra->accel,
-        .vcpus = b.plan.infra->vcpus,
-        .memory_mib = b.plan.infra->memory_mib,
-        .work_dir = b.work_dir,
-        .build_id = b.image->build_id,
-        .settings = b.plan.infra->settings,
-        .on_resource = on_resource,
-        .userdata = &b,
-        .cancel = opts->cancel,
-    };
-    r = b.ops->open(&b.cfg, 0, &b.conn, err);
-    if (r < 0) {
-        kiln_error_prefix(err, r, "driver %s (%s)", b.ops->name,
-                          b.plan.infra->uri ? b.plan.infra->uri : "default");
-        goto finish;
-    }
-    r = stages(&b, err);
-
-finish:;
     bool is_cancel = r < 0 && (cancelled(&b) || r == -ECANCELED);
     bool keep = r < 0 && !is_cancel && !b.plan.infra->terminate_on_failure;
-    if (r < 0) {
-        if (is_cancel && err) {
-            kiln_error_clear(err);
-            kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
-                           kiln_image_status_name(b.image->status));
-        }
+    if (is_cancel) {
+        r = -ECANCELED; /* whatever the interrupted wait returned */
+        kiln_error_clear(err);
+        kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
+                       kiln_image_status_name(b.image->status));
     }
-    release(&b, r < 0, keep, result);
+    release(&b, keep, result);
     if (r < 0) {
         enum kiln_image_status final = is_cancel ? KILN_IMAGE_CANCELLED : KILN_IMAGE_FAILED;
-        const char *reason = err && err->code ? err->message : kiln_strerror(r);
+        const char *reason = err->code ? err->message : kiln_strerror(r);
         struct kiln_error e2 = {0};
         if (kiln_store_image_set_status(b.store, b.image->id, final, reason, &e2) < 0)
             kiln_warn("%s", e2.message);

@@ -12,7 +12,7 @@
 
 #include "common/fs.h"
 #include "common/yaml.h"
-#include "factory/diag.h"
+#include "factory/problems.h"
 
 #define S KILN_YAML_SCALAR
 #define L KILN_YAML_SEQUENCE
@@ -136,7 +136,7 @@ kiln_image_version_parse(const char *s, struct kiln_semver *ret_version, long *r
 static const char *const template_vars[] = {"buildDate", "buildVersion", NULL};
 
 static int
-template_walk(const char *tmpl, const char *build_version, time_t date, struct kiln_buf *out,
+template_walk(const char *tmpl, long build_number, time_t date, struct kiln_buf *out,
               char **ret_bad)
 {
     const char *p = tmpl;
@@ -186,20 +186,20 @@ template_walk(const char *tmpl, const char *build_version, time_t date, struct k
             strftime(buf, sizeof(buf), "%Y-%m-%dT%H-%M-%SZ", &tm);
             kiln_buf_append_str(out, buf);
         } else if (out) {
-            kiln_buf_append_str(out, build_version ? build_version : "");
+            kiln_buf_appendf(out, "%ld", build_number);
         }
         p = close + 2;
     }
 }
 
 int
-kiln_name_template_expand(const char *tmpl, const char *build_version, time_t build_date,
-                          char **ret, struct kiln_error *err)
+kiln_name_template_expand(const char *tmpl, long build_number, time_t build_date, char **ret,
+                          struct kiln_error *err)
 {
     _cleanup_buf_ struct kiln_buf out;
     kiln_buf_init(&out);
     _cleanup_free_ char *bad = NULL;
-    if (template_walk(tmpl, build_version, build_date, &out, &bad) < 0)
+    if (template_walk(tmpl, build_number, build_date, &out, &bad) < 0)
         return kiln_error_set(err, -KILN_E_INVALID,
                               "unknown template variable {{%s}} (known: "
                               "{{imagebuilder:buildDate}}, {{imagebuilder:buildVersion}})",
@@ -211,7 +211,7 @@ kiln_name_template_expand(const char *tmpl, const char *build_version, time_t bu
 bool
 kiln_name_template_check(const char *tmpl, char **ret_bad)
 {
-    return template_walk(tmpl, NULL, 0, NULL, ret_bad) == 0;
+    return template_walk(tmpl, 0, 0, NULL, ret_bad) == 0;
 }
 
 /* ---- helpers ---- */
@@ -225,7 +225,7 @@ get_str(const struct kiln_yaml_node *map, const char *key)
 
 /* A list of strings; reports items that are not scalars. */
 static char **
-get_strv(struct kiln_diag *d, const struct kiln_yaml_node *list, const char *what)
+get_strv(struct kiln_problems *d, const struct kiln_yaml_node *list, const char *what)
 {
     if (!list || list->kind != L)
         return NULL;
@@ -233,8 +233,8 @@ get_strv(struct kiln_diag *d, const struct kiln_yaml_node *list, const char *wha
     size_t n = 0;
     for (size_t i = 0; i < list->n; i++) {
         if (list->items[i]->kind != S) {
-            kiln_diag_add(d, list->items[i], "%s: items must be strings, not %s", what,
-                          kiln_yaml_kind_name(list->items[i]->kind));
+            kiln_problems_add(d, list->items[i], "%s: items must be strings, not %s", what,
+                              kiln_yaml_kind_name(list->items[i]->kind));
             continue;
         }
         v[n++] = kiln_strdup(list->items[i]->value);
@@ -243,14 +243,14 @@ get_strv(struct kiln_diag *d, const struct kiln_yaml_node *list, const char *wha
 }
 
 static bool
-get_bool(struct kiln_diag *d, const struct kiln_yaml_node *map, const char *key, bool def)
+get_bool(struct kiln_problems *d, const struct kiln_yaml_node *map, const char *key, bool def)
 {
     const struct kiln_yaml_node *n = kiln_yaml_map_get(map, key);
     if (!n || kiln_yaml_is_null(n) || n->kind != S)
         return def;
     bool b;
     if (kiln_yaml_bool(n, &b) < 0) {
-        kiln_diag_add(d, n, "'%s' must be true or false, not '%s'", key, n->value);
+        kiln_problems_add(d, n, "'%s' must be true or false, not '%s'", key, n->value);
         return def;
     }
     return b;
@@ -258,7 +258,7 @@ get_bool(struct kiln_diag *d, const struct kiln_yaml_node *map, const char *key,
 
 /* Integer in [lo, hi]; def when missing. */
 static long long
-get_int(struct kiln_diag *d, const struct kiln_yaml_node *map, const char *key, long long lo,
+get_int(struct kiln_problems *d, const struct kiln_yaml_node *map, const char *key, long long lo,
         long long hi, long long def)
 {
     const struct kiln_yaml_node *n = kiln_yaml_map_get(map, key);
@@ -266,11 +266,11 @@ get_int(struct kiln_diag *d, const struct kiln_yaml_node *map, const char *key, 
         return def;
     long long v;
     if (kiln_yaml_int(n, &v) < 0) {
-        kiln_diag_add(d, n, "'%s' must be a whole number, not '%s'", key, n->value);
+        kiln_problems_add(d, n, "'%s' must be a whole number, not '%s'", key, n->value);
         return def;
     }
     if (v < lo || v > hi) {
-        kiln_diag_add(d, n, "'%s' must be between %lld and %lld, not %lld", key, lo, hi, v);
+        kiln_problems_add(d, n, "'%s' must be between %lld and %lld, not %lld", key, lo, hi, v);
         return def;
     }
     return v;
@@ -278,7 +278,7 @@ get_int(struct kiln_diag *d, const struct kiln_yaml_node *map, const char *key, 
 
 /* Image Builder resource names: 1-128 of letters, digits, '-', '_' and inner spaces. */
 static void
-check_name(struct kiln_diag *d, const struct kiln_yaml_node *map, const char *what)
+check_name(struct kiln_problems *d, const struct kiln_yaml_node *map, const char *what)
 {
     const struct kiln_yaml_node *n = kiln_yaml_map_get(map, "name");
     const char *s = kiln_yaml_scalar(n);
@@ -289,10 +289,10 @@ check_name(struct kiln_diag *d, const struct kiln_yaml_node *map, const char *wh
     for (size_t i = 0; ok && i < len; i++)
         ok = isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_' || s[i] == ' ';
     if (!ok)
-        kiln_diag_add(d, n,
-                      "%s name '%s' is not valid: use 1-128 letters, digits, '-', '_' or "
-                      "inner spaces",
-                      what, s);
+        kiln_problems_add(d, n,
+                          "%s name '%s' is not valid: use 1-128 letters, digits, '-', '_' or "
+                          "inner spaces",
+                          what, s);
 }
 
 static char *
@@ -347,11 +347,8 @@ static const struct kiln_yaml_field recipe_fields[] = {
 };
 
 static const struct kiln_yaml_field component_fields[] = {
-    {"componentArn", S, false},
-    {"path", S, false},
-    {"name", S, false},
-    {"parameters", L, false},
-    {NULL, S, false},
+    {"componentArn", S, false}, {"path", S, false}, {"name", S, false},
+    {"parameters", L, false},   {NULL, S, false},
 };
 
 static const struct kiln_yaml_field parameter_fields[] = {
@@ -361,11 +358,8 @@ static const struct kiln_yaml_field parameter_fields[] = {
 };
 
 static const struct kiln_yaml_field bdm_fields[] = {
-    {"deviceName", S, false},
-    {"ebs", M, false},
-    {"virtualName", S, false},
-    {"noDevice", S, false},
-    {NULL, S, false},
+    {"deviceName", S, false}, {"ebs", M, false}, {"virtualName", S, false},
+    {"noDevice", S, false},   {NULL, S, false},
 };
 
 static const struct kiln_yaml_field ebs_fields[] = {
@@ -432,33 +426,33 @@ kiln_recipe_free(struct kiln_recipe *r)
 }
 
 static void
-load_component(struct kiln_diag *d, const struct kiln_yaml_node *item,
+load_component(struct kiln_problems *d, const struct kiln_yaml_node *item,
                struct kiln_component_ref *c)
 {
     c->line = item->line;
     c->column = item->column;
-    if (!kiln_diag_check_mapping(d, item, "component", component_fields))
+    if (!kiln_problems_check_mapping(d, item, "component", component_fields))
         return;
     c->arn = get_str(item, "componentArn");
     c->path = get_str(item, "path");
     c->name = get_str(item, "name");
     int refs = !!c->arn + !!c->path + !!c->name;
     if (refs != 1)
-        kiln_diag_add(d, item,
-                      "component: give exactly one of 'path' (a document relative to the "
-                      "recipe), 'name' (name/version from the catalog) or 'componentArn'");
+        kiln_problems_add(d, item,
+                          "component: give exactly one of 'path' (a document relative to the "
+                          "recipe), 'name' (name/version from the catalog) or 'componentArn'");
     if (c->arn && strncmp(c->arn, "arn:", 4) != 0)
-        kiln_diag_add(d, kiln_yaml_map_get(item, "componentArn"),
-                      "componentArn '%s' is not an ARN "
-                      "(arn:aws:imagebuilder:<region>:<account>:component/<name>/<version>)",
-                      c->arn);
+        kiln_problems_add(d, kiln_yaml_map_get(item, "componentArn"),
+                          "componentArn '%s' is not an ARN "
+                          "(arn:aws:imagebuilder:<region>:<account>:component/<name>/<version>)",
+                          c->arn);
     const struct kiln_yaml_node *params = kiln_yaml_map_get(item, "parameters");
     if (!params || params->kind != L)
         return;
     c->parameters = kiln_new(struct kiln_component_parameter, params->n);
     for (size_t i = 0; i < params->n; i++) {
         const struct kiln_yaml_node *p = params->items[i];
-        if (!kiln_diag_check_mapping(d, p, "component parameter", parameter_fields))
+        if (!kiln_problems_check_mapping(d, p, "component parameter", parameter_fields))
             continue;
         struct kiln_component_parameter *cp = &c->parameters[c->n_parameters];
         cp->name = get_str(p, "name");
@@ -471,17 +465,17 @@ load_component(struct kiln_diag *d, const struct kiln_yaml_node *item,
         }
         for (size_t j = 0; j < c->n_parameters; j++)
             if (strcmp(c->parameters[j].name, cp->name) == 0)
-                kiln_diag_add(d, kiln_yaml_map_get(p, "name"),
-                              "component parameter '%s' is given twice", cp->name);
+                kiln_problems_add(d, kiln_yaml_map_get(p, "name"),
+                                  "component parameter '%s' is given twice", cp->name);
         c->n_parameters++;
     }
 }
 
 static void
-load_block_device(struct kiln_diag *d, const struct kiln_yaml_node *item,
+load_block_device(struct kiln_problems *d, const struct kiln_yaml_node *item,
                   struct kiln_block_device *b)
 {
-    if (!kiln_diag_check_mapping(d, item, "block device mapping", bdm_fields))
+    if (!kiln_problems_check_mapping(d, item, "block device mapping", bdm_fields))
         return;
     b->device_name = get_str(item, "deviceName");
     b->virtual_name = get_str(item, "virtualName");
@@ -489,7 +483,7 @@ load_block_device(struct kiln_diag *d, const struct kiln_yaml_node *item,
     const struct kiln_yaml_node *ebs = kiln_yaml_map_get(item, "ebs");
     if (!ebs || ebs->kind != M)
         return;
-    if (!kiln_diag_check_mapping(d, ebs, "ebs", ebs_fields))
+    if (!kiln_problems_check_mapping(d, ebs, "ebs", ebs_fields))
         return;
     b->volume_size_gib = get_int(d, ebs, "volumeSize", 1, 16384, 0);
     b->delete_on_termination = get_bool(d, ebs, "deleteOnTermination", true);
@@ -497,21 +491,89 @@ load_block_device(struct kiln_diag *d, const struct kiln_yaml_node *item,
     get_int(d, ebs, "iops", 100, 256000, 0);
     get_int(d, ebs, "throughput", 125, 1000, 0);
     b->volume_type = get_str(ebs, "volumeType");
-    static const char *const types[] = {"standard", "io1", "io2", "gp2", "gp3", "sc1", "st1",
-                                        NULL};
+    static const char *const types[] = {"standard", "io1", "io2", "gp2", "gp3", "sc1", "st1", NULL};
     if (b->volume_type) {
         size_t i = 0;
         while (types[i] && strcmp(types[i], b->volume_type) != 0)
             i++;
         if (!types[i])
-            kiln_diag_add(d, kiln_yaml_map_get(ebs, "volumeType"),
-                          "volumeType '%s' is not one of standard, io1, io2, gp2, gp3, sc1, st1",
-                          b->volume_type);
+            kiln_problems_add(
+                d, kiln_yaml_map_get(ebs, "volumeType"),
+                "volumeType '%s' is not one of standard, io1, io2, gp2, gp3, sc1, st1",
+                b->volume_type);
     }
 }
 
-int
-kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *err)
+static void
+recipe_fill(struct kiln_problems *d, const struct kiln_yaml_node *root, struct kiln_recipe *rec)
+{
+    int r;
+    check_name(d, root, "recipe");
+    rec->name = get_str(root, "name");
+    rec->semantic_version = get_str(root, "semanticVersion");
+    rec->description = get_str(root, "description");
+    rec->parent_image = get_str(root, "parentImage");
+    if (kiln_yaml_map_get(root, "parentImage")) {
+        rec->parent_line = kiln_yaml_map_get(root, "parentImage")->line;
+        rec->parent_column = kiln_yaml_map_get(root, "parentImage")->column;
+    }
+    rec->working_directory = get_str(root, "workingDirectory");
+    if (rec->semantic_version) {
+        r = kiln_semver_parse(rec->semantic_version, &rec->version);
+        if (r == -ERANGE)
+            kiln_problems_add(d, kiln_yaml_map_get(root, "semanticVersion"),
+                              "semanticVersion '%s': each node must be at most %ld",
+                              rec->semantic_version, KILN_SEMVER_MAX);
+        else if (r < 0)
+            kiln_problems_add(d, kiln_yaml_map_get(root, "semanticVersion"),
+                              "semanticVersion '%s' must be <major>.<minor>.<patch> (numbers, no "
+                              "leading zeros, no wildcards), e.g. 1.0.0",
+                              rec->semantic_version);
+    }
+    if (rec->description && strlen(rec->description) > 1024)
+        kiln_problems_add(d, kiln_yaml_map_get(root, "description"),
+                          "description is longer than 1024 characters");
+    if (rec->working_directory && rec->working_directory[0] != '/')
+        kiln_problems_add(d, kiln_yaml_map_get(root, "workingDirectory"),
+                          "workingDirectory '%s' must be an absolute path", rec->working_directory);
+    if (!rec->working_directory)
+        rec->working_directory = kiln_strdup("/tmp");
+
+    const struct kiln_yaml_node *comps = kiln_yaml_map_get(root, "components");
+    if (comps && comps->kind == L) {
+        if (comps->n == 0)
+            kiln_problems_add(d, comps, "components: a recipe needs at least one component");
+        rec->components = kiln_new(struct kiln_component_ref, comps->n);
+        rec->n_components = comps->n;
+        for (size_t i = 0; i < comps->n; i++)
+            load_component(d, comps->items[i], &rec->components[i]);
+    }
+    const struct kiln_yaml_node *bdms = kiln_yaml_map_get(root, "blockDeviceMappings");
+    if (bdms && bdms->kind == L) {
+        rec->block_devices = kiln_new(struct kiln_block_device, bdms->n ? bdms->n : 1);
+        rec->n_block_devices = bdms->n;
+        for (size_t i = 0; i < bdms->n; i++)
+            load_block_device(d, bdms->items[i], &rec->block_devices[i]);
+    }
+    const struct kiln_yaml_node *aic = kiln_yaml_map_get(root, "additionalInstanceConfiguration");
+    if (aic && aic->kind == M &&
+        kiln_problems_check_mapping(d, aic, "additionalInstanceConfiguration", aic_fields)) {
+        const struct kiln_yaml_node *ssm = kiln_yaml_map_get(aic, "systemsManagerAgent");
+        if (ssm && ssm->kind == M &&
+            kiln_problems_check_mapping(d, ssm, "systemsManagerAgent", ssm_fields))
+            rec->ssm_uninstall_after_build = get_bool(d, ssm, "uninstallAfterBuild", false);
+        rec->user_data_override = get_str(aic, "userDataOverride");
+        if (rec->user_data_override && strlen(rec->user_data_override) > 21847)
+            kiln_problems_add(d, kiln_yaml_map_get(aic, "userDataOverride"),
+                              "userDataOverride is longer than 21847 characters");
+    }
+    const struct kiln_yaml_node *tags = kiln_yaml_map_get(root, "tags");
+    if (tags && tags->kind == M)
+        rec->tags = kiln_yaml_to_json(tags);
+}
+
+static int
+recipe_load(const char *path, bool partial, struct kiln_recipe **ret, struct kiln_error *err)
 {
     _cleanup_(kiln_yaml_doc_freep) struct kiln_yaml_doc *doc = NULL;
     int r = load_doc(path, &doc, err);
@@ -523,76 +585,30 @@ kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *
     rec->source = kiln_strdup(path);
     rec->dir = dir_of(path);
 
-    struct kiln_diag d;
-    kiln_diag_init(&d, path);
-    if (!kiln_diag_check_mapping(&d, root, "recipe", recipe_fields))
-        goto done;
-    check_name(&d, root, "recipe");
-    rec->name = get_str(root, "name");
-    rec->semantic_version = get_str(root, "semanticVersion");
-    rec->description = get_str(root, "description");
-    rec->parent_image = get_str(root, "parentImage");
-    rec->working_directory = get_str(root, "workingDirectory");
-    if (rec->semantic_version) {
-        r = kiln_semver_parse(rec->semantic_version, &rec->version);
-        if (r == -ERANGE)
-            kiln_diag_add(&d, kiln_yaml_map_get(root, "semanticVersion"),
-                          "semanticVersion '%s': each node must be at most %ld",
-                          rec->semantic_version, KILN_SEMVER_MAX);
-        else if (r < 0)
-            kiln_diag_add(&d, kiln_yaml_map_get(root, "semanticVersion"),
-                          "semanticVersion '%s' must be <major>.<minor>.<patch> (numbers, no "
-                          "leading zeros, no wildcards), e.g. 1.0.0",
-                          rec->semantic_version);
-    }
-    if (rec->description && strlen(rec->description) > 1024)
-        kiln_diag_add(&d, kiln_yaml_map_get(root, "description"),
-                      "description is longer than 1024 characters");
-    if (rec->working_directory && rec->working_directory[0] != '/')
-        kiln_diag_add(&d, kiln_yaml_map_get(root, "workingDirectory"),
-                      "workingDirectory '%s' must be an absolute path", rec->working_directory);
-    if (!rec->working_directory)
-        rec->working_directory = kiln_strdup("/tmp");
+    struct kiln_problems d;
+    kiln_problems_init(&d, path);
+    if (kiln_problems_check_mapping(&d, root, "recipe", recipe_fields))
+        recipe_fill(&d, root, rec);
 
-    const struct kiln_yaml_node *comps = kiln_yaml_map_get(root, "components");
-    if (comps && comps->kind == L) {
-        if (comps->n == 0)
-            kiln_diag_add(&d, comps, "components: a recipe needs at least one component");
-        rec->components = kiln_new(struct kiln_component_ref, comps->n);
-        rec->n_components = comps->n;
-        for (size_t i = 0; i < comps->n; i++)
-            load_component(&d, comps->items[i], &rec->components[i]);
-    }
-    const struct kiln_yaml_node *bdms = kiln_yaml_map_get(root, "blockDeviceMappings");
-    if (bdms && bdms->kind == L) {
-        rec->block_devices = kiln_new(struct kiln_block_device, bdms->n ? bdms->n : 1);
-        rec->n_block_devices = bdms->n;
-        for (size_t i = 0; i < bdms->n; i++)
-            load_block_device(&d, bdms->items[i], &rec->block_devices[i]);
-    }
-    const struct kiln_yaml_node *aic = kiln_yaml_map_get(root, "additionalInstanceConfiguration");
-    if (aic && aic->kind == M &&
-        kiln_diag_check_mapping(&d, aic, "additionalInstanceConfiguration", aic_fields)) {
-        const struct kiln_yaml_node *ssm = kiln_yaml_map_get(aic, "systemsManagerAgent");
-        if (ssm && ssm->kind == M &&
-            kiln_diag_check_mapping(&d, ssm, "systemsManagerAgent", ssm_fields))
-            rec->ssm_uninstall_after_build = get_bool(&d, ssm, "uninstallAfterBuild", false);
-        rec->user_data_override = get_str(aic, "userDataOverride");
-        if (rec->user_data_override && strlen(rec->user_data_override) > 21847)
-            kiln_diag_add(&d, kiln_yaml_map_get(aic, "userDataOverride"),
-                          "userDataOverride is longer than 21847 characters");
-    }
-    const struct kiln_yaml_node *tags = kiln_yaml_map_get(root, "tags");
-    if (tags && tags->kind == M)
-        rec->tags = kiln_yaml_to_json(tags);
-
-done:
-    r = kiln_diag_finish(&d, err);
-    kiln_diag_clear(&d);
-    if (r < 0)
+    r = kiln_problems_finish(&d, err);
+    kiln_problems_clear(&d);
+    if (r < 0 && !partial)
         return r;
     *ret = TAKE_PTR(rec);
-    return 0;
+    return r;
+}
+
+int
+kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *err)
+{
+    return recipe_load(path, false, ret, err);
+}
+
+int
+kiln_recipe_load_partial(const char *path, struct kiln_recipe **ret, struct kiln_error *err)
+{
+    *ret = NULL;
+    return recipe_load(path, true, ret, err);
 }
 
 /* "name" or "name/1.x.x" in search_dirs: <dir>/<name>/<version>.yml, newest match wins. */
@@ -609,8 +625,7 @@ find_component(const char *ref, char *const *search_dirs, char **ret_why)
         if (build)
             *build = '\0';
         if (kiln_semver_filter_parse(slash + 1, &filter) < 0) {
-            *ret_why = kiln_asprintf("'%s' is not a version or a filter such as 1.x.x",
-                                     slash + 1);
+            *ret_why = kiln_asprintf("'%s' is not a version or a filter such as 1.x.x", slash + 1);
             return NULL;
         }
     }
@@ -653,8 +668,8 @@ find_component(const char *ref, char *const *search_dirs, char **ret_why)
 int
 kiln_recipe_resolve(struct kiln_recipe *r, char *const *search_dirs, struct kiln_error *err)
 {
-    struct kiln_diag d;
-    kiln_diag_init(&d, r->source);
+    struct kiln_problems d;
+    kiln_problems_init(&d, r->source);
     for (size_t i = 0; i < r->n_components; i++) {
         struct kiln_component_ref *c = &r->components[i];
         free(c->resolved);
@@ -663,12 +678,12 @@ kiln_recipe_resolve(struct kiln_recipe *r, char *const *search_dirs, struct kiln
             _cleanup_free_ char *p = resolve_rel(r->dir, c->path);
             struct stat st;
             if (stat(p, &st) < 0)
-                kiln_diag_add_at(&d, c->line, c->column, "component %zu: path '%s' (%s): %s",
-                                 i + 1, c->path, p, strerror(errno));
+                kiln_problems_add_at(&d, c->line, c->column, "component %zu: path '%s' (%s): %s",
+                                     i + 1, c->path, p, strerror(errno));
             else if (!S_ISREG(st.st_mode))
-                kiln_diag_add_at(&d, c->line, c->column,
-                                 "component %zu: path '%s' (%s) is not a regular file", i + 1,
-                                 c->path, p);
+                kiln_problems_add_at(&d, c->line, c->column,
+                                     "component %zu: path '%s' (%s) is not a regular file", i + 1,
+                                     c->path, p);
             else
                 c->resolved = realpath(p, NULL);
             continue;
@@ -690,10 +705,10 @@ kiln_recipe_resolve(struct kiln_recipe *r, char *const *search_dirs, struct kiln
             if (p && strncmp(p, "component/", 10) == 0)
                 ref = kiln_strdup(p + 10);
             else {
-                kiln_diag_add_at(&d, c->line, c->column,
-                                 "component %zu: componentArn '%s' does not name a component "
-                                 "(...:component/<name>/<version>)",
-                                 i + 1, c->arn);
+                kiln_problems_add_at(&d, c->line, c->column,
+                                     "component %zu: componentArn '%s' does not name a component "
+                                     "(...:component/<name>/<version>)",
+                                     i + 1, c->arn);
                 continue;
             }
         } else {
@@ -706,18 +721,18 @@ kiln_recipe_resolve(struct kiln_recipe *r, char *const *search_dirs, struct kiln
             kiln_buf_init(&dirs);
             for (size_t k = 0; search_dirs && search_dirs[k]; k++)
                 kiln_buf_appendf(&dirs, "%s%s", k ? ", " : "", search_dirs[k]);
-            kiln_diag_add_at(&d, c->line, c->column,
-                             "component %zu: '%s': %s%s (looked for <name>/<version>.yml in: "
-                             "%s)",
-                             i + 1, ref, why,
-                             aws_managed ? "; an AWS-managed component is not available "
-                                           "locally, reference a local document by 'path'"
-                                         : "",
-                             dirs.len ? dirs.data : "no folders");
+            kiln_problems_add_at(&d, c->line, c->column,
+                                 "component %zu: '%s': %s%s (looked for <name>/<version>.yml in: "
+                                 "%s)",
+                                 i + 1, ref, why,
+                                 aws_managed ? "; an AWS-managed component is not available "
+                                               "locally, reference a local document by 'path'"
+                                             : "",
+                                 dirs.len ? dirs.data : "no folders");
         }
     }
-    int ret = kiln_diag_finish(&d, err);
-    kiln_diag_clear(&d);
+    int ret = kiln_problems_finish(&d, err);
+    kiln_problems_clear(&d);
     return ret;
 }
 
@@ -742,6 +757,7 @@ static const struct kiln_yaml_field infra_fields[] = {
     {"resourceTags", M, false},
     {"instanceMetadataOptions", M, false},
     {"tags", M, false},
+    {"fail", M, false}, /* driver: fake only: failures to inject (tests) */
     {NULL, S, false},
 };
 
@@ -807,19 +823,104 @@ kiln_infrastructure_default(void)
 }
 
 static void
-check_string_map(struct kiln_diag *d, const struct kiln_yaml_node *map, const char *what)
+check_string_map(struct kiln_problems *d, const struct kiln_yaml_node *map, const char *what)
 {
     if (!map || map->kind != M)
         return;
     for (size_t i = 0; i < map->n; i++)
         if (map->items[i]->kind != S)
-            kiln_diag_add(d, map->items[i], "%s: the value of '%s' must be a string", what,
-                          map->keys[i]->value);
+            kiln_problems_add(d, map->items[i], "%s: the value of '%s' must be a string", what,
+                              map->keys[i]->value);
+}
+
+static void
+infrastructure_fill(struct kiln_problems *d, const struct kiln_yaml_node *root,
+                    struct kiln_infrastructure *inf)
+{
+    if (kiln_yaml_map_get(root, "name"))
+        check_name(d, root, "infrastructure configuration");
+    inf->name = get_str(root, "name");
+    inf->description = get_str(root, "description");
+    char *drv = get_str(root, "driver");
+    if (drv) {
+        free(inf->driver);
+        inf->driver = drv;
+        if (!kiln_streq(drv, "libvirt") && !kiln_streq(drv, "ec2") && !kiln_streq(drv, "fake"))
+            kiln_problems_add(d, kiln_yaml_map_get(root, "driver"),
+                              "driver '%s' is not one of libvirt, ec2, fake", drv);
+    }
+    const struct kiln_yaml_node *lv = kiln_yaml_map_get(root, "libvirt");
+    if (lv && lv->kind == M && kiln_problems_check_mapping(d, lv, "libvirt", libvirt_fields)) {
+        char *uri = get_str(lv, "uri");
+        if (uri) {
+            free(inf->uri);
+            inf->uri = uri;
+            if (!strstr(uri, "://"))
+                kiln_problems_add(d, kiln_yaml_map_get(lv, "uri"),
+                                  "libvirt uri '%s' is not a URI (e.g. qemu:///system, "
+                                  "qemu+ssh://host/system)",
+                                  uri);
+        }
+        char *accel = get_str(lv, "accel");
+        if (accel) {
+            free(inf->accel);
+            inf->accel = accel;
+            if (!kiln_streq(accel, "auto") && !kiln_streq(accel, "kvm") &&
+                !kiln_streq(accel, "tcg"))
+                kiln_problems_add(d, kiln_yaml_map_get(lv, "accel"),
+                                  "accel '%s' is not one of auto, kvm, tcg", accel);
+        }
+    }
+    inf->vcpus = (unsigned)get_int(d, root, "vcpus", 1, 256, 2);
+    inf->memory_mib = (unsigned)get_int(d, root, "memoryMiB", 128, 1 << 22, 2048);
+    inf->instance_types = get_strv(d, kiln_yaml_map_get(root, "instanceTypes"), "instanceTypes");
+    inf->security_group_ids =
+        get_strv(d, kiln_yaml_map_get(root, "securityGroupIds"), "securityGroupIds");
+    for (size_t k = 0; inf->security_group_ids && inf->security_group_ids[k]; k++)
+        if (strncmp(inf->security_group_ids[k], "sg-", 3) != 0)
+            kiln_problems_add(d, kiln_yaml_map_get(root, "securityGroupIds")->items[k],
+                              "security group id '%s' must start with sg-",
+                              inf->security_group_ids[k]);
+    inf->subnet_id = get_str(root, "subnetId");
+    if (inf->subnet_id && strncmp(inf->subnet_id, "subnet-", 7) != 0)
+        kiln_problems_add(d, kiln_yaml_map_get(root, "subnetId"),
+                          "subnetId '%s' must start with subnet-", inf->subnet_id);
+    inf->instance_profile_name = get_str(root, "instanceProfileName");
+    inf->key_pair = get_str(root, "keyPair");
+    inf->sns_topic_arn = get_str(root, "snsTopicArn");
+    inf->terminate_on_failure = get_bool(d, root, "terminateInstanceOnFailure", true);
+    const struct kiln_yaml_node *logging = kiln_yaml_map_get(root, "logging");
+    if (logging && logging->kind == M &&
+        kiln_problems_check_mapping(d, logging, "logging", logging_fields)) {
+        const struct kiln_yaml_node *s3 = kiln_yaml_map_get(logging, "s3Logs");
+        if (s3 && s3->kind == M && kiln_problems_check_mapping(d, s3, "s3Logs", s3logs_fields)) {
+            inf->s3_bucket_name = get_str(s3, "s3BucketName");
+            inf->s3_key_prefix = get_str(s3, "s3KeyPrefix");
+        }
+    }
+    const struct kiln_yaml_node *imds = kiln_yaml_map_get(root, "instanceMetadataOptions");
+    if (imds && imds->kind == M &&
+        kiln_problems_check_mapping(d, imds, "instanceMetadataOptions", imds_fields)) {
+        const char *tok = kiln_yaml_scalar(kiln_yaml_map_get(imds, "httpTokens"));
+        if (tok && !kiln_streq(tok, "required") && !kiln_streq(tok, "optional"))
+            kiln_problems_add(d, kiln_yaml_map_get(imds, "httpTokens"),
+                              "httpTokens '%s' is not one of required, optional", tok);
+        get_int(d, imds, "httpPutResponseHopLimit", 1, 64, 1);
+    }
+    const struct kiln_yaml_node *fail = kiln_yaml_map_get(root, "fail");
+    if (fail && !kiln_streq(inf->driver, "fake"))
+        kiln_problems_add(d, fail, "'fail' is only for driver: fake (tests)");
+    const struct kiln_yaml_node *rt = kiln_yaml_map_get(root, "resourceTags");
+    check_string_map(d, rt, "resourceTags");
+    check_string_map(d, kiln_yaml_map_get(root, "tags"), "tags");
+    if (rt && rt->kind == M)
+        inf->resource_tags = kiln_yaml_to_json(rt);
+    json_decref(inf->settings);
+    inf->settings = kiln_yaml_to_json(root);
 }
 
 int
-kiln_infrastructure_load(const char *path, struct kiln_infrastructure **ret,
-                         struct kiln_error *err)
+kiln_infrastructure_load(const char *path, struct kiln_infrastructure **ret, struct kiln_error *err)
 {
     _cleanup_(kiln_yaml_doc_freep) struct kiln_yaml_doc *doc = NULL;
     int r = load_doc(path, &doc, err);
@@ -830,91 +931,13 @@ kiln_infrastructure_load(const char *path, struct kiln_infrastructure **ret,
         kiln_infrastructure_default();
     inf->source = kiln_strdup(path);
 
-    struct kiln_diag d;
-    kiln_diag_init(&d, path);
-    if (!kiln_diag_check_mapping(&d, root, "infrastructure configuration", infra_fields))
-        goto done;
-    if (kiln_yaml_map_get(root, "name"))
-        check_name(&d, root, "infrastructure configuration");
-    inf->name = get_str(root, "name");
-    inf->description = get_str(root, "description");
-    char *drv = get_str(root, "driver");
-    if (drv) {
-        free(inf->driver);
-        inf->driver = drv;
-        if (!kiln_streq(drv, "libvirt") && !kiln_streq(drv, "ec2") && !kiln_streq(drv, "fake"))
-            kiln_diag_add(&d, kiln_yaml_map_get(root, "driver"),
-                          "driver '%s' is not one of libvirt, ec2, fake", drv);
-    }
-    const struct kiln_yaml_node *lv = kiln_yaml_map_get(root, "libvirt");
-    if (lv && lv->kind == M && kiln_diag_check_mapping(&d, lv, "libvirt", libvirt_fields)) {
-        char *uri = get_str(lv, "uri");
-        if (uri) {
-            free(inf->uri);
-            inf->uri = uri;
-            if (!strstr(uri, "://"))
-                kiln_diag_add(&d, kiln_yaml_map_get(lv, "uri"),
-                              "libvirt uri '%s' is not a URI (e.g. qemu:///system, "
-                              "qemu+ssh://host/system)",
-                              uri);
-        }
-        char *accel = get_str(lv, "accel");
-        if (accel) {
-            free(inf->accel);
-            inf->accel = accel;
-            if (!kiln_streq(accel, "auto") && !kiln_streq(accel, "kvm") &&
-                !kiln_streq(accel, "tcg"))
-                kiln_diag_add(&d, kiln_yaml_map_get(lv, "accel"),
-                              "accel '%s' is not one of auto, kvm, tcg", accel);
-        }
-    }
-    inf->vcpus = (unsigned)get_int(&d, root, "vcpus", 1, 256, 2);
-    inf->memory_mib = (unsigned)get_int(&d, root, "memoryMiB", 128, 1 << 22, 2048);
-    inf->instance_types = get_strv(&d, kiln_yaml_map_get(root, "instanceTypes"), "instanceTypes");
-    inf->security_group_ids =
-        get_strv(&d, kiln_yaml_map_get(root, "securityGroupIds"), "securityGroupIds");
-    for (size_t k = 0; inf->security_group_ids && inf->security_group_ids[k]; k++)
-        if (strncmp(inf->security_group_ids[k], "sg-", 3) != 0)
-            kiln_diag_add(&d, kiln_yaml_map_get(root, "securityGroupIds")->items[k],
-                          "security group id '%s' must start with sg-",
-                          inf->security_group_ids[k]);
-    inf->subnet_id = get_str(root, "subnetId");
-    if (inf->subnet_id && strncmp(inf->subnet_id, "subnet-", 7) != 0)
-        kiln_diag_add(&d, kiln_yaml_map_get(root, "subnetId"),
-                      "subnetId '%s' must start with subnet-", inf->subnet_id);
-    inf->instance_profile_name = get_str(root, "instanceProfileName");
-    inf->key_pair = get_str(root, "keyPair");
-    inf->sns_topic_arn = get_str(root, "snsTopicArn");
-    inf->terminate_on_failure = get_bool(&d, root, "terminateInstanceOnFailure", true);
-    const struct kiln_yaml_node *logging = kiln_yaml_map_get(root, "logging");
-    if (logging && logging->kind == M &&
-        kiln_diag_check_mapping(&d, logging, "logging", logging_fields)) {
-        const struct kiln_yaml_node *s3 = kiln_yaml_map_get(logging, "s3Logs");
-        if (s3 && s3->kind == M && kiln_diag_check_mapping(&d, s3, "s3Logs", s3logs_fields)) {
-            inf->s3_bucket_name = get_str(s3, "s3BucketName");
-            inf->s3_key_prefix = get_str(s3, "s3KeyPrefix");
-        }
-    }
-    const struct kiln_yaml_node *imds = kiln_yaml_map_get(root, "instanceMetadataOptions");
-    if (imds && imds->kind == M &&
-        kiln_diag_check_mapping(&d, imds, "instanceMetadataOptions", imds_fields)) {
-        const char *tok = kiln_yaml_scalar(kiln_yaml_map_get(imds, "httpTokens"));
-        if (tok && !kiln_streq(tok, "required") && !kiln_streq(tok, "optional"))
-            kiln_diag_add(&d, kiln_yaml_map_get(imds, "httpTokens"),
-                          "httpTokens '%s' is not one of required, optional", tok);
-        get_int(&d, imds, "httpPutResponseHopLimit", 1, 64, 1);
-    }
-    const struct kiln_yaml_node *rt = kiln_yaml_map_get(root, "resourceTags");
-    check_string_map(&d, rt, "resourceTags");
-    check_string_map(&d, kiln_yaml_map_get(root, "tags"), "tags");
-    if (rt && rt->kind == M)
-        inf->resource_tags = kiln_yaml_to_json(rt);
-    json_decref(inf->settings);
-    inf->settings = kiln_yaml_to_json(root);
+    struct kiln_problems d;
+    kiln_problems_init(&d, path);
+    if (kiln_problems_check_mapping(&d, root, "infrastructure configuration", infra_fields))
+        infrastructure_fill(&d, root, inf);
 
-done:
-    r = kiln_diag_finish(&d, err);
-    kiln_diag_clear(&d);
+    r = kiln_problems_finish(&d, err);
+    kiln_problems_clear(&d);
     if (r < 0)
         return r;
     *ret = TAKE_PTR(inf);
@@ -924,28 +947,19 @@ done:
 /* ---- distribution configuration ---- */
 
 static const struct kiln_yaml_field dist_fields[] = {
-    {"name", S, false},
-    {"description", S, false},
-    {"distributions", L, true},
-    {"tags", M, false},
-    {NULL, S, false},
+    {"name", S, false}, {"description", S, false}, {"distributions", L, true},
+    {"tags", M, false}, {NULL, S, false},
 };
 
 static const struct kiln_yaml_field dist_item_fields[] = {
-    {"region", S, false},
-    {"amiDistributionConfiguration", M, false},
-    {"local", M, false},
-    {"licenseConfigurationArns", L, false},
+    {"region", S, false}, {"amiDistributionConfiguration", M, false},
+    {"local", M, false},  {"licenseConfigurationArns", L, false},
     {NULL, S, false},
 };
 
 static const struct kiln_yaml_field ami_fields[] = {
-    {"name", S, false},
-    {"description", S, false},
-    {"amiTags", M, false},
-    {"kmsKeyId", S, false},
-    {"launchPermission", M, false},
-    {"targetAccountIds", L, false},
+    {"name", S, false},     {"description", S, false},      {"amiTags", M, false},
+    {"kmsKeyId", S, false}, {"launchPermission", M, false}, {"targetAccountIds", L, false},
     {NULL, S, false},
 };
 
@@ -990,7 +1004,7 @@ kiln_distribution_default(const char *home)
     dc->items = kiln_new(struct kiln_distribution, 1);
     dc->n_items = 1;
     dc->items[0].is_local = true;
-    dc->items[0].local.directory = kiln_path_join(home, "images");
+    dc->items[0].local.directory = kiln_path_join(home, "outputs");
     dc->items[0].local.formats = kiln_new(char *, 2);
     dc->items[0].local.formats[0] = kiln_strdup("qcow2");
     return dc;
@@ -1009,22 +1023,22 @@ is_account_id(const char *s)
 }
 
 static void
-check_account_list(struct kiln_diag *d, const struct kiln_yaml_node *list, const char *what)
+check_account_list(struct kiln_problems *d, const struct kiln_yaml_node *list, const char *what)
 {
     if (!list || list->kind != L)
         return;
     for (size_t i = 0; i < list->n; i++) {
         const char *s = kiln_yaml_scalar(list->items[i]);
         if (s && !is_account_id(s))
-            kiln_diag_add(d, list->items[i], "%s: '%s' is not a 12-digit AWS account id", what,
-                          s);
+            kiln_problems_add(d, list->items[i], "%s: '%s' is not a 12-digit AWS account id", what,
+                              s);
     }
 }
 
 static void
-load_ami(struct kiln_diag *d, const struct kiln_yaml_node *ami, struct kiln_distribution *it)
+load_ami(struct kiln_problems *d, const struct kiln_yaml_node *ami, struct kiln_distribution *it)
 {
-    if (!kiln_diag_check_mapping(d, ami, "amiDistributionConfiguration", ami_fields))
+    if (!kiln_problems_check_mapping(d, ami, "amiDistributionConfiguration", ami_fields))
         return;
     it->ami = kiln_yaml_to_json(ami);
     it->ami_name = get_str(ami, "name");
@@ -1032,17 +1046,17 @@ load_ami(struct kiln_diag *d, const struct kiln_yaml_node *ami, struct kiln_dist
         const struct kiln_yaml_node *n = kiln_yaml_map_get(ami, "name");
         _cleanup_free_ char *bad = NULL;
         if (!kiln_name_template_check(it->ami_name, &bad))
-            kiln_diag_add(d, n,
-                          "AMI name: unknown template variable {{%s}} (known: "
-                          "{{imagebuilder:buildDate}}, {{imagebuilder:buildVersion}})",
-                          bad);
+            kiln_problems_add(d, n,
+                              "AMI name: unknown template variable {{%s}} (known: "
+                              "{{imagebuilder:buildDate}}, {{imagebuilder:buildVersion}})",
+                              bad);
         size_t len = strlen(it->ami_name);
         if (len < 1 || len > 127)
-            kiln_diag_add(d, n, "AMI name must be 1 to 127 characters");
+            kiln_problems_add(d, n, "AMI name must be 1 to 127 characters");
         /* EC2 allows letters, digits, ( ) [ ] space . / - ' @ _ (and the template braces). */
         for (const char *p = it->ami_name; *p; p++)
             if (!isalnum((unsigned char)*p) && !strchr("()[] ./-'@_{}:", *p)) {
-                kiln_diag_add(d, n, "AMI name: character '%c' is not allowed", *p);
+                kiln_problems_add(d, n, "AMI name: character '%c' is not allowed", *p);
                 break;
             }
     }
@@ -1050,21 +1064,22 @@ load_ami(struct kiln_diag *d, const struct kiln_yaml_node *ami, struct kiln_dist
     check_string_map(d, kiln_yaml_map_get(ami, "amiTags"), "amiTags");
     const struct kiln_yaml_node *lp = kiln_yaml_map_get(ami, "launchPermission");
     if (lp && lp->kind == M &&
-        kiln_diag_check_mapping(d, lp, "launchPermission", launch_perm_fields)) {
+        kiln_problems_check_mapping(d, lp, "launchPermission", launch_perm_fields)) {
         check_account_list(d, kiln_yaml_map_get(lp, "userIds"), "launchPermission.userIds");
         const struct kiln_yaml_node *g = kiln_yaml_map_get(lp, "userGroups");
         for (size_t i = 0; g && g->kind == L && i < g->n; i++)
             if (!kiln_streq(kiln_yaml_scalar(g->items[i]), "all"))
-                kiln_diag_add(d, g->items[i], "launchPermission.userGroups: only 'all' is valid");
+                kiln_problems_add(d, g->items[i],
+                                  "launchPermission.userGroups: only 'all' is valid");
     }
 }
 
 static void
-load_local(struct kiln_diag *d, const struct kiln_yaml_node *loc, const char *base,
+load_local(struct kiln_problems *d, const struct kiln_yaml_node *loc, const char *base,
            struct kiln_distribution *it)
 {
     it->is_local = true;
-    if (!kiln_diag_check_mapping(d, loc, "local", local_fields))
+    if (!kiln_problems_check_mapping(d, loc, "local", local_fields))
         return;
     _cleanup_free_ char *dir = get_str(loc, "directory");
     if (dir)
@@ -1074,20 +1089,66 @@ load_local(struct kiln_diag *d, const struct kiln_yaml_node *loc, const char *ba
     if (fmts && fmts->kind == L) {
         it->local.formats = get_strv(d, fmts, "formats");
         if (fmts->n == 0)
-            kiln_diag_add(d, fmts, "formats: give at least one of qcow2, raw, vmdk, vhdx");
+            kiln_problems_add(d, fmts, "formats: give at least one of qcow2, raw, vmdk, vhdx");
         for (size_t i = 0; it->local.formats && it->local.formats[i]; i++) {
             const char *f = it->local.formats[i];
             if (!kiln_streq(f, "qcow2") && !kiln_streq(f, "raw") && !kiln_streq(f, "vmdk") &&
                 !kiln_streq(f, "vhdx"))
-                kiln_diag_add(d, fmts->items[i], "format '%s' is not one of qcow2, raw, vmdk, vhdx",
-                              f);
+                kiln_problems_add(d, fmts->items[i],
+                                  "format '%s' is not one of qcow2, raw, vmdk, vhdx", f);
             for (size_t j = 0; j < i; j++)
                 if (kiln_streq(f, it->local.formats[j]))
-                    kiln_diag_add(d, fmts->items[i], "format '%s' is listed twice", f);
+                    kiln_problems_add(d, fmts->items[i], "format '%s' is listed twice", f);
         }
     } else {
         it->local.formats = kiln_new(char *, 2);
         it->local.formats[0] = kiln_strdup("qcow2");
+    }
+}
+
+static void
+distribution_fill(struct kiln_problems *d, const struct kiln_yaml_node *root,
+                  struct kiln_distribution_config *dc, const char *base)
+{
+    if (kiln_yaml_map_get(root, "name"))
+        check_name(d, root, "distribution configuration");
+    dc->name = get_str(root, "name");
+    dc->description = get_str(root, "description");
+    const struct kiln_yaml_node *items = kiln_yaml_map_get(root, "distributions");
+    if (!items || items->kind != L)
+        return;
+    if (items->n == 0)
+        kiln_problems_add(d, items, "distributions: give at least one target");
+    dc->items = kiln_new(struct kiln_distribution, items->n ? items->n : 1);
+    dc->n_items = items->n;
+    for (size_t i = 0; i < items->n; i++) {
+        const struct kiln_yaml_node *item = items->items[i];
+        struct kiln_distribution *it = &dc->items[i];
+        it->line = item->line;
+        it->column = item->column;
+        if (!kiln_problems_check_mapping(d, item, "distribution", dist_item_fields))
+            continue;
+        it->region = get_str(item, "region");
+        const struct kiln_yaml_node *ami = kiln_yaml_map_get(item, "amiDistributionConfiguration");
+        const struct kiln_yaml_node *loc = kiln_yaml_map_get(item, "local");
+        if (!!it->region == !!(loc && loc->kind == M))
+            kiln_problems_add(d, item,
+                              "distribution %zu: give either 'region' (an EC2 target) or 'local' "
+                              "(a folder on this host)",
+                              i + 1);
+        if (ami && ami->kind == M) {
+            if (!it->region)
+                kiln_problems_add(d, ami,
+                                  "amiDistributionConfiguration needs a 'region' in the same "
+                                  "distribution");
+            load_ami(d, ami, it);
+        }
+        if (loc && loc->kind == M)
+            load_local(d, loc, base, it);
+        for (size_t j = 0; j < i; j++)
+            if (it->region && kiln_streq(it->region, dc->items[j].region))
+                kiln_problems_add(d, kiln_yaml_map_get(item, "region"),
+                                  "region '%s' is listed twice", it->region);
     }
 }
 
@@ -1105,54 +1166,13 @@ kiln_distribution_load(const char *path, struct kiln_distribution_config **ret,
     dc->source = kiln_strdup(path);
     _cleanup_free_ char *base = dir_of(path);
 
-    struct kiln_diag d;
-    kiln_diag_init(&d, path);
-    if (!kiln_diag_check_mapping(&d, root, "distribution configuration", dist_fields))
-        goto done;
-    if (kiln_yaml_map_get(root, "name"))
-        check_name(&d, root, "distribution configuration");
-    dc->name = get_str(root, "name");
-    dc->description = get_str(root, "description");
-    const struct kiln_yaml_node *items = kiln_yaml_map_get(root, "distributions");
-    if (!items || items->kind != L)
-        goto done;
-    if (items->n == 0)
-        kiln_diag_add(&d, items, "distributions: give at least one target");
-    dc->items = kiln_new(struct kiln_distribution, items->n ? items->n : 1);
-    dc->n_items = items->n;
-    for (size_t i = 0; i < items->n; i++) {
-        const struct kiln_yaml_node *item = items->items[i];
-        struct kiln_distribution *it = &dc->items[i];
-        it->line = item->line;
-        it->column = item->column;
-        if (!kiln_diag_check_mapping(&d, item, "distribution", dist_item_fields))
-            continue;
-        it->region = get_str(item, "region");
-        const struct kiln_yaml_node *ami = kiln_yaml_map_get(item, "amiDistributionConfiguration");
-        const struct kiln_yaml_node *loc = kiln_yaml_map_get(item, "local");
-        if (!!it->region == !!(loc && loc->kind == M))
-            kiln_diag_add(&d, item,
-                          "distribution %zu: give either 'region' (an EC2 target) or 'local' "
-                          "(a folder on this host)",
-                          i + 1);
-        if (ami && ami->kind == M) {
-            if (!it->region)
-                kiln_diag_add(&d, ami,
-                              "amiDistributionConfiguration needs a 'region' in the same "
-                              "distribution");
-            load_ami(&d, ami, it);
-        }
-        if (loc && loc->kind == M)
-            load_local(&d, loc, base, it);
-        for (size_t j = 0; j < i; j++)
-            if (it->region && kiln_streq(it->region, dc->items[j].region))
-                kiln_diag_add(&d, kiln_yaml_map_get(item, "region"),
-                              "region '%s' is listed twice", it->region);
-    }
+    struct kiln_problems d;
+    kiln_problems_init(&d, path);
+    if (kiln_problems_check_mapping(&d, root, "distribution configuration", dist_fields))
+        distribution_fill(&d, root, dc, base);
 
-done:
-    r = kiln_diag_finish(&d, err);
-    kiln_diag_clear(&d);
+    r = kiln_problems_finish(&d, err);
+    kiln_problems_clear(&d);
     if (r < 0)
         return r;
     *ret = TAKE_PTR(dc);
@@ -1225,6 +1245,59 @@ cron_ok(const char *expr)
     return fields == 5 || fields == 6;
 }
 
+static void
+pipeline_fill(struct kiln_problems *d, const struct kiln_yaml_node *root, struct kiln_pipeline *p,
+              const char *base)
+{
+    check_name(d, root, "image pipeline");
+    p->name = get_str(root, "name");
+    p->description = get_str(root, "description");
+    const char *const keys[] = {"imageRecipe", "infrastructureConfiguration",
+                                "distributionConfiguration"};
+    char **dst[] = {&p->recipe_path, &p->infrastructure_path, &p->distribution_path};
+    for (size_t i = 0; i < 3; i++) {
+        _cleanup_free_ char *v = get_str(root, keys[i]);
+        if (v)
+            *dst[i] = resolve_rel(base, v);
+    }
+    const struct kiln_yaml_node *t = kiln_yaml_map_get(root, "imageTestsConfiguration");
+    if (t && t->kind == M &&
+        kiln_problems_check_mapping(d, t, "imageTestsConfiguration", tests_fields)) {
+        p->tests_enabled = get_bool(d, t, "imageTestsEnabled", true);
+        p->timeout_minutes = (int)get_int(d, t, "timeoutMinutes", 60, 1440, 720);
+    }
+    const struct kiln_yaml_node *s = kiln_yaml_map_get(root, "schedule");
+    if (s && s->kind == M && kiln_problems_check_mapping(d, s, "schedule", schedule_fields)) {
+        p->schedule_expression = get_str(s, "scheduleExpression");
+        p->timezone = get_str(s, "timezone");
+        p->start_condition = get_str(s, "pipelineExecutionStartCondition");
+        if (p->schedule_expression && !cron_ok(p->schedule_expression))
+            kiln_problems_add(
+                d, kiln_yaml_map_get(s, "scheduleExpression"),
+                "scheduleExpression '%s' is not cron(<minutes> <hours> <day-of-month> "
+                "<month> <day-of-week> [<year>])",
+                p->schedule_expression);
+        if (p->start_condition && !kiln_streq(p->start_condition, "EXPRESSION_MATCH_ONLY") &&
+            !kiln_streq(p->start_condition, "EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE"))
+            kiln_problems_add(d, kiln_yaml_map_get(s, "pipelineExecutionStartCondition"),
+                              "pipelineExecutionStartCondition '%s' is not one of "
+                              "EXPRESSION_MATCH_ONLY, "
+                              "EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE",
+                              p->start_condition);
+        if (!p->start_condition)
+            p->start_condition = kiln_strdup("EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE");
+    }
+    const char *status = kiln_yaml_scalar(kiln_yaml_map_get(root, "status"));
+    if (status) {
+        if (kiln_streq(status, "DISABLED"))
+            p->enabled = false;
+        else if (!kiln_streq(status, "ENABLED"))
+            kiln_problems_add(d, kiln_yaml_map_get(root, "status"),
+                              "status '%s' is not one of ENABLED, DISABLED", status);
+    }
+    get_bool(d, root, "enhancedImageMetadataEnabled", true);
+}
+
 int
 kiln_pipeline_load(const char *path, struct kiln_pipeline **ret, struct kiln_error *err)
 {
@@ -1240,61 +1313,13 @@ kiln_pipeline_load(const char *path, struct kiln_pipeline **ret, struct kiln_err
     p->enabled = true;
     _cleanup_free_ char *base = dir_of(path);
 
-    struct kiln_diag d;
-    kiln_diag_init(&d, path);
-    if (!kiln_diag_check_mapping(&d, root, "image pipeline", pipeline_fields))
-        goto done;
-    check_name(&d, root, "image pipeline");
-    p->name = get_str(root, "name");
-    p->description = get_str(root, "description");
-    const char *const keys[] = {"imageRecipe", "infrastructureConfiguration",
-                                "distributionConfiguration"};
-    char **dst[] = {&p->recipe_path, &p->infrastructure_path, &p->distribution_path};
-    for (size_t i = 0; i < 3; i++) {
-        _cleanup_free_ char *v = get_str(root, keys[i]);
-        if (v)
-            *dst[i] = resolve_rel(base, v);
-    }
-    const struct kiln_yaml_node *t = kiln_yaml_map_get(root, "imageTestsConfiguration");
-    if (t && t->kind == M && kiln_diag_check_mapping(&d, t, "imageTestsConfiguration", tests_fields)) {
-        p->tests_enabled = get_bool(&d, t, "imageTestsEnabled", true);
-        p->timeout_minutes = (int)get_int(&d, t, "timeoutMinutes", 60, 1440, 720);
-    }
-    const struct kiln_yaml_node *s = kiln_yaml_map_get(root, "schedule");
-    if (s && s->kind == M && kiln_diag_check_mapping(&d, s, "schedule", schedule_fields)) {
-        p->schedule_expression = get_str(s, "scheduleExpression");
-        p->timezone = get_str(s, "timezone");
-        p->start_condition = get_str(s, "pipelineExecutionStartCondition");
-        if (p->schedule_expression && !cron_ok(p->schedule_expression))
-            kiln_diag_add(&d, kiln_yaml_map_get(s, "scheduleExpression"),
-                          "scheduleExpression '%s' is not cron(<minutes> <hours> <day-of-month> "
-                          "<month> <day-of-week> [<year>])",
-                          p->schedule_expression);
-        if (p->start_condition &&
-            !kiln_streq(p->start_condition, "EXPRESSION_MATCH_ONLY") &&
-            !kiln_streq(p->start_condition, "EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE"))
-            kiln_diag_add(&d, kiln_yaml_map_get(s, "pipelineExecutionStartCondition"),
-                          "pipelineExecutionStartCondition '%s' is not one of "
-                          "EXPRESSION_MATCH_ONLY, "
-                          "EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE",
-                          p->start_condition);
-        if (!p->start_condition)
-            p->start_condition =
-                kiln_strdup("EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE");
-    }
-    const char *status = kiln_yaml_scalar(kiln_yaml_map_get(root, "status"));
-    if (status) {
-        if (kiln_streq(status, "DISABLED"))
-            p->enabled = false;
-        else if (!kiln_streq(status, "ENABLED"))
-            kiln_diag_add(&d, kiln_yaml_map_get(root, "status"),
-                          "status '%s' is not one of ENABLED, DISABLED", status);
-    }
-    get_bool(&d, root, "enhancedImageMetadataEnabled", true);
+    struct kiln_problems d;
+    kiln_problems_init(&d, path);
+    if (kiln_problems_check_mapping(&d, root, "image pipeline", pipeline_fields))
+        pipeline_fill(&d, root, p, base);
 
-done:
-    r = kiln_diag_finish(&d, err);
-    kiln_diag_clear(&d);
+    r = kiln_problems_finish(&d, err);
+    kiln_problems_clear(&d);
     if (r < 0)
         return r;
     *ret = TAKE_PTR(p);

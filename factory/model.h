@@ -38,10 +38,11 @@ int kiln_image_version_parse(const char *s, struct kiln_semver *ret_version, lon
 
 /* ---- name templates ---- */
 
-/* Expand {{imagebuilder:buildDate}} and {{imagebuilder:buildVersion}} ("x.y.z/build" -> as
- * given). Unknown {{imagebuilder:...}} variables are an error. */
-int kiln_name_template_expand(const char *tmpl, const char *build_version, time_t build_date,
-                              char **ret, struct kiln_error *err);
+/* Expand {{imagebuilder:buildDate}} (UTC, 2024-02-29T13-14-15Z: AMI names allow no ':') and
+ * {{imagebuilder:buildVersion}} (the build number: the last node of x.y.z/build). Other
+ * {{...}} text is kept; an unknown {{imagebuilder:...}} variable is an error. */
+int kiln_name_template_expand(const char *tmpl, long build_number, time_t build_date, char **ret,
+                              struct kiln_error *err);
 /* Only checks that every {{imagebuilder:...}} variable is known; ret_bad gets the first unknown. */
 bool kiln_name_template_check(const char *tmpl, char **ret_bad);
 
@@ -53,9 +54,9 @@ struct kiln_component_parameter {
 };
 
 struct kiln_component_ref {
-    char *arn;  /* componentArn as written, or NULL */
-    char *path; /* path as written (relative to the recipe), or NULL */
-    char *name; /* "name" or "name/1.x.x", or NULL */
+    char *arn;      /* componentArn as written, or NULL */
+    char *path;     /* path as written (relative to the recipe), or NULL */
+    char *name;     /* "name" or "name/1.x.x", or NULL */
     char *resolved; /* absolute document path, after kiln_recipe_resolve() */
     struct kiln_component_parameter *parameters;
     size_t n_parameters;
@@ -80,7 +81,8 @@ struct kiln_recipe {
     struct kiln_semver version;
     char *description;
     char *parent_image;
-    char *working_directory; /* default /tmp, as Image Builder */
+    unsigned parent_line, parent_column; /* where parentImage is written */
+    char *working_directory;             /* default /tmp, as Image Builder */
     struct kiln_component_ref *components;
     size_t n_components;
     struct kiln_block_device *block_devices;
@@ -91,6 +93,9 @@ struct kiln_recipe {
 };
 
 int kiln_recipe_load(const char *path, struct kiln_recipe **ret, struct kiln_error *err);
+/* Like kiln_recipe_load, but an invalid recipe (-KILN_E_INVALID) is still returned in *ret with
+ * what could be read, so that its components can be checked too (NULL when unreadable). */
+int kiln_recipe_load_partial(const char *path, struct kiln_recipe **ret, struct kiln_error *err);
 void kiln_recipe_free(struct kiln_recipe *r);
 static inline void
 kiln_recipe_freep(struct kiln_recipe **r)
@@ -166,7 +171,7 @@ struct kiln_distribution_config {
 
 int kiln_distribution_load(const char *path, struct kiln_distribution_config **ret,
                            struct kiln_error *err);
-/* One local target: <home>/images/, qcow2. */
+/* One local target: <home>/outputs/, qcow2 (<home>/images/ holds the base images). */
 struct kiln_distribution_config *kiln_distribution_default(const char *home);
 void kiln_distribution_free(struct kiln_distribution_config *d);
 static inline void
@@ -188,7 +193,8 @@ struct kiln_pipeline {
     int timeout_minutes;       /* imageTestsConfiguration.timeoutMinutes, 60..1440, default 720 */
     char *schedule_expression; /* schedule.scheduleExpression, or NULL */
     char *timezone;
-    char *start_condition; /* EXPRESSION_MATCH_ONLY | EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE */
+    char *start_condition; /* EXPRESSION_MATCH_ONLY |
+                              EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE */
     bool enabled;          /* status ENABLED (default) | DISABLED */
 };
 

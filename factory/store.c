@@ -21,9 +21,9 @@ struct kiln_store {
 };
 
 static const char *const status_names[] = {
-    [KILN_IMAGE_PENDING] = "PENDING",       [KILN_IMAGE_BUILDING] = "BUILDING",
-    [KILN_IMAGE_TESTING] = "TESTING",       [KILN_IMAGE_DISTRIBUTING] = "DISTRIBUTING",
-    [KILN_IMAGE_AVAILABLE] = "AVAILABLE",   [KILN_IMAGE_FAILED] = "FAILED",
+    [KILN_IMAGE_PENDING] = "PENDING",     [KILN_IMAGE_BUILDING] = "BUILDING",
+    [KILN_IMAGE_TESTING] = "TESTING",     [KILN_IMAGE_DISTRIBUTING] = "DISTRIBUTING",
+    [KILN_IMAGE_AVAILABLE] = "AVAILABLE", [KILN_IMAGE_FAILED] = "FAILED",
     [KILN_IMAGE_CANCELLED] = "CANCELLED",
 };
 
@@ -190,8 +190,8 @@ kiln_store_open(const char *home, struct kiln_store **ret, struct kiln_error *er
     struct kiln_store *s = kiln_new(struct kiln_store, 1);
     s->home = kiln_strdup(home);
     _cleanup_free_ char *path = kiln_path_join(home, "kiln.db");
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                          SQLITE_OPEN_FULLMUTEX,
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         NULL) != SQLITE_OK) {
         r = kiln_error_set(err, -KILN_E_FAILED, "cannot open the state store %s: %s", path,
                            s->db ? sqlite3_errmsg(s->db) : "out of memory");
@@ -300,7 +300,7 @@ kiln_image_record_list_free(struct kiln_image_record **list, size_t n)
 }
 
 #define IMAGE_COLUMNS                                                                              \
-    "id, name, version, build, status, reason, created, updated, finished, build_id, pid, "       \
+    "id, name, version, build, status, reason, created, updated, finished, build_id, pid, "        \
     "driver, uri, recipe_path, work_dir, log_dir, manifest_path"
 
 static struct kiln_image_record *
@@ -371,20 +371,20 @@ make_build_id(const char *name, const char *version, long build)
     for (char *p = v; *p; p++)
         if (*p == '.')
             *p = '-';
-    return kiln_asprintf("kiln-%s-%s-%ld-%02x%02x%02x%02x", safe, v, build, rnd[0], rnd[1],
-                         rnd[2], rnd[3]);
+    return kiln_asprintf("kiln-%s-%s-%ld-%02x%02x%02x%02x", safe, v, build, rnd[0], rnd[1], rnd[2],
+                         rnd[3]);
 }
 
 static int
 insert_image(struct kiln_store *s, const char *name, const char *version, const char *driver,
-             const char *uri, const char *recipe_path, char **ret_build_id,
-             struct kiln_error *err)
+             const char *uri, const char *recipe_path, char **ret_build_id, struct kiln_error *err)
 {
     long build;
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = prepare(s, "SELECT COALESCE(MAX(build), 0) + 1 FROM images WHERE name = ? AND "
-                           "version = ?",
+        int r = prepare(s,
+                        "SELECT COALESCE(MAX(build), 0) + 1 FROM images WHERE name = ? AND "
+                        "version = ?",
                         &st, err);
         if (r < 0)
             return r;
@@ -419,29 +419,62 @@ insert_image(struct kiln_store *s, const char *name, const char *version, const 
     return 0;
 }
 
-int
-kiln_store_image_create(struct kiln_store *s, const char *name, const char *version,
-                        const char *driver, const char *uri, const char *recipe_path,
-                        struct kiln_image_record **ret, struct kiln_error *err)
+static int
+create(struct kiln_store *s, const char *name, const char *version, const char *driver,
+       const char *uri, const char *recipe_path, struct kiln_image_record **ret, int *ret_lock_fd,
+       struct kiln_error *err)
 {
     /* IMMEDIATE takes the write lock first, so two builds cannot read the same max(build). */
     int r = exec(s, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;
     _cleanup_free_ char *build_id = NULL;
+    int fd = -1;
     r = insert_image(s, name, version, driver, uri, recipe_path, &build_id, err);
+    /* The build lock is taken before the record becomes visible: a reaper never sees a build
+     * that is starting as one that crashed. */
+    if (r >= 0 && ret_lock_fd)
+        r = kiln_store_build_lock(s, build_id, &fd, err);
     if (r >= 0)
         r = exec(s, "COMMIT", err);
     if (r < 0) {
         exec(s, "ROLLBACK", NULL);
+        if (fd >= 0)
+            kiln_store_build_unlock(s, build_id, fd);
         return r;
     }
-    return ret ? kiln_store_image_get_by_build_id(s, build_id, ret, err) : 0;
+    if (ret) {
+        r = kiln_store_image_get_by_build_id(s, build_id, ret, err);
+        if (r < 0) {
+            if (fd >= 0)
+                kiln_store_build_unlock(s, build_id, fd);
+            return r;
+        }
+    }
+    if (ret_lock_fd)
+        *ret_lock_fd = fd;
+    return 0;
+}
+
+int
+kiln_store_image_create(struct kiln_store *s, const char *name, const char *version,
+                        const char *driver, const char *uri, const char *recipe_path,
+                        struct kiln_image_record **ret, struct kiln_error *err)
+{
+    return create(s, name, version, driver, uri, recipe_path, ret, NULL, err);
+}
+
+int
+kiln_store_image_create_locked(struct kiln_store *s, const char *name, const char *version,
+                               const char *driver, const char *uri, const char *recipe_path,
+                               struct kiln_image_record **ret, int *ret_lock_fd,
+                               struct kiln_error *err)
+{
+    return create(s, name, version, driver, uri, recipe_path, ret, ret_lock_fd, err);
 }
 
 static int
-get_status(struct kiln_store *s, long long id, enum kiln_image_status *ret,
-           struct kiln_error *err)
+get_status(struct kiln_store *s, long long id, enum kiln_image_status *ret, struct kiln_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     int r = prepare(s, "SELECT status FROM images WHERE id = ?", &st, err);
@@ -457,8 +490,8 @@ get_status(struct kiln_store *s, long long id, enum kiln_image_status *ret,
 }
 
 static int
-update_status(struct kiln_store *s, long long id, enum kiln_image_status status,
-              const char *reason, struct kiln_error *err)
+update_status(struct kiln_store *s, long long id, enum kiln_image_status status, const char *reason,
+              struct kiln_error *err)
 {
     enum kiln_image_status cur;
     int r = get_status(s, id, &cur, err);
@@ -518,8 +551,8 @@ kiln_store_image_set_paths(struct kiln_store *s, long long id, const char *work_
 }
 
 int
-kiln_store_image_add_output(struct kiln_store *s, long long id,
-                            const struct kiln_image_output *out, struct kiln_error *err)
+kiln_store_image_add_output(struct kiln_store *s, long long id, const struct kiln_image_output *out,
+                            struct kiln_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     int r = prepare(s,
@@ -645,8 +678,8 @@ kiln_store_resource_remove(struct kiln_store *s, const char *build_id, const cha
                            const char *rid, struct kiln_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prepare(s, "DELETE FROM resources WHERE build_id = ? AND kind = ? AND rid = ?", &st,
-                    err);
+    int r =
+        prepare(s, "DELETE FROM resources WHERE build_id = ? AND kind = ? AND rid = ?", &st, err);
     if (r < 0)
         return r;
     bind_text(st, 1, build_id);
@@ -692,8 +725,7 @@ kiln_resource_record_list_free(struct kiln_resource_record *list, size_t n)
 
 int
 kiln_store_resource_list(struct kiln_store *s, const char *build_id,
-                         struct kiln_resource_record **ret, size_t *ret_n,
-                         struct kiln_error *err)
+                         struct kiln_resource_record **ret, size_t *ret_n, struct kiln_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     int r = prepare(s,

@@ -42,8 +42,8 @@ struct kiln_image_record {
     enum kiln_image_status status;
     char *reason;
     long long created, updated, finished; /* unix seconds; finished 0 while running */
-    char *build_id; /* unique, names and tags every resource of the build */
-    long pid;       /* the building process */
+    char *build_id;                       /* unique, names and tags every resource of the build */
+    long pid;                             /* the building process */
     char *driver;
     char *uri;
     char *recipe_path;
@@ -93,6 +93,12 @@ int kiln_store_schema_version(struct kiln_store *s);
 int kiln_store_image_create(struct kiln_store *s, const char *name, const char *version,
                             const char *driver, const char *uri, const char *recipe_path,
                             struct kiln_image_record **ret, struct kiln_error *err);
+/* The same, holding the new build's lock (see kiln_store_build_lock) before the record is
+ * visible to anyone else; *ret_lock_fd is released with kiln_store_build_unlock. */
+int kiln_store_image_create_locked(struct kiln_store *s, const char *name, const char *version,
+                                   const char *driver, const char *uri, const char *recipe_path,
+                                   struct kiln_image_record **ret, int *ret_lock_fd,
+                                   struct kiln_error *err);
 /* Move to status (checked with kiln_image_status_can_move); reason may be NULL. */
 int kiln_store_image_set_status(struct kiln_store *s, long long id, enum kiln_image_status status,
                                 const char *reason, struct kiln_error *err);

@@ -33,7 +33,21 @@ kiln_diags_add(struct kiln_diags *d, const char *file, const struct kiln_yaml_no
 {
     if (!d)
         return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *message = NULL;
+    if (vasprintf(&message, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    /* The same problem at the same place is reported once (a reference used twice in a line). */
+    for (size_t i = 0; i < d->n; i++)
+        if (d->v[i].line == (at ? at->line : 0) && d->v[i].column == (at ? at->column : 0) &&
+            strcmp(d->v[i].message, message) == 0 && kiln_streq(d->v[i].file, file)) {
+            free(message);
+            return;
+        }
     if (d->n >= KILN_DOC_MAX_DIAGS) {
+        free(message);
         d->dropped++;
         return;
     }
@@ -47,11 +61,7 @@ kiln_diags_add(struct kiln_diags *d, const char *file, const struct kiln_yaml_no
     g->line = at ? at->line : 0;
     g->column = at ? at->column : 0;
     g->field = field ? kiln_strdup(field) : NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&g->message, fmt, ap) < 0)
-        abort();
-    va_end(ap);
+    g->message = message;
 }
 
 static void
@@ -348,8 +358,8 @@ parse_loop(struct parser *p, const struct kiln_yaml_node *n, const char *field,
                 DIAG(p, loop->update_by, fu,
                      "moves away from end %lld (start %lld): the loop would never end", v[1],
                      v[0]);
-            else if ((v[1] - v[0]) / v[2] >= 1000000)
-                DIAG(p, loop->update_by, fu, "more than 1000000 iterations");
+            else if ((v[1] - v[0]) / v[2] >= KILN_DOC_MAX_ITERATIONS)
+                DIAG(p, loop->update_by, fu, "more than %d iterations", KILN_DOC_MAX_ITERATIONS);
         }
         return;
     }
@@ -544,7 +554,10 @@ kiln_document_parse(const char *data, size_t len, const char *source,
     doc->name = get_text(&p, root, "name", "", false);
     doc->description = get_text(&p, root, "description", "", false);
     doc->schema_version = get_text(&p, root, "schemaVersion", "", true);
-    if (doc->schema_version && strcmp(doc->schema_version, "1.0") != 0)
+    /* 1.0 as a number or a string; a plain 1 is the same number (an AWS example writes it). */
+    if (doc->schema_version && strcmp(doc->schema_version, "1.0") != 0 &&
+        !(strcmp(doc->schema_version, "1") == 0 &&
+          kiln_yaml_map_get(root, "schemaVersion")->plain))
         DIAG(&p, kiln_yaml_map_get(root, "schemaVersion"), "schemaVersion",
              "unsupported schema version '%s': must be 1.0", doc->schema_version);
     const struct kiln_yaml_node *n;

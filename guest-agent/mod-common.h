@@ -62,8 +62,8 @@ const json_t *kiln_mod_item(const json_t *inputs, size_t i);
 /* String form of a scalar field; NULL (and 0) when absent or null and not required. */
 int kiln_mod_get_str(const json_t *obj, const char *module, const char *key, bool required,
                      char **ret, struct kiln_error *err);
-int kiln_mod_get_bool(const json_t *obj, const char *module, const char *key, bool def,
-                      bool *ret, struct kiln_error *err);
+int kiln_mod_get_bool(const json_t *obj, const char *module, const char *key, bool def, bool *ret,
+                      struct kiln_error *err);
 int kiln_mod_get_int(const json_t *obj, const char *module, const char *key, long long def,
                      long long *ret, struct kiln_error *err);
 /* A list of scalars as a NULL-terminated vector (empty vector when absent). */
@@ -75,8 +75,24 @@ void kiln_mod_console(const struct kiln_module_ctx *ctx, const char *fmt, ...) _
 
 /* Text conversion for the file modules (iconv). Encoding writes no byte-order mark; decoding
  * drops one that matches the encoding. Invalid input is an error naming the encoding. */
-int kiln_mod_encode(enum kiln_mod_encoding enc, const char *utf8, size_t len,
-                    struct kiln_buf *out, struct kiln_error *err);
-int kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len,
-                    struct kiln_buf *utf8, struct kiln_error *err);
+int kiln_mod_encode(enum kiln_mod_encoding enc, const char *utf8, size_t len, struct kiln_buf *out,
+                    struct kiln_error *err);
+int kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len, struct kiln_buf *utf8,
+                    struct kiln_error *err);
 const char *kiln_mod_encoding_name(enum kiln_mod_encoding enc);
+
+/* UpdateOS internals, for tests: the package manager found in PATH ("apt-get", "dnf", "yum",
+ * or NULL), and the upgrade command it runs (apt-get ignores exclude here: it holds them). */
+const char *kiln_mod_update_os_manager(void);
+char **kiln_mod_update_os_upgrade_argv(const char *manager, char *const *include,
+                                       char *const *exclude);
+
+/* The wildcard of the file and S3 modules: '*' matches any run of characters, dot files
+ * included (no other character is special). */
+bool kiln_mod_star_match(const char *pattern, const char *name);
+
+/* Output text as a JSON string: invalid UTF-8 (binary output, a cut character, odd file
+ * names) becomes U+FFFD, as AWSTOE's JSON does, so the outputs always serialise. */
+json_t *kiln_mod_json_text(const char *s, size_t len);
+/* The same repair into a new NUL-terminated string. */
+char *kiln_mod_utf8_repair(const char *s, size_t len, size_t *ret_len);

@@ -22,7 +22,7 @@ stdout_output(const struct kiln_proc_result *res)
     while (n > 0 && (res->out[n - 1] == '\n' || res->out[n - 1] == '\r'))
         n--;
     json_t *o = json_object();
-    json_object_set_new(o, "stdout", json_stringn_nocheck(res->out, n));
+    json_object_set_new(o, "stdout", kiln_mod_json_text(res->out, n));
     return o;
 }
 
@@ -69,8 +69,8 @@ KILN_MOD_RUN(kiln_mod_execute_bash)
         dir = tmpdir;
     }
     script = kiln_path_join(dir, "script.sh");
-    _cleanup_close_ int fd = open(script, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                                  0700);
+    _cleanup_close_ int fd =
+        open(script, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0700);
     if (fd < 0)
         return kiln_error_errno(err, -errno, "ExecuteBash: cannot write %s", script);
     for (size_t off = 0; off < text.len;) {

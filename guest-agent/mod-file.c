@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -26,6 +27,51 @@
 #include "guest-agent/mod-common.h"
 
 #define READ_FILE_MAX (64u << 20)
+
+/* Modules without outputs still return an (empty) outputs object. */
+static int
+no_outputs(int r, json_t **ret_outputs)
+{
+    if (r >= 0)
+        *ret_outputs = json_object();
+    return r;
+}
+
+/* What a module is doing, for messages, cancellation and the step's time limit: long copies
+ * and tree walks check it between files and between 64 KiB chunks. */
+struct op {
+    const char *module;
+    const struct kiln_module_ctx *ctx;
+    long long deadline; /* CLOCK_MONOTONIC milliseconds, -1: none */
+};
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct op
+op_start(const char *module, const struct kiln_module_ctx *ctx)
+{
+    struct op op = {module, ctx, -1};
+    if (ctx && ctx->timeout_seconds >= 0)
+        op.deadline = now_ms() + (long long)ctx->timeout_seconds * 1000;
+    return op;
+}
+
+static int
+op_check(const struct op *op, struct kiln_error *err)
+{
+    if (op->ctx && op->ctx->cancel && *op->ctx->cancel)
+        return kiln_error_set(err, -ECANCELED, "%s: cancelled", op->module);
+    if (op->deadline >= 0 && now_ms() >= op->deadline)
+        return kiln_error_set(err, -ETIMEDOUT, "%s: timed out after %d seconds", op->module,
+                              op->ctx->timeout_seconds);
+    return 0;
+}
 
 /* ---- paths ---- */
 
@@ -73,30 +119,6 @@ strip_slashes(const char *path)
     return kiln_strndup(path, n);
 }
 
-/* '*' matches any run of characters (dot files included, as AWSTOE's matching does). */
-static bool
-star_match(const char *pat, const char *s)
-{
-    const char *star = NULL, *resume = NULL;
-    while (*s) {
-        if (*pat == '*') {
-            star = pat++;
-            resume = s;
-        } else if (*pat == *s) {
-            pat++;
-            s++;
-        } else if (star) {
-            pat = star + 1;
-            s = ++resume;
-        } else {
-            return false;
-        }
-    }
-    while (*pat == '*')
-        pat++;
-    return *pat == '\0';
-}
-
 static int
 mkdir_parent(const char *module, const char *path, struct kiln_error *err)
 {
@@ -105,7 +127,9 @@ mkdir_parent(const char *module, const char *path, struct kiln_error *err)
     return r < 0 ? kiln_error_prefix(err, r, "%s", module) : 0;
 }
 
-enum want { WANT_FILES, WANT_DIRS };
+/* WANT_FILES: not folders (a link to a folder counts as a folder: it is not copied or moved as
+ * a file); WANT_ENTRIES: anything but a real folder (DeleteFile removes a link to a folder). */
+enum want { WANT_FILES, WANT_DIRS, WANT_ENTRIES };
 
 static int
 cmp_str(const void *a, const void *b)
@@ -116,8 +140,8 @@ cmp_str(const void *a, const void *b)
 /* Expand a source with a '*' in its last component into the matching files or folders
  * (sorted). Without a wildcard, returns the source itself. *ret_wild tells which. */
 static int
-expand_source(const char *module, const char *source, enum want want, char ***ret,
-              bool *ret_wild, struct kiln_error *err)
+expand_source(const char *module, const char *source, enum want want, char ***ret, bool *ret_wild,
+              struct kiln_error *err)
 {
     _cleanup_free_ char *base = base_name(source);
     _cleanup_free_ char *dir = dir_name(source);
@@ -141,17 +165,17 @@ expand_source(const char *module, const char *source, enum want want, char ***re
     while ((de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (!star_match(base, de->d_name))
+        if (!kiln_mod_star_match(base, de->d_name))
             continue;
         _cleanup_free_ char *p = kiln_path_join(dir, de->d_name);
         struct stat st;
         /* files: anything that is not a folder (a link to a file counts); folders: real
          * folders only, not links to them */
-        bool is_dir = want == WANT_DIRS ? lstat(p, &st) == 0 && S_ISDIR(st.st_mode)
-                                        : stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+        bool is_dir = want == WANT_FILES ? stat(p, &st) == 0 && S_ISDIR(st.st_mode)
+                                         : lstat(p, &st) == 0 && S_ISDIR(st.st_mode);
         if ((want == WANT_DIRS) != is_dir)
             continue;
-        if (want == WANT_FILES && lstat(p, &st) < 0)
+        if (lstat(p, &st) < 0)
             continue;
         v = kiln_reallocarray(v, n + 2, sizeof(*v));
         v[n++] = TAKE_PTR(p);
@@ -176,6 +200,48 @@ all_digits(const char *s)
     return true;
 }
 
+/* Look a user or group up; the buffer grows while the database says it is too small (a group
+ * with many members needs more than the usual 4 KiB). Returns 0, -ENOENT, or -errno. */
+static int
+lookup_user(const char *name, uid_t uid, bool by_id, uid_t *ret_uid, gid_t *ret_gid)
+{
+    for (size_t size = 4096; size <= (16u << 20); size *= 4) {
+        _cleanup_free_ char *buf = kiln_malloc(size);
+        struct passwd pw, *res = NULL;
+        int r =
+            by_id ? getpwuid_r(uid, &pw, buf, size, &res) : getpwnam_r(name, &pw, buf, size, &res);
+        if (r == ERANGE)
+            continue;
+        if (r != 0)
+            return -r;
+        if (!res)
+            return -ENOENT;
+        *ret_uid = res->pw_uid;
+        *ret_gid = res->pw_gid;
+        return 0;
+    }
+    return -ERANGE;
+}
+
+static int
+lookup_group(const char *name, gid_t *ret_gid)
+{
+    for (size_t size = 4096; size <= (16u << 20); size *= 4) {
+        _cleanup_free_ char *buf = kiln_malloc(size);
+        struct group gr, *res = NULL;
+        int r = getgrnam_r(name, &gr, buf, size, &res);
+        if (r == ERANGE)
+            continue;
+        if (r != 0)
+            return -r;
+        if (!res)
+            return -ENOENT;
+        *ret_gid = res->gr_gid;
+        return 0;
+    }
+    return -ERANGE;
+}
+
 /* owner/group by name or number; without a group, the owner's primary group (when known). */
 static int
 resolve_owner(const char *module, const char *owner, const char *group, uid_t *ret_uid,
@@ -184,33 +250,38 @@ resolve_owner(const char *module, const char *owner, const char *group, uid_t *r
     *ret_uid = (uid_t)-1;
     *ret_gid = (gid_t)-1;
     if (owner && *owner) {
-        struct passwd pw, *res = NULL;
-        char buf[4096];
-        getpwnam_r(owner, &pw, buf, sizeof(buf), &res);
-        if (!res && all_digits(owner)) {
-            *ret_uid = (uid_t)strtoul(owner, NULL, 10);
-            getpwuid_r(*ret_uid, &pw, buf, sizeof(buf), &res);
-        } else if (!res) {
+        uid_t uid = (uid_t)-1;
+        gid_t primary = (gid_t)-1;
+        int r = lookup_user(owner, 0, false, &uid, &primary);
+        if (r == -ENOENT && all_digits(owner)) {
+            uid = (uid_t)strtoul(owner, NULL, 10);
+            /* a numeric id need not have a passwd entry; then the group stays as it is */
+            if (lookup_user(NULL, uid, true, &uid, &primary) < 0)
+                primary = (gid_t)-1;
+            r = 0;
+        }
+        if (r == -ENOENT)
             return kiln_error_set(err, -KILN_E_INVALID, "%s: user '%s' does not exist", module,
                                   owner);
-        }
-        if (res) {
-            *ret_uid = res->pw_uid;
-            if (!group || !*group)
-                *ret_gid = res->pw_gid;
-        }
+        if (r < 0)
+            return kiln_error_errno(err, r, "%s: looking up user '%s'", module, owner);
+        *ret_uid = uid;
+        if (!group || !*group)
+            *ret_gid = primary;
     }
     if (group && *group) {
-        struct group gr, *res = NULL;
-        char buf[4096];
-        getgrnam_r(group, &gr, buf, sizeof(buf), &res);
-        if (res)
-            *ret_gid = res->gr_gid;
-        else if (all_digits(group))
-            *ret_gid = (gid_t)strtoul(group, NULL, 10);
-        else
+        gid_t gid = (gid_t)-1;
+        int r = lookup_group(group, &gid);
+        if (r == -ENOENT && all_digits(group)) {
+            gid = (gid_t)strtoul(group, NULL, 10);
+            r = 0;
+        }
+        if (r == -ENOENT)
             return kiln_error_set(err, -KILN_E_INVALID, "%s: group '%s' does not exist", module,
                                   group);
+        if (r < 0)
+            return kiln_error_errno(err, r, "%s: looking up group '%s'", module, group);
+        *ret_gid = gid;
     }
     return 0;
 }
@@ -253,10 +324,13 @@ write_all(int fd, const char *data, size_t len)
 }
 
 static int
-copy_fd(int in, int out)
+copy_fd(const struct op *op, int in, int out, struct kiln_error *err)
 {
     char buf[65536];
     for (;;) {
+        int r = op_check(op, err);
+        if (r < 0)
+            return r;
         ssize_t n = read(in, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
@@ -264,7 +338,7 @@ copy_fd(int in, int out)
             return -errno;
         if (n == 0)
             return 0;
-        int r = write_all(out, buf, (size_t)n);
+        r = write_all(out, buf, (size_t)n);
         if (r < 0)
             return r;
     }
@@ -288,30 +362,30 @@ rename_into_place(const char *tmp, const char *dst, bool overwrite)
 
 /* Copy one file (following a source link, like cp) through a temporary file beside dst. */
 static int
-copy_file(const char *module, const char *src, const char *dst, bool overwrite,
+copy_file(const struct op *op, const char *src, const char *dst, bool overwrite,
           struct kiln_error *err)
 {
     _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (in < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     struct stat st;
     if (fstat(in, &st) < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     if (S_ISDIR(st.st_mode))
-        return kiln_error_set(err, -EISDIR, "%s: %s is a folder", module, src);
+        return kiln_error_set(err, -EISDIR, "%s: %s is a folder", op->module, src);
     struct stat dst_st;
     if (lstat(dst, &dst_st) == 0) {
         if (S_ISDIR(dst_st.st_mode))
-            return kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", module, dst);
+            return kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", op->module, dst);
         if (!overwrite)
-            return kiln_error_set(err, -EEXIST,
-                                  "%s: %s already exists and overwrite is false", module, dst);
+            return kiln_error_set(err, -EEXIST, "%s: %s already exists and overwrite is false",
+                                  op->module, dst);
     }
     _cleanup_free_ char *tmp = kiln_asprintf("%s.kiln-XXXXXX", dst);
     _cleanup_close_ int out = mkostemp(tmp, O_CLOEXEC);
     if (out < 0)
-        return kiln_error_errno(err, -errno, "%s: cannot create %s", module, dst);
-    int r = copy_fd(in, out);
+        return kiln_error_errno(err, -errno, "%s: cannot create %s", op->module, dst);
+    int r = copy_fd(op, in, out, err);
     if (r == 0 && fchmod(out, st.st_mode & 07777) < 0)
         r = -errno;
     if (r == 0 && close(TAKE_FD(out)) < 0)
@@ -322,28 +396,28 @@ copy_file(const char *module, const char *src, const char *dst, bool overwrite,
         unlink(tmp);
         if (r == -EEXIST)
             return kiln_error_set(err, r, "%s: %s already exists and overwrite is false",
-                                  module, dst);
-        return kiln_error_errno(err, r, "%s: cannot copy %s to %s", module, src, dst);
+                                  op->module, dst);
+        return kiln_error_errno(err, r, "%s: cannot copy %s to %s", op->module, src, dst);
     }
     return 0;
 }
 
 static int
-copy_symlink(const char *module, const char *src, const char *dst, struct kiln_error *err)
+copy_symlink(const struct op *op, const char *src, const char *dst, struct kiln_error *err)
 {
     char target[PATH_MAX];
     ssize_t n = readlink(src, target, sizeof(target) - 1);
     if (n < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     target[n] = '\0';
     _cleanup_free_ char *tmp = kiln_asprintf("%s.kiln-link-%d", dst, (int)getpid());
     unlink(tmp);
     if (symlink(target, tmp) < 0)
-        return kiln_error_errno(err, -errno, "%s: cannot create link %s", module, dst);
+        return kiln_error_errno(err, -errno, "%s: cannot create link %s", op->module, dst);
     if (rename(tmp, dst) < 0) {
         int r = -errno;
         unlink(tmp);
-        return kiln_error_errno(err, r, "%s: cannot create link %s", module, dst);
+        return kiln_error_errno(err, r, "%s: cannot create link %s", op->module, dst);
     }
     return 0;
 }
@@ -362,22 +436,25 @@ path_within(const char *a, const char *b)
 /* Copy a folder's contents into dst (created if missing), merging with what is there:
  * files are replaced, links are copied as links, other special files are skipped. */
 static int
-copy_tree(const char *module, const char *src, const char *dst, struct kiln_error *err)
+copy_tree(const struct op *op, const char *src, const char *dst, struct kiln_error *err)
 {
     struct stat st;
     if (lstat(src, &st) < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
-    if (mkdir(dst, st.st_mode & 07777) < 0) {
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
+    /* a new folder is writable while it fills, and gets the source's mode at the end (a
+     * read-only source folder would otherwise stop the copy) */
+    bool created = mkdir(dst, 0700) == 0;
+    if (!created) {
         struct stat dst_st;
         if (errno != EEXIST)
-            return kiln_error_errno(err, -errno, "%s: cannot create %s", module, dst);
+            return kiln_error_errno(err, -errno, "%s: cannot create %s", op->module, dst);
         if (lstat(dst, &dst_st) < 0 || !S_ISDIR(dst_st.st_mode))
-            return kiln_error_set(err, -ENOTDIR, "%s: %s exists and is not a folder", module,
+            return kiln_error_set(err, -ENOTDIR, "%s: %s exists and is not a folder", op->module,
                                   dst);
     }
     DIR *d = opendir(src);
     if (!d)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     struct dirent *de;
     int r = 0;
     while (r == 0 && (de = readdir(d))) {
@@ -386,60 +463,64 @@ copy_tree(const char *module, const char *src, const char *dst, struct kiln_erro
         _cleanup_free_ char *s = kiln_path_join(src, de->d_name);
         _cleanup_free_ char *t = kiln_path_join(dst, de->d_name);
         struct stat es;
-        if (lstat(s, &es) < 0) {
-            r = kiln_error_errno(err, -errno, "%s: %s", module, s);
+        if ((r = op_check(op, err)) < 0) {
+            break;
+        } else if (lstat(s, &es) < 0) {
+            r = kiln_error_errno(err, -errno, "%s: %s", op->module, s);
         } else if (S_ISDIR(es.st_mode)) {
-            r = copy_tree(module, s, t, err);
+            r = copy_tree(op, s, t, err);
         } else if (S_ISLNK(es.st_mode)) {
             struct stat ts;
             if (lstat(t, &ts) == 0 && S_ISDIR(ts.st_mode))
-                r = kiln_error_set(err, -EISDIR, "%s: %s is a folder", module, t);
+                r = kiln_error_set(err, -EISDIR, "%s: %s is a folder", op->module, t);
             else
-                r = copy_symlink(module, s, t, err);
+                r = copy_symlink(op, s, t, err);
         } else if (S_ISREG(es.st_mode)) {
-            r = copy_file(module, s, t, true, err);
+            r = copy_file(op, s, t, true, err);
         }
     }
     closedir(d);
+    if (r == 0 && created && chmod(dst, st.st_mode & 07777) < 0)
+        r = kiln_error_errno(err, -errno, "%s: %s", op->module, dst);
     return r;
 }
 
 /* rename(), or copy and remove when source and destination are on different file systems. */
 static int
-move_path(const char *module, const char *src, const char *dst, bool overwrite,
+move_path(const struct op *op, const char *src, const char *dst, bool overwrite,
           struct kiln_error *err)
 {
     struct stat st;
     if (lstat(src, &st) < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     int r = rename_into_place(src, dst, overwrite);
     if (r == 0)
         return 0;
     if (r == -EEXIST)
-        return kiln_error_set(err, r, "%s: %s already exists and overwrite is false", module,
+        return kiln_error_set(err, r, "%s: %s already exists and overwrite is false", op->module,
                               dst);
     if (r != -EXDEV)
-        return kiln_error_errno(err, r, "%s: cannot move %s to %s", module, src, dst);
+        return kiln_error_errno(err, r, "%s: cannot move %s to %s", op->module, src, dst);
     if (S_ISDIR(st.st_mode))
-        r = copy_tree(module, src, dst, err);
+        r = copy_tree(op, src, dst, err);
     else if (S_ISLNK(st.st_mode))
-        r = copy_symlink(module, src, dst, err);
+        r = copy_symlink(op, src, dst, err);
     else
-        r = copy_file(module, src, dst, overwrite, err);
+        r = copy_file(op, src, dst, overwrite, err);
     if (r < 0)
         return r;
     r = kiln_rm_rf(src, err);
-    return r < 0 ? kiln_error_prefix(err, r, "%s", module) : 0;
+    return r < 0 ? kiln_error_prefix(err, r, "%s", op->module) : 0;
 }
 
 /* Move a folder onto an existing one: entries that are new are renamed over, folders on
  * both sides are merged, files replace files; then the emptied source is removed. */
 static int
-merge_move(const char *module, const char *src, const char *dst, struct kiln_error *err)
+merge_move(const struct op *op, const char *src, const char *dst, struct kiln_error *err)
 {
     DIR *d = opendir(src);
     if (!d)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     struct dirent *de;
     int r = 0;
     while (r == 0 && (de = readdir(d))) {
@@ -448,23 +529,25 @@ merge_move(const char *module, const char *src, const char *dst, struct kiln_err
         _cleanup_free_ char *s = kiln_path_join(src, de->d_name);
         _cleanup_free_ char *t = kiln_path_join(dst, de->d_name);
         struct stat ss, ts;
+        if ((r = op_check(op, err)) < 0)
+            break;
         if (lstat(s, &ss) < 0) {
-            r = kiln_error_errno(err, -errno, "%s: %s", module, s);
+            r = kiln_error_errno(err, -errno, "%s: %s", op->module, s);
             continue;
         }
         bool exists = lstat(t, &ts) == 0;
         if (exists && S_ISDIR(ss.st_mode) && S_ISDIR(ts.st_mode))
-            r = merge_move(module, s, t, err);
+            r = merge_move(op, s, t, err);
         else if (exists && (S_ISDIR(ss.st_mode) != S_ISDIR(ts.st_mode)))
-            r = kiln_error_set(err, -EEXIST, "%s: cannot replace %s with %s", module, t, s);
+            r = kiln_error_set(err, -EEXIST, "%s: cannot replace %s with %s", op->module, t, s);
         else
-            r = move_path(module, s, t, true, err);
+            r = move_path(op, s, t, true, err);
     }
     closedir(d);
     if (r == 0) {
         r = kiln_rm_rf(src, err);
         if (r < 0)
-            r = kiln_error_prefix(err, r, "%s", module);
+            r = kiln_error_prefix(err, r, "%s", op->module);
     }
     return r;
 }
@@ -520,11 +603,15 @@ is_dir(const char *path)
 /* ---- CopyFile / MoveFile ---- */
 
 static int
-file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_error *err)
+file_transfer(const json_t *inputs, const struct kiln_module_ctx *ctx, const char *module,
+              bool move, struct kiln_error *err)
 {
+    struct op op = op_start(module, ctx);
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
         struct src_dst sd;
-        int r = read_src_dst(kiln_mod_item(inputs, i), module, &sd, err);
+        int r = op_check(&op, err);
+        if (r >= 0)
+            r = read_src_dst(kiln_mod_item(inputs, i), module, &sd, err);
         _cleanup_strv_free_ char **sources = NULL;
         bool wild = false;
         if (r >= 0)
@@ -544,8 +631,8 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
                 break;
             }
             if (S_ISDIR(st.st_mode)) {
-                r = kiln_error_set(err, -EISDIR, "%s: %s is a folder (use %s)", module,
-                                   sources[k], move ? "MoveFolder" : "CopyFolder");
+                r = kiln_error_set(err, -EISDIR, "%s: %s is a folder (use %s)", module, sources[k],
+                                   move ? "MoveFolder" : "CopyFolder");
                 break;
             }
             _cleanup_free_ char *dst = landing_path(sources[k], sd.destination, into);
@@ -553,14 +640,13 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
             if (r < 0)
                 break;
             if (!move) {
-                r = copy_file(module, sources[k], dst, sd.overwrite, err);
+                r = copy_file(&op, sources[k], dst, sd.overwrite, err);
             } else {
                 struct stat dst_st;
                 if (lstat(dst, &dst_st) == 0 && S_ISDIR(dst_st.st_mode))
-                    r = kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", module,
-                                       dst);
+                    r = kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", module, dst);
                 else
-                    r = move_path(module, sources[k], dst, sd.overwrite, err);
+                    r = move_path(&op, sources[k], dst, sd.overwrite, err);
             }
         }
         src_dst_clear(&sd);
@@ -572,22 +658,26 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
 
 KILN_MOD_RUN(kiln_mod_copy_file)
 {
-    return file_transfer(inputs, "CopyFile", false, err);
+    return no_outputs(file_transfer(inputs, ctx, "CopyFile", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_move_file)
 {
-    return file_transfer(inputs, "MoveFile", true, err);
+    return no_outputs(file_transfer(inputs, ctx, "MoveFile", true, err), ret_outputs);
 }
 
 /* ---- CopyFolder / MoveFolder ---- */
 
 static int
-folder_transfer(const json_t *inputs, const char *module, bool move, struct kiln_error *err)
+folder_transfer(const json_t *inputs, const struct kiln_module_ctx *ctx, const char *module,
+                bool move, struct kiln_error *err)
 {
+    struct op op = op_start(module, ctx);
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
         struct src_dst sd;
-        int r = read_src_dst(kiln_mod_item(inputs, i), module, &sd, err);
+        int r = op_check(&op, err);
+        if (r >= 0)
+            r = read_src_dst(kiln_mod_item(inputs, i), module, &sd, err);
         _cleanup_strv_free_ char **sources = NULL;
         bool wild = false;
         if (r >= 0)
@@ -641,11 +731,11 @@ folder_transfer(const json_t *inputs, const char *module, bool move, struct kiln
                 break;
             }
             if (!move)
-                r = copy_tree(module, sources[k], dst, err);
+                r = copy_tree(&op, sources[k], dst, err);
             else if (exists)
-                r = merge_move(module, sources[k], dst, err);
+                r = merge_move(&op, sources[k], dst, err);
             else
-                r = move_path(module, sources[k], dst, false, err);
+                r = move_path(&op, sources[k], dst, false, err);
         }
         src_dst_clear(&sd);
         if (r < 0)
@@ -656,12 +746,12 @@ folder_transfer(const json_t *inputs, const char *module, bool move, struct kiln
 
 KILN_MOD_RUN(kiln_mod_copy_folder)
 {
-    return folder_transfer(inputs, "CopyFolder", false, err);
+    return no_outputs(folder_transfer(inputs, ctx, "CopyFolder", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_move_folder)
 {
-    return folder_transfer(inputs, "MoveFolder", true, err);
+    return no_outputs(folder_transfer(inputs, ctx, "MoveFolder", true, err), ret_outputs);
 }
 
 /* ---- AppendFile / CreateFile / ReadFile / SetFileEncoding ---- */
@@ -676,8 +766,8 @@ get_encoding(const json_t *item, const char *module, enum kiln_mod_encoding *ret
     if (r < 0 || !name)
         return r;
     if (kiln_mod_encoding_parse(name, ret) < 0)
-        return kiln_error_set(err, -KILN_E_INVALID, "%s: encoding '%s' is not supported",
-                              module, name);
+        return kiln_error_set(err, -KILN_E_INVALID, "%s: encoding '%s' is not supported", module,
+                              name);
     return 0;
 }
 
@@ -690,21 +780,20 @@ encode_content(const char *module, const char *path, enum kiln_mod_encoding enc,
 }
 
 static int
-apply_owner_mode(const char *module, const char *path, int fd, const char *owner,
-                 const char *group, const char *perms, struct kiln_error *err)
+apply_owner_mode(const char *module, const char *path, int fd, const char *owner, const char *group,
+                 const char *perms, struct kiln_error *err)
 {
     if (perms) {
-        mode_t m;
+        mode_t m = 0;
         int r = parse_mode(module, perms, &m, err);
         if (r < 0)
             return r;
         if ((fd >= 0 ? fchmod(fd, m) : chmod(path, m)) < 0)
-            return kiln_error_errno(err, -errno, "%s: cannot set permissions of %s", module,
-                                    path);
+            return kiln_error_errno(err, -errno, "%s: cannot set permissions of %s", module, path);
     }
     if ((owner && *owner) || (group && *group)) {
         uid_t uid;
-        gid_t gid;
+        gid_t gid = (gid_t)-1;
         int r = resolve_owner(module, owner, group, &uid, &gid, err);
         if (r < 0)
             return r;
@@ -739,6 +828,7 @@ KILN_MOD_RUN(kiln_mod_append_file)
         if (r < 0)
             return kiln_error_errno(err, r, "AppendFile: %s", path);
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -751,7 +841,7 @@ KILN_MOD_RUN(kiln_mod_create_file)
         _cleanup_buf_ struct kiln_buf data = {0};
         enum kiln_mod_encoding enc;
         bool overwrite;
-        mode_t m;
+        mode_t m = 0;
         int r = kiln_mod_get_str(item, "CreateFile", "path", true, &path, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, "CreateFile", "content", false, &content, err);
@@ -794,6 +884,7 @@ KILN_MOD_RUN(kiln_mod_create_file)
         if (r < 0)
             return r;
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -817,8 +908,8 @@ read_text(const char *module, const char *path, enum kiln_mod_encoding enc, stru
     if (r < 0)
         return kiln_error_prefix(err, r, "%s: %s", module, path);
     if (strlen(out->data ? out->data : "") != out->len)
-        return kiln_error_set(err, -EILSEQ, "%s: %s holds NUL characters: not a text file",
-                              module, path);
+        return kiln_error_set(err, -EILSEQ, "%s: %s holds NUL characters: not a text file", module,
+                              path);
     return 0;
 }
 
@@ -847,7 +938,7 @@ KILN_MOD_RUN(kiln_mod_read_file)
     }
     /* The output is the content of the (last) file read. */
     json_t *o = json_object();
-    json_object_set_new(o, "content", json_stringn(text.data ? text.data : "", text.len));
+    json_object_set_new(o, "content", kiln_mod_json_text(text.data, text.len));
     *ret_outputs = o;
     return 0;
 }
@@ -869,14 +960,14 @@ KILN_MOD_RUN(kiln_mod_set_file_encoding)
             r = encode_content("SetFileEncoding", path, enc, text.data, &data, err);
         if (r < 0)
             return r;
-        _cleanup_close_ int fd =
-            open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
             return kiln_error_errno(err, -errno, "SetFileEncoding: %s", path);
         r = write_all(fd, data.data, data.len);
         if (r < 0)
             return kiln_error_errno(err, r, "SetFileEncoding: %s", path);
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -888,7 +979,7 @@ KILN_MOD_RUN(kiln_mod_create_folder)
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path = NULL, *owner = NULL, *group = NULL, *perms = NULL;
         bool overwrite;
-        mode_t m;
+        mode_t m = 0;
         int r = kiln_mod_get_str(item, "CreateFolder", "path", true, &path, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, "CreateFolder", "owner", false, &owner, err);
@@ -909,9 +1000,8 @@ KILN_MOD_RUN(kiln_mod_create_folder)
                 return kiln_error_set(err, -EEXIST, "CreateFolder: %s exists and is not a folder",
                                       dir);
             if (!overwrite)
-                return kiln_error_set(err, -EEXIST,
-                                      "CreateFolder: %s already exists and overwrite is false",
-                                      dir);
+                return kiln_error_set(
+                    err, -EEXIST, "CreateFolder: %s already exists and overwrite is false", dir);
         } else {
             r = kiln_mkdir_p(dir, 0777, err);
             if (r < 0)
@@ -921,6 +1011,7 @@ KILN_MOD_RUN(kiln_mod_create_folder)
         if (r < 0)
             return r;
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -965,8 +1056,7 @@ KILN_MOD_RUN(kiln_mod_create_symlink)
                                   "CreateSymlink: %s exists and is not a symbolic link", path);
         if (exists && !force)
             return kiln_error_set(err, -EEXIST,
-                                  "CreateSymlink: link %s already exists and force is false",
-                                  path);
+                                  "CreateSymlink: link %s already exists and force is false", path);
         r = mkdir_parent("CreateSymlink", path, err);
         if (r < 0)
             return r;
@@ -980,6 +1070,7 @@ KILN_MOD_RUN(kiln_mod_create_symlink)
             return kiln_error_errno(err, r, "CreateSymlink: %s", path);
         }
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -996,7 +1087,7 @@ KILN_MOD_RUN(kiln_mod_delete_file)
         if (r >= 0)
             r = kiln_mod_get_bool(item, "DeleteFile", "force", false, &force, err);
         if (r >= 0)
-            r = expand_source("DeleteFile", path, WANT_FILES, &files, &wild, err);
+            r = expand_source("DeleteFile", path, WANT_ENTRIES, &files, &wild, err);
         if (r < 0)
             return r;
         for (size_t k = 0; files[k]; k++) {
@@ -1006,9 +1097,8 @@ KILN_MOD_RUN(kiln_mod_delete_file)
             if (S_ISDIR(st.st_mode)) {
                 /* Not in the reference; AWS's own samples delete a folder this way. */
                 if (!force)
-                    return kiln_error_set(err, -EISDIR,
-                                          "DeleteFile: %s is a folder (use DeleteFolder)",
-                                          files[k]);
+                    return kiln_error_set(
+                        err, -EISDIR, "DeleteFile: %s is a folder (use DeleteFolder)", files[k]);
                 r = kiln_rm_rf(files[k], err);
                 if (r < 0)
                     return kiln_error_prefix(err, r, "DeleteFile");
@@ -1018,6 +1108,7 @@ KILN_MOD_RUN(kiln_mod_delete_file)
                 return kiln_error_errno(err, -errno, "DeleteFile: %s", files[k]);
         }
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
@@ -1060,14 +1151,15 @@ KILN_MOD_RUN(kiln_mod_delete_folder)
         if (r < 0)
             return kiln_error_prefix(err, r, "DeleteFolder");
     }
+    *ret_outputs = json_object();
     return 0;
 }
 
 /* ---- ListFiles ---- */
 
 static int
-list_dir(const char *dir, const char *pattern, bool recursive, char ***files, size_t *n,
-         struct kiln_error *err)
+list_dir(const struct op *op, const char *dir, const char *pattern, bool recursive, char ***files,
+         size_t *n, struct kiln_error *err)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -1079,14 +1171,16 @@ list_dir(const char *dir, const char *pattern, bool recursive, char ***files, si
             continue;
         _cleanup_free_ char *p = kiln_path_join(dir, de->d_name);
         struct stat st;
+        if ((r = op_check(op, err)) < 0)
+            break;
         if (lstat(p, &st) < 0)
             continue;
         if (S_ISDIR(st.st_mode)) {
             if (recursive)
-                r = list_dir(p, pattern, recursive, files, n, err);
+                r = list_dir(op, p, pattern, recursive, files, n, err);
             continue;
         }
-        if (pattern && !star_match(pattern, de->d_name))
+        if (pattern && !kiln_mod_star_match(pattern, de->d_name))
             continue;
         *files = kiln_reallocarray(*files, *n + 2, sizeof(**files));
         (*files)[(*n)++] = TAKE_PTR(p);
@@ -1098,6 +1192,7 @@ list_dir(const char *dir, const char *pattern, bool recursive, char ***files, si
 
 KILN_MOD_RUN(kiln_mod_list_files)
 {
+    struct op op = op_start("ListFiles", ctx);
     _cleanup_strv_free_ char **files = kiln_new(char *, 1);
     size_t n = 0;
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
@@ -1114,7 +1209,7 @@ KILN_MOD_RUN(kiln_mod_list_files)
         if (!is_dir(path))
             return kiln_error_set(err, -ENOENT, "ListFiles: %s is not an existing folder", path);
         size_t first = n;
-        r = list_dir(path, pattern && *pattern ? pattern : NULL, recursive, &files, &n, err);
+        r = list_dir(&op, path, pattern && *pattern ? pattern : NULL, recursive, &files, &n, err);
         if (r < 0)
             return r;
         qsort(files + first, n - first, sizeof(*files), cmp_str);
@@ -1126,7 +1221,7 @@ KILN_MOD_RUN(kiln_mod_list_files)
         kiln_buf_append_str(&out, files[i]);
     }
     json_t *o = json_object();
-    json_object_set_new(o, "files", json_stringn(out.data ? out.data : "", out.len));
+    json_object_set_new(o, "files", kiln_mod_json_text(out.data, out.len));
     *ret_outputs = o;
     return 0;
 }
@@ -1143,37 +1238,41 @@ struct walk {
 /* Apply the owner or mode to path and everything below it, never following links: a link
  * gets lchown, and no chmod (its own mode means nothing). */
 static int
-walk_tree(const char *module, const char *path, const struct walk *w, struct kiln_error *err)
+walk_tree(const struct op *op, const char *path, const struct walk *w, struct kiln_error *err)
 {
     struct stat st;
     if (lstat(path, &st) < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, path);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, path);
     int r = 0;
     if (w->chmod && !S_ISLNK(st.st_mode))
         r = chmod(path, w->mode);
     else if (!w->chmod)
         r = lchown(path, w->uid, w->gid);
     if (r < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, path);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, path);
     if (!S_ISDIR(st.st_mode))
         return 0;
     DIR *d = opendir(path);
     if (!d)
-        return kiln_error_errno(err, -errno, "%s: %s", module, path);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, path);
     struct dirent *de;
     while (r == 0 && (de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         _cleanup_free_ char *p = kiln_path_join(path, de->d_name);
-        r = walk_tree(module, p, w, err);
+        r = op_check(op, err);
+        if (r == 0)
+            r = walk_tree(op, p, w, err);
     }
     closedir(d);
     return r;
 }
 
 static int
-set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_error *err)
+set_owner(const json_t *inputs, const struct kiln_module_ctx *ctx, const char *module, bool folder,
+          struct kiln_error *err)
 {
+    struct op op = op_start(module, ctx);
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path_in = NULL, *owner = NULL, *group = NULL;
@@ -1189,7 +1288,7 @@ set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_err
             return r;
         _cleanup_free_ char *path = strip_slashes(path_in);
         uid_t uid;
-        gid_t gid;
+        gid_t gid = (gid_t)-1;
         r = resolve_owner(module, owner, group, &uid, &gid, err);
         if (r < 0)
             return r;
@@ -1205,7 +1304,7 @@ set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_err
             continue;
         }
         struct walk w = {.chmod = false, .uid = uid, .gid = gid};
-        r = walk_tree(module, path, &w, err);
+        r = walk_tree(&op, path, &w, err);
         if (r < 0)
             return r;
     }
@@ -1214,22 +1313,24 @@ set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_err
 
 KILN_MOD_RUN(kiln_mod_set_file_owner)
 {
-    return set_owner(inputs, "SetFileOwner", false, err);
+    return no_outputs(set_owner(inputs, ctx, "SetFileOwner", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_set_folder_owner)
 {
-    return set_owner(inputs, "SetFolderOwner", true, err);
+    return no_outputs(set_owner(inputs, ctx, "SetFolderOwner", true, err), ret_outputs);
 }
 
 static int
-set_permissions(const json_t *inputs, const char *module, bool folder, struct kiln_error *err)
+set_permissions(const json_t *inputs, const struct kiln_module_ctx *ctx, const char *module,
+                bool folder, struct kiln_error *err)
 {
+    struct op op = op_start(module, ctx);
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path_in = NULL, *perms = NULL;
         bool recursive = true;
-        mode_t mode;
+        mode_t mode = 0;
         int r = kiln_mod_get_str(item, module, "path", true, &path_in, err);
         if (r >= 0)
             r = kiln_mod_get_str(item, module, "permissions", true, &perms, err);
@@ -1254,7 +1355,7 @@ set_permissions(const json_t *inputs, const char *module, bool folder, struct ki
             continue;
         }
         struct walk w = {.chmod = true, .mode = mode};
-        r = walk_tree(module, path, &w, err);
+        r = walk_tree(&op, path, &w, err);
         if (r < 0)
             return r;
     }
@@ -1263,10 +1364,10 @@ set_permissions(const json_t *inputs, const char *module, bool folder, struct ki
 
 KILN_MOD_RUN(kiln_mod_set_file_permissions)
 {
-    return set_permissions(inputs, "SetFilePermissions", false, err);
+    return no_outputs(set_permissions(inputs, ctx, "SetFilePermissions", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_set_folder_permissions)
 {
-    return set_permissions(inputs, "SetFolderPermissions", true, err);
+    return no_outputs(set_permissions(inputs, ctx, "SetFolderPermissions", true, err), ret_outputs);
 }

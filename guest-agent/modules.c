@@ -8,14 +8,38 @@
 #include "guest-agent/mod-common.h"
 #include "guest-agent/module.h"
 
-#define F_STR(n, req) {(n), KILN_FIELD_STRING, (req), NULL}
-#define F_INT(n, req) {(n), KILN_FIELD_INT, (req), NULL}
-#define F_BOOL(n, req) {(n), KILN_FIELD_BOOL, (req), NULL}
-#define F_LIST(n, req) {(n), KILN_FIELD_LIST, (req), NULL}
-#define F_MAP(n, req) {(n), KILN_FIELD_MAP, (req), NULL}
-#define F_ANY(n, req) {(n), KILN_FIELD_ANY, (req), NULL}
-#define F_ENUM(n, req, values) {(n), KILN_FIELD_STRING, (req), (values)}
-#define F_END {NULL, 0, false, NULL}
+#define F_STR(n, req)                                                                              \
+    {                                                                                              \
+        (n), KILN_FIELD_STRING, (req), NULL                                                        \
+    }
+#define F_INT(n, req)                                                                              \
+    {                                                                                              \
+        (n), KILN_FIELD_INT, (req), NULL                                                           \
+    }
+#define F_BOOL(n, req)                                                                             \
+    {                                                                                              \
+        (n), KILN_FIELD_BOOL, (req), NULL                                                          \
+    }
+#define F_LIST(n, req)                                                                             \
+    {                                                                                              \
+        (n), KILN_FIELD_LIST, (req), NULL                                                          \
+    }
+#define F_MAP(n, req)                                                                              \
+    {                                                                                              \
+        (n), KILN_FIELD_MAP, (req), NULL                                                           \
+    }
+#define F_ANY(n, req)                                                                              \
+    {                                                                                              \
+        (n), KILN_FIELD_ANY, (req), NULL                                                           \
+    }
+#define F_ENUM(n, req, values)                                                                     \
+    {                                                                                              \
+        (n), KILN_FIELD_STRING, (req), (values)                                                    \
+    }
+#define F_END                                                                                      \
+    {                                                                                              \
+        NULL, 0, false, NULL                                                                       \
+    }
 
 /* ---- extra checks beyond the field table ---- */
 
@@ -118,6 +142,7 @@ check_web_item(const struct kiln_yaml_node *item, kiln_report_fn *report, void *
         report(userdata, sum, "checksum needs algorithm (MD5, SHA1, SHA256 or SHA512)");
     if (alg && !sum)
         report(userdata, alg, "algorithm needs checksum");
+
     if (src && !has_variable(src) && strncasecmp(src, "http://", 7) != 0 &&
         strncasecmp(src, "https://", 8) != 0)
         report(userdata, kiln_yaml_map_get(item, "source"),
@@ -166,8 +191,7 @@ check_s3_upload(const struct kiln_yaml_node *inputs, kiln_report_fn *report, voi
 
 /* ExecuteDocument parameters: a list of {name, value} mappings. */
 static void
-check_execute_document(const struct kiln_yaml_node *inputs, kiln_report_fn *report,
-                       void *userdata)
+check_execute_document(const struct kiln_yaml_node *inputs, kiln_report_fn *report, void *userdata)
 {
     struct kiln_yaml_node *params = kiln_yaml_map_get(inputs, "parameters");
     if (!params || kiln_yaml_is_null(params))
@@ -201,8 +225,8 @@ check_reboot(const struct kiln_yaml_node *inputs, kiln_report_fn *report, void *
 {
     struct kiln_yaml_node *n = kiln_yaml_map_get(inputs, "delaySeconds");
     long long v;
-    if (n && n->kind == KILN_YAML_SCALAR && !has_variable(n->value) &&
-        !kiln_yaml_is_null(n) && kiln_yaml_int(n, &v) == 0 && v < 0)
+    if (n && n->kind == KILN_YAML_SCALAR && !has_variable(n->value) && !kiln_yaml_is_null(n) &&
+        kiln_yaml_int(n, &v) == 0 && v < 0)
         report(userdata, n, "delaySeconds must not be negative");
 }
 
@@ -210,8 +234,8 @@ check_reboot(const struct kiln_yaml_node *inputs, kiln_report_fn *report, void *
 
 static const char *const hash_algorithms[] = {"MD5", "SHA1", "SHA256", "SHA512", NULL};
 static const char *const msi_reboot[] = {"Allow", "Force", "Skip", NULL};
-static const char *const registry_types[] = {"BINARY", "DWORD",     "QWORD",
-                                             "SZ",     "EXPAND_SZ", "MULTI_SZ", NULL};
+static const char *const registry_types[] = {"BINARY",    "DWORD",    "QWORD", "SZ",
+                                             "EXPAND_SZ", "MULTI_SZ", NULL};
 
 /* Assert takes exactly one comparison or logical operator; the engine evaluates it. */
 static const struct kiln_module_field assert_fields[] = {
@@ -309,23 +333,15 @@ static const struct kiln_module_field copy_move_fields[] = {
 };
 
 static const struct kiln_module_field create_file_fields[] = {
-    F_STR("path", true),
-    F_STR("content", false),
-    F_STR("encoding", false),
-    F_STR("owner", false),
-    F_STR("group", false),
-    F_STR("permissions", false),
-    F_BOOL("overwrite", false),
-    F_END,
+    F_STR("path", true),        F_STR("content", false),
+    F_STR("encoding", false),   F_STR("owner", false),
+    F_STR("group", false),      F_STR("permissions", false),
+    F_BOOL("overwrite", false), F_END,
 };
 
 static const struct kiln_module_field create_folder_fields[] = {
-    F_STR("path", true),
-    F_STR("owner", false),
-    F_STR("group", false),
-    F_STR("permissions", false),
-    F_BOOL("overwrite", false),
-    F_END,
+    F_STR("path", true),         F_STR("owner", false),      F_STR("group", false),
+    F_STR("permissions", false), F_BOOL("overwrite", false), F_END,
 };
 
 static const struct kiln_module_field create_symlink_fields[] = {
@@ -335,8 +351,8 @@ static const struct kiln_module_field create_symlink_fields[] = {
     F_END,
 };
 
-/* "force" is not in the reference for DeleteFile, but AWS's own samples pass it; accepted and
- * ignored (DeleteFile never removes folders). */
+/* "force" is not in the reference for DeleteFile, but AWS's own samples pass it to delete a
+ * folder; with force, DeleteFile removes a folder tree (docs/modules.md). */
 static const struct kiln_module_field delete_file_fields[] = {
     F_STR("path", true),
     F_BOOL("force", false),
@@ -436,16 +452,14 @@ static const struct kiln_module modules[] = {
     {"Assert", ENGINE, KILN_INPUTS_OBJECT, assert_fields, NULL, NULL},
     {"CopyFile", 0, KILN_INPUTS_LIST, copy_move_fields, NULL, kiln_mod_copy_file},
     {"CopyFolder", 0, KILN_INPUTS_LIST, copy_move_fields, NULL, kiln_mod_copy_folder},
-    {"CreateFile", 0, KILN_INPUTS_LIST, create_file_fields, check_file_props,
-     kiln_mod_create_file},
+    {"CreateFile", 0, KILN_INPUTS_LIST, create_file_fields, check_file_props, kiln_mod_create_file},
     {"CreateFolder", 0, KILN_INPUTS_LIST, create_folder_fields, check_permissions,
      kiln_mod_create_folder},
     {"CreateSymlink", 0, KILN_INPUTS_LIST, create_symlink_fields, NULL, kiln_mod_create_symlink},
     {"DeleteFile", 0, KILN_INPUTS_LIST, delete_file_fields, NULL, kiln_mod_delete_file},
     {"DeleteFolder", 0, KILN_INPUTS_LIST, delete_folder_fields, NULL, kiln_mod_delete_folder},
     {"ExecuteBash", 0, KILN_INPUTS_OBJECT, execute_bash_fields, NULL, kiln_mod_execute_bash},
-    {"ExecuteBinary", 0, KILN_INPUTS_OBJECT, execute_binary_fields, NULL,
-     kiln_mod_execute_binary},
+    {"ExecuteBinary", 0, KILN_INPUTS_OBJECT, execute_binary_fields, NULL, kiln_mod_execute_binary},
     {"ExecuteDocument", ENGINE | KILN_MODULE_NO_TIMEOUT | KILN_MODULE_NO_ATTEMPTS,
      KILN_INPUTS_OBJECT, execute_document_fields, check_execute_document, NULL},
     {"ExecutePowerShell", WINDOWS, KILN_INPUTS_OBJECT, execute_powershell_fields, NULL, NULL},
@@ -465,8 +479,8 @@ static const struct kiln_module modules[] = {
      kiln_mod_set_file_permissions},
     {"SetFolderOwner", 0, KILN_INPUTS_LIST, set_folder_owner_fields, NULL,
      kiln_mod_set_folder_owner},
-    {"SetFolderPermissions", 0, KILN_INPUTS_LIST, set_folder_permissions_fields,
-     check_permissions, kiln_mod_set_folder_permissions},
+    {"SetFolderPermissions", 0, KILN_INPUTS_LIST, set_folder_permissions_fields, check_permissions,
+     kiln_mod_set_folder_permissions},
     {"SetRegistry", WINDOWS, KILN_INPUTS_LIST, set_registry_fields, NULL, NULL},
     {"UninstallMSI", WINDOWS, KILN_INPUTS_OBJECT, msi_fields, NULL, NULL},
     {"UpdateOS", 0, KILN_INPUTS_OBJECT, update_os_fields, NULL, kiln_mod_update_os},

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "guest-agent/mod-common.h"
 
 extern char **environ;
 
@@ -116,12 +118,15 @@ leader_exited(pid_t pid)
     return r == 0 && si.si_pid == pid;
 }
 
+/* Wait up to timeout ms for output (read it) or for the leader to exit (pidfd, when the kernel
+ * has them: then the step ends the moment the command does, not at the next poll tick). */
 static void
-pump(struct stream *streams, const struct kiln_module_ctx *ctx, struct tail *tail, int timeout)
+pump(struct stream *streams, int pidfd, const struct kiln_module_ctx *ctx, struct tail *tail,
+     int timeout)
 {
-    struct pollfd pfd[2];
+    struct pollfd pfd[3];
     nfds_t n = 0;
-    int idx[2];
+    int idx[3];
     for (int i = 0; i < 2; i++) {
         if (streams[i].fd < 0)
             continue;
@@ -130,16 +135,22 @@ pump(struct stream *streams, const struct kiln_module_ctx *ctx, struct tail *tai
         pfd[n].revents = 0;
         idx[n++] = i;
     }
+    if (pidfd >= 0) {
+        pfd[n].fd = pidfd;
+        pfd[n].events = POLLIN;
+        pfd[n].revents = 0;
+        idx[n++] = -1;
+    }
     if (n == 0) {
-        /* nothing to read: just wait a little */
-        poll(NULL, 0, timeout);
+        /* no pidfd and nothing to read: wait a little for the leader */
+        poll(NULL, 0, timeout < 10 ? timeout : 10);
         return;
     }
     int r = poll(pfd, n, timeout);
     if (r <= 0)
         return;
     for (nfds_t i = 0; i < n; i++)
-        if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
+        if (idx[i] >= 0 && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
             stream_read(&streams[idx[i]], ctx, idx[i] == 1 ? tail : NULL);
 }
 
@@ -151,7 +162,7 @@ cancelled(const struct kiln_module_ctx *ctx)
 
 /* SIGTERM the group, give it grace_ms to go (leader exited and pipes closed), then SIGKILL. */
 static void
-terminate_group(pid_t pid, struct stream *streams, const struct kiln_module_ctx *ctx,
+terminate_group(pid_t pid, int pidfd, struct stream *streams, const struct kiln_module_ctx *ctx,
                 struct tail *tail, int grace_ms)
 {
     kill(-pid, SIGTERM);
@@ -159,7 +170,8 @@ terminate_group(pid_t pid, struct stream *streams, const struct kiln_module_ctx 
     while (now_ms() < until) {
         if (leader_exited(pid) && streams[0].fd < 0 && streams[1].fd < 0)
             break;
-        pump(streams, ctx, tail, 50);
+        /* once the leader is gone its pidfd stays readable: only wait on the pipes */
+        pump(streams, leader_exited(pid) ? -1 : pidfd, ctx, tail, 50);
     }
     kill(-pid, SIGKILL);
 }
@@ -169,13 +181,16 @@ static char *
 stderr_summary(const struct tail *t)
 {
     size_t end = t->len;
-    while (end > 0 && (t->data[end - 1] == '\n' || t->data[end - 1] == '\r' ||
-                       t->data[end - 1] == ' '))
+    while (end > 0 &&
+           (t->data[end - 1] == '\n' || t->data[end - 1] == '\r' || t->data[end - 1] == ' '))
         end--;
     size_t start = end > 300 ? end - 300 : 0;
     if (end == 0)
         return NULL;
-    char *s = kiln_strndup(t->data + start, end - start);
+    /* whole characters only, and valid UTF-8 (the message ends up in JSON) */
+    while (start > 0 && start < end && (t->data[start] & 0xC0) == 0x80)
+        start++;
+    char *s = kiln_mod_utf8_repair(t->data + start, end - start, NULL);
     for (char *p = s; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
@@ -239,6 +254,12 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
     }
     kiln_debug("proc: started %s as pid %d", opts->argv[0], (int)pid);
 
+    /* pidfds are always close-on-exec; without them (kernels before 5.3) pump polls */
+#ifdef SYS_pidfd_open
+    _cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    int pidfd = -1;
+#endif
     fcntl(outp[0], F_SETFL, O_NONBLOCK);
     fcntl(errp[0], F_SETFL, O_NONBLOCK);
     size_t max = opts->capture_max ? opts->capture_max : KILN_PROC_CAPTURE_MAX;
@@ -255,12 +276,12 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
     for (;;) {
         if (cancelled(ctx)) {
             result->cancelled = true;
-            terminate_group(pid, streams, ctx, &tail, grace_ms);
+            terminate_group(pid, pidfd, streams, ctx, &tail, grace_ms);
             break;
         }
         if (deadline >= 0 && now_ms() >= deadline) {
             result->timed_out = true;
-            terminate_group(pid, streams, ctx, &tail, grace_ms);
+            terminate_group(pid, pidfd, streams, ctx, &tail, grace_ms);
             break;
         }
         if (exited_at < 0 && leader_exited(pid))
@@ -275,7 +296,7 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
         long long wait = POLL_MS;
         if (deadline >= 0 && deadline - now_ms() < wait)
             wait = deadline - now_ms() > 0 ? deadline - now_ms() : 0;
-        pump(streams, ctx, &tail, (int)wait);
+        pump(streams, exited_at < 0 ? pidfd : -1, ctx, &tail, (int)wait);
     }
 
     int status = 0;
@@ -301,7 +322,7 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
     result->err = kiln_buf_steal(&streams[1].buf);
 
     if (result->timed_out)
-        return kiln_error_set(err, -ETIME, "timed out after %d seconds", timeout_s);
+        return kiln_error_set(err, -ETIMEDOUT, "timed out after %d seconds", timeout_s);
     if (result->cancelled)
         return kiln_error_set(err, -ECANCELED, "cancelled");
     if (result->exit_code == 0)
@@ -312,8 +333,8 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
     _cleanup_free_ char *summary = stderr_summary(&tail);
     if (result->term_signal)
         return kiln_error_set(err, -KILN_E_FAILED, "killed by signal %s%s%s",
-                              sigabbrev_np(result->term_signal) ?: "?",
-                              summary ? ": " : "", summary ? summary : "");
+                              sigabbrev_np(result->term_signal) ?: "?", summary ? ": " : "",
+                              summary ? summary : "");
     return kiln_error_set(err, -KILN_E_FAILED, "exit status %d%s%s", result->exit_code,
                           summary ? ": " : "", summary ? summary : "");
 }

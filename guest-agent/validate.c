@@ -1,6 +1,7 @@
 /* The validator: action inputs against the module table, conditions, {{ references }} (variables,
  * loops, chaining) and ExecuteDocument nesting. Parsing (document.c) has already checked the
  * document's own schema; this adds what needs the whole document or the module table. */
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -209,7 +210,7 @@ struct check_ud {
     const char *field;
 };
 
-static void
+static void _printf_(3, 4)
 module_report(void *userdata, const struct kiln_yaml_node *at, const char *fmt, ...)
 {
     struct check_ud *ud = userdata;
@@ -249,7 +250,7 @@ check_execute_document(struct vctx *v, const struct kiln_yaml_node *inputs, cons
         _cleanup_free_ char *full = kiln_document_resolve_path(v->doc, path);
         _cleanup_free_ char *real = realpath(full, NULL);
         if (!real) {
-            VDIAG(v, at, field, "cannot read document '%s'", full);
+            VDIAG(v, at, field, "cannot read document '%s' (%s: %s)", path, full, strerror(errno));
             continue;
         }
         bool cycle = false;
@@ -301,6 +302,8 @@ check_step(struct vctx *v, const struct kiln_doc_step *s, const char *field)
         VDIAG(v, kiln_yaml_map_get(s->node, "maxAttempts"), field,
               "%s does not take maxAttempts", m->name);
     const struct kiln_yaml_node *in = s->inputs;
+    if (in && kiln_yaml_is_null(in))
+        in = NULL; /* "inputs:" with nothing after it */
     if (strcmp(m->name, "Assert") == 0) {
         if (!in)
             VDIAG(v, s->node, field, "Assert requires inputs (a condition)");

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +24,6 @@
 #include "factory/model.h"
 #include "factory/store.h"
 
-#pragma weak kiln_driver_find
 
 enum {
     EXIT_OK = 0,
@@ -40,23 +40,23 @@ static const char *opt_home;
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: kiln [--home DIR] COMMAND [OPTIONS]\n"
-            "\n"
-            "Commands:\n"
-            "  build --recipe FILE [--infrastructure FILE] [--distribution FILE]\n"
-            "        [--no-tests] [--verbose] [--json]     build an image\n"
-            "  validate --recipe FILE [--infrastructure FILE] [--distribution FILE] [--json]\n"
-            "                                              validate everything, start nothing\n"
-            "  image list [--json]                         every image build\n"
-            "  image show NAME/VERSION[/BUILD] [--json]    one build, with its output files\n"
-            "  image logs NAME/VERSION[/BUILD]             the build's log folder and files\n"
-            "  reap [--kept] [--json]                      release what crashed builds left\n"
-            "  version                                     print the version\n"
-            "\n"
-            "The Kiln home is $KILN_HOME, else /var/lib/kiln for root, else\n"
-            "$XDG_DATA_HOME/kiln. Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid input,\n"
-            "4 not found, 130 cancelled.\n");
+    fprintf(f, "Usage: kiln [--home DIR] COMMAND [OPTIONS]\n"
+               "\n"
+               "Commands:\n"
+               "  build --recipe FILE [--infrastructure FILE] [--distribution FILE]\n"
+               "        [--no-tests] [--verbose] [--json]     build an image\n"
+               "  build --pipeline FILE [...]                 the same, from an image pipeline\n"
+               "  validate --recipe FILE | --pipeline FILE [--infrastructure FILE]\n"
+               "           [--distribution FILE] [--json]     validate everything, start nothing\n"
+               "  image list [--json]                         every image build\n"
+               "  image show NAME/VERSION[/BUILD] [--json]    one build, with its output files\n"
+               "  image logs NAME/VERSION[/BUILD]             the build's log folder and files\n"
+               "  reap [--kept] [--json]                      release what crashed builds left\n"
+               "  version                                     print the version\n"
+               "\n"
+               "The Kiln home is $KILN_HOME, else /var/lib/kiln for root, else\n"
+               "$XDG_DATA_HOME/kiln. Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid input,\n"
+               "4 not found, 130 cancelled.\n");
 }
 
 static int
@@ -140,13 +140,20 @@ struct progress {
     pthread_t ticker;
 };
 
+/* The status line, cut to the terminal's width: a wrapped line could not be redrawn. */
 static void
 draw(struct progress *p)
 {
     char el[32];
     fmt_duration((long long)(time(NULL) - p->start), el, sizeof(el));
     if (p->tty) {
-        fprintf(stderr, "\r\033[K[%s] %-10s %s", el, p->stage, p->step);
+        struct winsize ws;
+        int cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+        char line[512];
+        snprintf(line, sizeof(line), "[%s] %-10s %s", el, p->stage, p->step);
+        if (cols > 1 && strlen(line) >= (size_t)cols)
+            line[cols - 1] = '\0';
+        fprintf(stderr, "\r\033[K%s", line);
         p->line_shown = true;
     }
     fflush(stderr);
@@ -170,9 +177,8 @@ prog_stage(void *userdata, const char *stage)
     p->step[0] = '\0';
     if (!p->tty) {
         char el[32];
-        fprintf(stderr, "[%s] %s\n", fmt_duration((long long)(time(NULL) - p->start), el,
-                                                   sizeof(el)),
-                stage);
+        fprintf(stderr, "[%s] %s\n",
+                fmt_duration((long long)(time(NULL) - p->start), el, sizeof(el)), stage);
     } else {
         draw(p);
     }
@@ -189,8 +195,7 @@ prog_step(void *userdata, const char *text)
         erase(p);
         char el[32];
         fprintf(stderr, "[%s] %-10s %s\n",
-                fmt_duration((long long)(time(NULL) - p->start), el, sizeof(el)), p->stage,
-                text);
+                fmt_duration((long long)(time(NULL) - p->start), el, sizeof(el)), p->stage, text);
     }
     draw(p);
     pthread_mutex_unlock(&p->lock);
@@ -241,7 +246,7 @@ result_json(const struct kiln_build_result *res, int r, const struct kiln_error 
 {
     return json_pack("{s:s?, s:s?, s:s?, s:s, s:s?, s:s?, s:s?, s:s?, s:i}", "name", res->name,
                      "version", res->version, "buildId", res->build_id, "status",
-                     r == 0 ? "AVAILABLE"
+                     r == 0          ? "AVAILABLE"
                      : res->build_id ? kiln_image_status_name(res->status)
                                      : "INVALID",
                      "reason", r < 0 ? err->message : NULL, "keptInstance", res->kept_instance,
@@ -250,7 +255,7 @@ result_json(const struct kiln_build_result *res, int r, const struct kiln_error 
 }
 
 struct files_opts {
-    const char *recipe, *infra, *dist;
+    const char *recipe, *infra, *dist, *pipeline;
     bool json, verbose, no_tests, kept;
 };
 
@@ -261,6 +266,7 @@ parse_opts(int argc, char **argv, struct files_opts *o)
         {"recipe", required_argument, NULL, 'r'},
         {"infrastructure", required_argument, NULL, 'i'},
         {"distribution", required_argument, NULL, 'd'},
+        {"pipeline", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {"verbose", no_argument, NULL, 'v'},
         {"no-tests", no_argument, NULL, 'T'},
@@ -270,8 +276,11 @@ parse_opts(int argc, char **argv, struct files_opts *o)
     };
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "r:i:d:jvh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "r:i:d:p:jvh", longopts, NULL)) != -1) {
         switch (c) {
+        case 'p':
+            o->pipeline = optarg;
+            break;
         case 'r':
             o->recipe = optarg;
             break;
@@ -304,22 +313,49 @@ parse_opts(int argc, char **argv, struct files_opts *o)
     return 0;
 }
 
+/* --pipeline: the recipe, infrastructure, distribution and test settings come from an image
+ * pipeline file (options given on the command line win). */
+static int
+apply_pipeline(struct files_opts *o, struct kiln_pipeline **ret, struct kiln_build_options *opts)
+{
+    if (!o->pipeline)
+        return 0;
+    struct kiln_error err = {0};
+    int r = kiln_pipeline_load(o->pipeline, ret, &err);
+    if (r < 0) {
+        fprintf(stderr, "%s\n", err.message);
+        return exit_for(r);
+    }
+    if (!o->recipe)
+        o->recipe = (*ret)->recipe_path;
+    if (!o->infra)
+        o->infra = (*ret)->infrastructure_path;
+    if (!o->dist)
+        o->dist = (*ret)->distribution_path;
+    if (!(*ret)->tests_enabled)
+        o->no_tests = true;
+    opts->test_timeout_minutes = (*ret)->timeout_minutes;
+    return 0;
+}
+
 static int
 cmd_validate(int argc, char **argv)
 {
     struct files_opts o = {0};
     if (parse_opts(argc, argv, &o) < 0 || optind != argc)
         return EXIT_USAGE;
+    struct kiln_build_options opts = {.home = opt_home};
+    _cleanup_(kiln_pipeline_freep) struct kiln_pipeline *pipeline = NULL;
+    int rc = apply_pipeline(&o, &pipeline, &opts);
+    if (rc != 0)
+        return rc;
     if (!o.recipe) {
-        fprintf(stderr, "kiln validate: --recipe is required\n");
+        fprintf(stderr, "kiln validate: --recipe or --pipeline is required\n");
         return EXIT_USAGE;
     }
-    struct kiln_build_options opts = {
-        .recipe_path = o.recipe,
-        .infrastructure_path = o.infra,
-        .distribution_path = o.dist,
-        .home = opt_home,
-    };
+    opts.recipe_path = o.recipe;
+    opts.infrastructure_path = o.infra;
+    opts.distribution_path = o.dist;
     struct kiln_error err = {0};
     int r = kiln_build_validate(&opts, &err);
     if (o.json) {
@@ -327,12 +363,10 @@ cmd_validate(int argc, char **argv)
         if (r < 0) {
             _cleanup_free_ char *copy = kiln_strdup(err.message);
             char *save = NULL;
-            for (char *line = strtok_r(copy, "\n", &save); line;
-                 line = strtok_r(NULL, "\n", &save))
+            for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
                 json_array_append_new(problems, json_string(line));
         }
-        _cleanup_json_ json_t *j =
-            json_pack("{s:b, s:o}", "valid", r == 0, "problems", problems);
+        _cleanup_json_ json_t *j = json_pack("{s:b, s:o}", "valid", r == 0, "problems", problems);
         _cleanup_free_ char *s = kiln_json_dumps(j, true);
         printf("%s\n", s);
     } else if (r < 0) {
@@ -349,8 +383,13 @@ cmd_build(int argc, char **argv)
     struct files_opts o = {0};
     if (parse_opts(argc, argv, &o) < 0 || optind != argc)
         return EXIT_USAGE;
+    struct kiln_build_options opts = {0};
+    _cleanup_(kiln_pipeline_freep) struct kiln_pipeline *pipeline = NULL;
+    int rc = apply_pipeline(&o, &pipeline, &opts);
+    if (rc != 0)
+        return rc;
     if (!o.recipe) {
-        fprintf(stderr, "kiln build: --recipe is required\n");
+        fprintf(stderr, "kiln build: --recipe or --pipeline is required\n");
         return EXIT_USAGE;
     }
     _cleanup_(kiln_store_freep) struct kiln_store *store = NULL;
@@ -368,16 +407,14 @@ cmd_build(int argc, char **argv)
     pthread_mutex_init(&p.lock, NULL);
     struct kiln_build_progress cb = {prog_stage, prog_step, prog_console, &p};
     bool ticking = p.tty && pthread_create(&p.ticker, NULL, ticker, &p) == 0;
-    struct kiln_build_options opts = {
-        .recipe_path = o.recipe,
-        .infrastructure_path = o.infra,
-        .distribution_path = o.dist,
-        .home = kiln_store_home(store),
-        .store = store,
-        .skip_tests = o.no_tests,
-        .progress = &cb,
-        .cancel = &cancel_requested,
-    };
+    opts.recipe_path = o.recipe;
+    opts.infrastructure_path = o.infra;
+    opts.distribution_path = o.dist;
+    opts.home = kiln_store_home(store);
+    opts.store = store;
+    opts.skip_tests = o.no_tests;
+    opts.progress = &cb;
+    opts.cancel = &cancel_requested;
     struct kiln_build_result res;
     int r = kiln_build_run(&opts, &res, &err);
     pthread_mutex_lock(&p.lock);
@@ -454,20 +491,19 @@ image_json(const struct kiln_image_record *r)
 {
     json_t *outs = json_array();
     for (size_t i = 0; i < r->n_outputs; i++)
-        json_array_append_new(outs, json_pack("{s:s, s:s, s:s, s:I, s:s?}", "target",
-                                              r->outputs[i].target, "format",
-                                              r->outputs[i].format, "path", r->outputs[i].path,
-                                              "size", (json_int_t)r->outputs[i].size, "sha256",
-                                              r->outputs[i].sha256));
+        json_array_append_new(
+            outs, json_pack("{s:s, s:s, s:s, s:I, s:s?}", "target", r->outputs[i].target, "format",
+                            r->outputs[i].format, "path", r->outputs[i].path, "size",
+                            (json_int_t)r->outputs[i].size, "sha256", r->outputs[i].sha256));
     _cleanup_free_ char *version = kiln_asprintf("%s/%ld", r->version, r->build);
     return json_pack("{s:s, s:s, s:s, s:s?, s:I, s:I, s:I, s:s, s:s?, s:s?, s:s?, s:s?, s:s?, "
                      "s:o}",
                      "name", r->name, "version", version, "status",
                      kiln_image_status_name(r->status), "reason", r->reason, "created",
                      (json_int_t)r->created, "updated", (json_int_t)r->updated, "finished",
-                     (json_int_t)r->finished, "buildId", r->build_id, "driver", r->driver,
-                     "recipe", r->recipe_path, "manifest", r->manifest_path, "logs", r->log_dir,
-                     "workDir", r->work_dir, "outputs", outs);
+                     (json_int_t)r->finished, "buildId", r->build_id, "driver", r->driver, "recipe",
+                     r->recipe_path, "manifest", r->manifest_path, "logs", r->log_dir, "workDir",
+                     r->work_dir, "outputs", outs);
 }
 
 static int
@@ -493,8 +529,7 @@ cmd_image_list(int argc, char **argv)
         _cleanup_free_ char *s = kiln_json_dumps(arr, true);
         printf("%s\n", s);
     } else {
-        printf("%-28s %-14s %-13s %-19s %s\n", "NAME", "VERSION", "STATUS", "CREATED",
-               "DURATION");
+        printf("%-28s %-14s %-13s %-19s %s\n", "NAME", "VERSION", "STATUS", "CREATED", "DURATION");
         for (size_t i = 0; i < n; i++) {
             char ver[64], created[32], dur[32];
             snprintf(ver, sizeof(ver), "%s/%ld", list[i]->version, list[i]->build);
@@ -515,8 +550,7 @@ get_image(struct kiln_store *store, const char *arg, struct kiln_image_record **
     _cleanup_free_ char *name = NULL, *version = NULL;
     long build = 0;
     if (parse_image_ref(arg, &name, &version, &build) < 0) {
-        fprintf(stderr, "kiln: '%s' is not NAME/VERSION[/BUILD] (e.g. hello-world/1.0.0/2)\n",
-                arg);
+        fprintf(stderr, "kiln: '%s' is not NAME/VERSION[/BUILD] (e.g. hello-world/1.0.0/2)\n", arg);
         return EXIT_USAGE;
     }
     struct kiln_error err = {0};
@@ -601,8 +635,8 @@ list_tree(const char *root, const char *rel, int depth)
                 names[j] = t;
             }
     for (size_t i = 0; i < n; i++) {
-        _cleanup_free_ char *sub = rel[0] ? kiln_asprintf("%s/%s", rel, names[i])
-                                          : kiln_strdup(names[i]);
+        _cleanup_free_ char *sub =
+            rel[0] ? kiln_asprintf("%s/%s", rel, names[i]) : kiln_strdup(names[i]);
         _cleanup_free_ char *full = kiln_path_join(root, sub);
         struct stat st;
         if (lstat(full, &st) == 0 && S_ISDIR(st.st_mode))
@@ -666,8 +700,8 @@ reap_collect(void *userdata, const char *build_id, const char *what)
 {
     struct reap_json *rj = userdata;
     if (rj->json)
-        json_array_append_new(rj->items, json_pack("{s:s, s:s}", "buildId", build_id, "result",
-                                                   what));
+        json_array_append_new(rj->items,
+                              json_pack("{s:s, s:s}", "buildId", build_id, "result", what));
     else
         printf("%s: %s\n", build_id, what);
 }
@@ -685,8 +719,8 @@ cmd_reap(int argc, char **argv)
     struct kiln_error err = {0};
     int r = kiln_build_reap(store, NULL, o.kept, reap_collect, &rj, &err);
     if (o.json) {
-        _cleanup_json_ json_t *j = json_pack("{s:o, s:s?}", "reaped", rj.items, "error",
-                                             r < 0 ? err.message : NULL);
+        _cleanup_json_ json_t *j =
+            json_pack("{s:o, s:s?}", "reaped", rj.items, "error", r < 0 ? err.message : NULL);
         _cleanup_free_ char *s = kiln_json_dumps(j, true);
         printf("%s\n", s);
     } else {

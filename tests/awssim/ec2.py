@@ -17,8 +17,8 @@ REGIONS = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
                "stopping": 64, "stopped": 80}
 # Base durations in seconds, multiplied by --delay-scale.
-DELAYS = {"boot": 20, "stop": 20, "terminate": 20, "snapshot": 30, "image": 40,
-          "register": 5, "copy": 40, "import": 60}
+DELAYS = {"boot": 20, "stop": 20, "terminate": 20, "snapshot": 90, "image": 120,
+          "register": 5, "copy": 120, "import": 60}
 PUBLIC_OWNER = "136693071363"  # the account that publishes the seeded public images
 GIB = 1 << 30
 BLOCK = 512 * 1024

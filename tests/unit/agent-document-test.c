@@ -2,7 +2,8 @@
  * file:line:column of each problem. */
 #include "kiln-test.h"
 
-#include "agent-engine-test-modules.h"
+#include "common/buf.h"
+#include "common/fs.h"
 #include "guest-agent/document.h"
 
 /* Parse and validate text as t.yml; returns the number of problems. */
@@ -177,6 +178,20 @@ test_parameters(void **state)
 }
 
 static void
+test_allowed_values(void **state)
+{
+    (void)state;
+    expect_valid(HEAD "parameters:\n  - Mode:\n      type: string\n      default: fast\n"
+                      "      allowedValues: [fast, slow]\nphases:\n  - name: build\n    steps:\n" BASH("A"));
+    expect(HEAD "parameters:\n  - Mode:\n      type: string\n      default: medium\n"
+                "      allowedValues: [fast, slow]\nphases:\n  - name: build\n    steps:\n" BASH("A"),
+           "t.yml:6:16: parameters.Mode: default 'medium' is not one of the allowedValues");
+    expect(HEAD "parameters:\n  - Mode:\n      type: string\n      allowedValues: fast\n"
+                "phases:\n  - name: build\n    steps:\n" BASH("A"),
+           "t.yml:6:22: parameters.Mode.allowedValues: must be a non-empty list of strings");
+}
+
+static void
 test_unknown_action(void **state)
 {
     (void)state;
@@ -203,8 +218,11 @@ test_module_inputs(void **state)
     snprintf(buf, sizeof(buf), "%s        action: CreateFile\n        inputs:\n          path: /x\n", pre);
     expect(buf, "t.yml:9:11: phases[0].steps[0].inputs: CreateFile inputs must be a list, not a mapping");
     snprintf(buf, sizeof(buf), "%s        action: CreateFile\n        inputs:\n          - path: /x\n            encoding: latin9\n            overwrite: maybe\n", pre);
-    expect(buf, "t.yml:10:23: phases[0].steps[0].inputs[0].encoding: 'latin9' is not one of utf8, ascii");
+    /* the module's own rules (its check function) are reported at the value */
+    expect(buf, "t.yml:10:23: phases[0].steps[0].inputs: encoding 'latin9' is not supported");
     expect(buf, "t.yml:11:24: phases[0].steps[0].inputs[0].overwrite: must be true or false, not 'maybe'");
+    snprintf(buf, sizeof(buf), "%s        action: WebDownload\n        inputs:\n          - source: https://x/y\n            destination: /tmp/y\n            algorithm: CRC32\n            checksum: abc\n", pre);
+    expect(buf, "t.yml:11:24: phases[0].steps[0].inputs[0].algorithm: 'CRC32' is not one of MD5, SHA1, SHA256, SHA512");
     snprintf(buf, sizeof(buf), "%s        action: Reboot\n        inputs:\n          delaySeconds: soon\n", pre);
     expect(buf, "t.yml:9:25: phases[0].steps[0].inputs.delaySeconds: must be an integer, not 'soon'");
     snprintf(buf, sizeof(buf), "%s        action: Reboot\n        inputs:\n          delaySeconds: \"{{ d }}\"\n", pre);
@@ -503,7 +521,7 @@ KILN_TEST_MAIN(cmocka_unit_test(test_valid_minimal), cmocka_unit_test(test_defau
                cmocka_unit_test(test_malformed_yaml), cmocka_unit_test(test_schema_version),
                cmocka_unit_test(test_unknown_keys), cmocka_unit_test(test_names),
                cmocka_unit_test(test_duplicates), cmocka_unit_test(test_phases_rules),
-               cmocka_unit_test(test_step_fields), cmocka_unit_test(test_parameters),
+               cmocka_unit_test(test_step_fields), cmocka_unit_test(test_parameters), cmocka_unit_test(test_allowed_values),
                cmocka_unit_test(test_unknown_action), cmocka_unit_test(test_module_inputs),
                cmocka_unit_test(test_all_errors_at_once), cmocka_unit_test(test_loops),
                cmocka_unit_test(test_loop_references), cmocka_unit_test(test_variable_references),

@@ -5,8 +5,10 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "agent-engine-test-modules.h"
+#include "common/buf.h"
 #include "common/fs.h"
 #include "common/json.h"
 #include "guest-agent/engine.h"
@@ -660,6 +662,66 @@ test_invalid_documents_refused(void **state)
     kiln_run_result_clear(&res);
 }
 
+static void
+test_stale_state_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct kiln_run_result res = {0};
+    assert_int_equal(run_text(f, HEAD "phases:\n  - name: build\n    steps:\n"
+                                      "      - name: R\n        action: Reboot\n",
+                              NULL, &res),
+                     KILN_RUN_REBOOT);
+    kiln_run_result_clear(&res);
+    /* The document changed since the state was saved: refuse rather than resume elsewhere. */
+    char *path = write_doc(f, "doc.yml", HEAD "phases:\n  - name: build\n    steps:\n"
+                                             "      - name: Other\n        action: Reboot\n");
+    char *docs[] = {path, NULL};
+    struct kiln_run_options o = {.documents = docs, .log_directory = f->logs,
+                                 .state_directory = f->state};
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_engine_run(&o, &res, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "saved state is for other documents"));
+    free(path);
+    kiln_run_result_clear(&res);
+}
+
+static void
+test_allowed_values_at_run_time(void **state)
+{
+    struct fixture *f = *state;
+    struct kiln_run_result res = {0};
+    json_t *params = json_pack("{s:s}", "Mode", "medium");
+    assert_int_equal(run_text(f, HEAD "parameters:\n  - Mode:\n      type: string\n"
+                                      "      default: fast\n      allowedValues: [fast, slow]\n"
+                                      "phases:\n  - name: build\n    steps:\n"
+                                      "      - name: A\n        action: ExecuteBash\n"
+                                      "        inputs:\n          commands: [\"echo {{ Mode }}\"]\n",
+                              params, &res),
+                     KILN_RUN_FAILED);
+    assert_non_null(strstr(res.failure, "parameter 'Mode': 'medium' is not one of its allowedValues"));
+    json_decref(params);
+    kiln_run_result_clear(&res);
+}
+
+static void
+test_cancel(void **state)
+{
+    struct fixture *f = *state;
+    char *path = write_doc(f, "c.yml", HEAD "phases:\n  - name: build\n    steps:\n"
+                                          "      - name: A\n        action: ExecuteBash\n"
+                                          "        inputs:\n          commands: [\"touch x\"]\n");
+    char *docs[] = {path, NULL};
+    volatile sig_atomic_t cancel = 1;
+    struct kiln_run_options o = {.documents = docs, .log_directory = f->logs, .cancel = &cancel};
+    struct kiln_run_result res = {0};
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_engine_run(&o, &res, &err), 0);
+    assert_int_equal(res.status, KILN_RUN_CANCELLED);
+    assert_int_equal(res.executed, 0);
+    free(path);
+    kiln_run_result_clear(&res);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_hello_outputs, setup, teardown),
                cmocka_unit_test_setup_teardown(test_variables_and_chaining, setup, teardown),
                cmocka_unit_test_setup_teardown(test_missing_parameter, setup, teardown),
@@ -672,4 +734,7 @@ KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_hello_outputs, setup, teardo
                cmocka_unit_test_setup_teardown(test_execute_document, setup, teardown),
                cmocka_unit_test_setup_teardown(test_multi_document_phases, setup, teardown),
                cmocka_unit_test_setup_teardown(test_config_file, setup, teardown),
-               cmocka_unit_test_setup_teardown(test_invalid_documents_refused, setup, teardown))
+               cmocka_unit_test_setup_teardown(test_invalid_documents_refused, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_stale_state_refused, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_allowed_values_at_run_time, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_cancel, setup, teardown))

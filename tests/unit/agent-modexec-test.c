@@ -79,8 +79,8 @@ static void
 test_proc_capture_and_stream(void **state)
 {
     struct console c = {0};
-    struct kiln_module_ctx ctx = {.timeout_seconds = 30, .console = console_fn,
-                                  .console_userdata = &c};
+    struct kiln_module_ctx ctx = {
+        .timeout_seconds = 30, .console = console_fn, .console_userdata = &c};
     char *argv[] = {"sh", "-c", "echo out1; echo err1 >&2; echo out2", NULL};
     struct kiln_proc_opts opts = {.argv = argv};
     struct kiln_proc_result res;
@@ -144,7 +144,7 @@ test_proc_timeout_kills_group(void **state)
     struct kiln_proc_result res;
     struct kiln_error err = {0};
     long long t0 = now_ms();
-    assert_int_equal(kiln_proc_run(&opts, &ctx, &res, &err), -ETIME);
+    assert_int_equal(kiln_proc_run(&opts, &ctx, &res, &err), -ETIMEDOUT);
     long long took = now_ms() - t0;
     assert_true(res.timed_out);
     assert_string_equal(err.message, "timed out after 1 seconds");
@@ -168,7 +168,7 @@ test_proc_timeout_sigkill_after_grace(void **state)
     struct kiln_proc_result res;
     struct kiln_error err = {0};
     long long t0 = now_ms();
-    assert_int_equal(kiln_proc_run(&opts, &ctx, &res, &err), -ETIME);
+    assert_int_equal(kiln_proc_run(&opts, &ctx, &res, &err), -ETIMEDOUT);
     long long took = now_ms() - t0;
     assert_int_equal(res.term_signal, SIGKILL);
     assert_true(took >= 2000 && took < 6000);
@@ -207,8 +207,8 @@ static void
 test_proc_capture_bounded(void **state)
 {
     struct console c = {0};
-    struct kiln_module_ctx ctx = {.timeout_seconds = 30, .console = console_fn,
-                                  .console_userdata = &c};
+    struct kiln_module_ctx ctx = {
+        .timeout_seconds = 30, .console = console_fn, .console_userdata = &c};
     char *argv[] = {"sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x", NULL};
     struct kiln_proc_opts opts = {.argv = argv, .capture_max = 1000};
     struct kiln_proc_result res;
@@ -245,10 +245,10 @@ test_proc_fds_and_group(void **state)
 {
     int leak = open("/dev/null", O_RDONLY); /* deliberately without O_CLOEXEC */
     assert_true(leak > 2);
-    _cleanup_free_ char *script = kiln_asprintf(
-        "if [ -e /proc/$$/fd/%d ]; then echo leaked; else echo clean; fi; "
-        "ps -o pgid= -p $$ | tr -d ' '; echo $$",
-        leak);
+    _cleanup_free_ char *script =
+        kiln_asprintf("if [ -e /proc/$$/fd/%d ]; then echo leaked; else echo clean; fi; "
+                      "ps -o pgid= -p $$ | tr -d ' '; echo $$",
+                      leak);
     char *argv[] = {"sh", "-c", script, NULL};
     struct kiln_proc_opts opts = {.argv = argv};
     struct kiln_proc_result res;
@@ -275,16 +275,15 @@ parse(const char *text)
 }
 
 static int
-run_module(const char *name, const char *inputs, int timeout, json_t **out,
-           struct kiln_error *err, char **ret_workdir)
+run_module(const char *name, const char *inputs, int timeout, json_t **out, struct kiln_error *err,
+           char **ret_workdir)
 {
     const struct kiln_module *m = kiln_module_find(name);
     assert_non_null(m);
     assert_non_null(m->run);
     _cleanup_free_ char *dir = NULL;
     assert_int_equal(kiln_mkdtemp("kiln-step-", &dir, NULL), 0);
-    struct kiln_module_ctx ctx = {.step_name = "Step", .work_dir = dir,
-                                  .timeout_seconds = timeout};
+    struct kiln_module_ctx ctx = {.step_name = "Step", .work_dir = dir, .timeout_seconds = timeout};
     _cleanup_json_ json_t *in = parse(inputs);
     *out = NULL;
     int r = m->run(in, &ctx, out, err);
@@ -348,8 +347,24 @@ test_bash_reboot_and_timeout(void **state)
     kiln_error_clear(&err);
     assert_int_equal(
         run_module("ExecuteBash", "{\"commands\": [\"sleep 30\"]}", 1, &out2, &err, NULL),
-        -ETIME);
+        -ETIMEDOUT);
     assert_string_equal(err.message, "ExecuteBash: timed out after 1 seconds");
+}
+
+/* Binary output still makes outputs that serialise: invalid UTF-8 becomes U+FFFD. */
+static void
+test_bash_binary_output(void **state)
+{
+    _cleanup_json_ json_t *out = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(run_module("ExecuteBash",
+                                "{\"commands\": [\"printf 'a\\\\377b\\\\303\\\\251'\"]}", 30, &out,
+                                &err, NULL),
+                     0);
+    assert_string_equal(kiln_json_get_str(out, "stdout"), "a\xef\xbf\xbd"
+                                                          "b\xc3\xa9");
+    _cleanup_free_ char *dumped = json_dumps(out, 0);
+    assert_non_null(dumped);
 }
 
 static void
@@ -358,9 +373,8 @@ test_bash_script_in_work_dir(void **state)
     _cleanup_json_ json_t *out = NULL;
     _cleanup_free_ char *dir = NULL;
     struct kiln_error err = {0};
-    assert_int_equal(run_module("ExecuteBash", "{\"commands\": [\"echo $0\"]}", 30, &out, &err,
-                                &dir),
-                     0);
+    assert_int_equal(
+        run_module("ExecuteBash", "{\"commands\": [\"echo $0\"]}", 30, &out, &err, &dir), 0);
     _cleanup_free_ char *expect = kiln_path_join(dir, "script.sh");
     assert_string_equal(kiln_json_get_str(out, "stdout"), expect);
     /* the script is removed after the run */
@@ -394,26 +408,24 @@ test_binary(void **state)
     /* arguments reach the binary untouched: no shell splitting or expansion */
     assert_string_equal(kiln_json_get_str(out, "stdout"), "a b|$HOME");
 
-    assert_int_equal(run_module("ExecuteBinary", "{\"path\": \"/bin/sh\", \"arguments\": "
-                                                 "[\"-c\", \"exit 194\"]}",
+    assert_int_equal(run_module("ExecuteBinary",
+                                "{\"path\": \"/bin/sh\", \"arguments\": "
+                                "[\"-c\", \"exit 194\"]}",
                                 30, &out2, &err, NULL),
                      -KILN_E_REBOOT);
     kiln_error_clear(&err);
-    assert_int_equal(run_module("ExecuteBinary", "{\"path\": \"/nonexistent/tool\"}", 30, &out3,
-                                &err, NULL),
-                     -ENOENT);
+    assert_int_equal(
+        run_module("ExecuteBinary", "{\"path\": \"/nonexistent/tool\"}", 30, &out3, &err, NULL),
+        -ENOENT);
     assert_non_null(strstr(err.message, "ExecuteBinary: cannot run /nonexistent/tool"));
 }
 
-KILN_TEST_MAIN(cmocka_unit_test(test_proc_capture_and_stream),
-               cmocka_unit_test(test_proc_exit_codes),
-               cmocka_unit_test(test_proc_timeout_kills_group),
-               cmocka_unit_test(test_proc_timeout_sigkill_after_grace),
-               cmocka_unit_test(test_proc_cancel), cmocka_unit_test(test_proc_capture_bounded),
-               cmocka_unit_test(test_proc_background_holder),
-               cmocka_unit_test(test_proc_fds_and_group),
-               cmocka_unit_test(test_bash_outputs_stdout),
-               cmocka_unit_test(test_bash_no_implicit_errexit),
-               cmocka_unit_test(test_bash_reboot_and_timeout),
-               cmocka_unit_test(test_bash_script_in_work_dir),
-               cmocka_unit_test(test_bash_bad_inputs), cmocka_unit_test(test_binary))
+KILN_TEST_MAIN(
+    cmocka_unit_test(test_proc_capture_and_stream), cmocka_unit_test(test_proc_exit_codes),
+    cmocka_unit_test(test_proc_timeout_kills_group),
+    cmocka_unit_test(test_proc_timeout_sigkill_after_grace), cmocka_unit_test(test_proc_cancel),
+    cmocka_unit_test(test_proc_capture_bounded), cmocka_unit_test(test_proc_background_holder),
+    cmocka_unit_test(test_proc_fds_and_group), cmocka_unit_test(test_bash_outputs_stdout),
+    cmocka_unit_test(test_bash_no_implicit_errexit), cmocka_unit_test(test_bash_reboot_and_timeout),
+    cmocka_unit_test(test_bash_binary_output), cmocka_unit_test(test_bash_script_in_work_dir),
+    cmocka_unit_test(test_bash_bad_inputs), cmocka_unit_test(test_binary))

@@ -62,8 +62,7 @@ static struct kiln_error err;
 static json_t *outputs;
 
 /* Run a module with inputs given as JSON text in which every "@" stands for the test folder. */
-static int
-run(const char *module, const char *fmt, ...) _printf_(2, 3);
+static int run(const char *module, const char *fmt, ...) _printf_(2, 3);
 
 static int
 run(const char *module, const char *fmt, ...)
@@ -86,8 +85,11 @@ run(const char *module, const char *fmt, ...)
         fail_msg("bad JSON in test: %s: %s", je.text, expanded.data);
     const struct kiln_module *m = kiln_module_find(module);
     assert_non_null(m);
-    struct kiln_module_ctx ctx = {.step_name = "Step", .work_dir = tmp, .timeout_seconds = 60,
-                                  .console = console_fn, .console_userdata = &console};
+    struct kiln_module_ctx ctx = {.step_name = "Step",
+                                  .work_dir = tmp,
+                                  .timeout_seconds = 60,
+                                  .console = console_fn,
+                                  .console_userdata = &console};
     kiln_error_clear(&err);
     json_decref(outputs);
     outputs = NULL;
@@ -158,10 +160,10 @@ test_append_file(void **state)
     assert_non_null(strstr(err.message, "AppendFile: "));
     /* UTF-32 is little-endian without a byte-order mark */
     write_file(P("u.txt"), "");
-    assert_int_equal(
-        run("AppendFile", "[{\"path\": \"@/u.txt\", \"content\": \"A\\u00e9\", \"encoding\": "
-                          "\"UTF-32\"}]"),
-        0);
+    assert_int_equal(run("AppendFile",
+                         "[{\"path\": \"@/u.txt\", \"content\": \"A\\u00e9\", \"encoding\": "
+                         "\"UTF-32\"}]"),
+                     0);
     size_t len;
     _cleanup_free_ char *data = read_all(P("u.txt"), &len);
     assert_int_equal(len, 8);
@@ -174,7 +176,7 @@ static void
 test_create_file(void **state)
 {
     assert_int_equal(run("CreateFile", "[{\"path\": \"@/new/dir/s.txt\", \"content\": "
-                                        "\"ABCD\\\\nRandom\\\\tvalues\"}, {\"path\": \"@/e.txt\"}]"),
+                                       "\"ABCD\\\\nRandom\\\\tvalues\"}, {\"path\": \"@/e.txt\"}]"),
                      0);
     /* content is written as is: a backslash-n in the document stays a backslash-n */
     assert_content(P("new/dir/s.txt"), "ABCD\\nRandom\\tvalues");
@@ -191,7 +193,7 @@ test_create_file(void **state)
     assert_content(P("e.txt"), "v2");
     /* permissions are exact (no umask), numbers from YAML work too */
     assert_int_equal(run("CreateFile", "[{\"path\": \"@/p.txt\", \"permissions\": \"0640\"}, "
-                                        "{\"path\": \"@/q.txt\", \"permissions\": 755}]"),
+                                       "{\"path\": \"@/q.txt\", \"permissions\": 755}]"),
                      0);
     assert_int_equal(mode_of(P("p.txt")), 0640);
     assert_int_equal(mode_of(P("q.txt")), 0755);
@@ -200,7 +202,7 @@ test_create_file(void **state)
     assert_false(exists(P("x.txt")));
     /* UTF-16 is little-endian, no byte-order mark */
     assert_int_equal(run("CreateFile", "[{\"path\": \"@/w.txt\", \"content\": \"hi\", "
-                                        "\"encoding\": \"utf-16\"}]"),
+                                       "\"encoding\": \"utf-16\"}]"),
                      0);
     size_t len;
     _cleanup_free_ char *data = read_all(P("w.txt"), &len);
@@ -233,6 +235,12 @@ test_create_file_owner(void **state)
     assert_non_null(pw);
     assert_int_equal(st.st_uid, pw->pw_uid);
     assert_int_equal(st.st_gid, pw->pw_gid);
+    /* a numeric owner without a passwd entry leaves the group alone */
+    assert_null(getpwuid(54321));
+    assert_int_equal(run("CreateFile", "[{\"path\": \"@/o.txt\", \"owner\": \"54321\"}]"), 0);
+    assert_int_equal(stat(P("o.txt"), &st), 0);
+    assert_int_equal(st.st_uid, 54321);
+    assert_int_equal(st.st_gid, 5678);
     assert_int_equal(run("CreateFile", "[{\"path\": \"@/z.txt\", \"owner\": \"no-such-user\"}]"),
                      -KILN_E_INVALID);
     assert_string_equal(err.message, "CreateFile: user 'no-such-user' does not exist");
@@ -244,8 +252,10 @@ static void
 test_create_folder(void **state)
 {
     assert_int_equal(run("CreateFolder", "[{\"path\": \"@/a/b/c/\"}, {\"path\": \"@/m\", "
-                                          "\"permissions\": \"0700\"}]"),
+                                         "\"permissions\": \"0700\"}]"),
                      0);
+    /* modules without outputs return an empty outputs object */
+    assert_true(json_is_object(outputs) && json_object_size(outputs) == 0);
     struct stat st;
     assert_int_equal(stat(P("a/b/c"), &st), 0);
     assert_true(S_ISDIR(st.st_mode));
@@ -278,21 +288,20 @@ test_create_symlink(void **state)
     /* an existing link needs force */
     write_file(P("t2.txt"), "other");
     assert_int_equal(
-        run("CreateSymlink", "[{\"path\": \"@/links/l.txt\", \"target\": \"@/t2.txt\"}]"),
-        -EEXIST);
+        run("CreateSymlink", "[{\"path\": \"@/links/l.txt\", \"target\": \"@/t2.txt\"}]"), -EEXIST);
     assert_content(P("links/l.txt"), "target");
     assert_int_equal(run("CreateSymlink", "[{\"path\": \"@/links/l.txt\", \"target\": "
-                                           "\"@/t2.txt\", \"force\": true}]"),
+                                          "\"@/t2.txt\", \"force\": true}]"),
                      0);
     assert_content(P("links/l.txt"), "other");
     /* a file that is not a link is never replaced, even with force */
     assert_int_equal(run("CreateSymlink", "[{\"path\": \"@/t.txt\", \"target\": \"@/t2.txt\", "
-                                           "\"force\": true}]"),
+                                          "\"force\": true}]"),
                      -EEXIST);
     assert_content(P("t.txt"), "target");
     /* the target must exist */
-    assert_int_equal(
-        run("CreateSymlink", "[{\"path\": \"@/l2\", \"target\": \"@/missing\"}]"), -ENOENT);
+    assert_int_equal(run("CreateSymlink", "[{\"path\": \"@/l2\", \"target\": \"@/missing\"}]"),
+                     -ENOENT);
     assert_false(exists(P("l2")));
     /* relative paths are made absolute against the working folder */
     char cwd[4096];
@@ -321,13 +330,17 @@ test_delete_file(void **state)
     assert_int_equal(mkdir(P("d/sub.log"), 0755), 0);
     write_file(P("outside.log"), "o");
     assert_int_equal(symlink(P("outside.log"), P("d/link.log")), 0);
+    write_file(P("dirtarget/inside.txt"), "i");
+    assert_int_equal(symlink(P("dirtarget"), P("d/dirlink.log")), 0);
     assert_int_equal(run("DeleteFile", "[{\"path\": \"@/d/*log\"}]"), 0);
+    assert_false(exists(P("d/dirlink.log"))); /* a link to a folder is removed as a link */
+    assert_content(P("dirtarget/inside.txt"), "i");
     assert_false(exists(P("d/a.log")));
     assert_false(exists(P("d/b.log")));
     assert_false(exists(P("d/.hidden.log")));
     assert_false(exists(P("d/link.log")));
     assert_true(exists(P("d/keep.txt")));
-    assert_true(exists(P("d/sub.log"))); /* folders are not files */
+    assert_true(exists(P("d/sub.log")));   /* folders are not files */
     assert_content(P("outside.log"), "o"); /* the link went, not its target */
     /* one file; a missing one is an error */
     assert_int_equal(run("DeleteFile", "[{\"path\": \"@/d/keep.txt\"}]"), 0);
@@ -358,8 +371,7 @@ test_delete_folder(void **state)
     assert_content(P("precious/p.txt"), "p");
     /* a link to a folder is not a folder */
     assert_int_equal(symlink(P("precious"), P("plink")), 0);
-    assert_int_equal(run("DeleteFolder", "[{\"path\": \"@/plink\", \"force\": true}]"),
-                     -ENOTDIR);
+    assert_int_equal(run("DeleteFolder", "[{\"path\": \"@/plink\", \"force\": true}]"), -ENOTDIR);
     assert_content(P("precious/p.txt"), "p");
     assert_int_equal(run("DeleteFolder", "[{\"path\": \"@/nothing\"}]"), -ENOENT);
 }
@@ -377,7 +389,7 @@ test_list_files(void **state)
     _cleanup_free_ char *flat = kiln_asprintf("%s,%s", P("l/a.log"), P("l/b.txt"));
     assert_string_equal(kiln_json_get_str(outputs, "files"), flat);
     assert_int_equal(run("ListFiles", "[{\"path\": \"@/l/\", \"fileNamePattern\": \"*log\", "
-                                       "\"recursive\": true}]"),
+                                      "\"recursive\": true}]"),
                      0);
     _cleanup_free_ char *logs = kiln_asprintf("%s,%s", P("l/a.log"), P("l/sub/c.log"));
     assert_string_equal(kiln_json_get_str(outputs, "files"), logs);
@@ -398,14 +410,13 @@ test_copy_file(void **state)
     write_file(P("src/Other.txt"), "o");
     assert_int_equal(chmod(P("src/Sample.txt"), 0751), 0);
     assert_int_equal(run("CopyFile", "[{\"source\": \"@/src/Sample.txt\", \"destination\": "
-                                      "\"@/dst/deep/renamed.txt\"}]"),
+                                     "\"@/dst/deep/renamed.txt\"}]"),
                      0);
     assert_content(P("dst/deep/renamed.txt"), "s1");
     assert_int_equal(mode_of(P("dst/deep/renamed.txt")), 0751);
     /* destination ending in '/' keeps the source name */
     assert_int_equal(
-        run("CopyFile", "[{\"source\": \"@/src/Sample.txt\", \"destination\": \"@/dst2/\"}]"),
-        0);
+        run("CopyFile", "[{\"source\": \"@/src/Sample.txt\", \"destination\": \"@/dst2/\"}]"), 0);
     assert_content(P("dst2/Sample.txt"), "s1");
     /* wildcard */
     assert_int_equal(
@@ -422,11 +433,11 @@ test_copy_file(void **state)
     /* overwrite */
     write_file(P("src/Sample.txt"), "new");
     assert_int_equal(run("CopyFile", "[{\"source\": \"@/src/Sample.txt\", \"destination\": "
-                                      "\"@/dst2/Sample.txt\", \"overwrite\": false}]"),
+                                     "\"@/dst2/Sample.txt\", \"overwrite\": false}]"),
                      -EEXIST);
     assert_content(P("dst2/Sample.txt"), "s1");
     assert_int_equal(run("CopyFile", "[{\"source\": \"@/src/Sample.txt\", \"destination\": "
-                                      "\"@/dst2/Sample.txt\"}]"),
+                                     "\"@/dst2/Sample.txt\"}]"),
                      0);
     assert_content(P("dst2/Sample.txt"), "new");
     /* no temporary files left behind */
@@ -435,14 +446,13 @@ test_copy_file(void **state)
     /* a folder is not a file; a missing source is an error */
     assert_int_equal(run("CopyFile", "[{\"source\": \"@/src\", \"destination\": \"@/x\"}]"),
                      -EISDIR);
-    assert_int_equal(
-        run("CopyFile", "[{\"source\": \"@/src/missing\", \"destination\": \"@/x\"}]"), -ENOENT);
+    assert_int_equal(run("CopyFile", "[{\"source\": \"@/src/missing\", \"destination\": \"@/x\"}]"),
+                     -ENOENT);
     /* replacing a link at the destination replaces the link, not what it points to */
     write_file(P("victim.txt"), "v");
     assert_int_equal(symlink(P("victim.txt"), P("dst2/ln")), 0);
     assert_int_equal(
-        run("CopyFile", "[{\"source\": \"@/src/Other.txt\", \"destination\": \"@/dst2/ln\"}]"),
-        0);
+        run("CopyFile", "[{\"source\": \"@/src/Other.txt\", \"destination\": \"@/dst2/ln\"}]"), 0);
     assert_content(P("victim.txt"), "v");
     assert_content(P("dst2/ln"), "o");
 }
@@ -454,8 +464,7 @@ test_move_file(void **state)
     write_file(P("m/b.txt"), "b");
     write_file(P("m/c.dat"), "c");
     assert_int_equal(
-        run("MoveFile", "[{\"source\": \"@/m/a.txt\", \"destination\": \"@/n/renamed.txt\"}]"),
-        0);
+        run("MoveFile", "[{\"source\": \"@/m/a.txt\", \"destination\": \"@/n/renamed.txt\"}]"), 0);
     assert_false(exists(P("m/a.txt")));
     assert_content(P("n/renamed.txt"), "a");
     assert_int_equal(run("MoveFile", "[{\"source\": \"@/m/*.txt\", \"destination\": \"@/n/\"}]"),
@@ -464,13 +473,12 @@ test_move_file(void **state)
     assert_true(exists(P("m/c.dat")));
     write_file(P("m/b.txt"), "b2");
     assert_int_equal(run("MoveFile", "[{\"source\": \"@/m/b.txt\", \"destination\": "
-                                      "\"@/n/b.txt\", \"overwrite\": false}]"),
+                                     "\"@/n/b.txt\", \"overwrite\": false}]"),
                      -EEXIST);
     assert_content(P("m/b.txt"), "b2");
     assert_content(P("n/b.txt"), "b");
     /* an existing folder as destination (no trailing '/') receives the file */
-    assert_int_equal(run("MoveFile", "[{\"source\": \"@/m/b.txt\", \"destination\": \"@/n\"}]"),
-                     0);
+    assert_int_equal(run("MoveFile", "[{\"source\": \"@/m/b.txt\", \"destination\": \"@/n\"}]"), 0);
     assert_content(P("n/b.txt"), "b2");
 }
 
@@ -483,7 +491,7 @@ test_copy_folder(void **state)
     write_file(P("SourceFolder/sub/b.txt"), "b");
     assert_int_equal(symlink("a.txt", P("SourceFolder/link")), 0);
     assert_int_equal(run("CopyFolder", "[{\"source\": \"@/SourceFolder\", \"destination\": "
-                                        "\"@/out/destinationFolder\"}]"),
+                                       "\"@/out/destinationFolder\"}]"),
                      0);
     assert_content(P("out/destinationFolder/a.txt"), "a");
     assert_content(P("out/destinationFolder/sub/b.txt"), "b");
@@ -500,13 +508,22 @@ test_copy_folder(void **state)
     write_file(P("SourceFolder/a.txt"), "a2");
     write_file(P("out/SourceFolder/extra.txt"), "e");
     assert_int_equal(run("CopyFolder", "[{\"source\": \"@/SourceFolder\", \"destination\": "
-                                        "\"@/out/\", \"overwrite\": false}]"),
+                                       "\"@/out/\", \"overwrite\": false}]"),
                      -EEXIST);
     assert_content(P("out/SourceFolder/a.txt"), "a");
     assert_int_equal(
         run("CopyFolder", "[{\"source\": \"@/SourceFolder\", \"destination\": \"@/out/\"}]"), 0);
     assert_content(P("out/SourceFolder/a.txt"), "a2");
     assert_content(P("out/SourceFolder/extra.txt"), "e");
+    /* a read-only source folder is copied, and keeps its mode */
+    write_file(P("ro/r.txt"), "r");
+    assert_int_equal(chmod(P("ro"), 0555), 0);
+    assert_int_equal(run("CopyFolder", "[{\"source\": \"@/ro\", \"destination\": \"@/rocopy\"}]"),
+                     0);
+    assert_content(P("rocopy/r.txt"), "r");
+    assert_int_equal(mode_of(P("rocopy")), 0555);
+    assert_int_equal(chmod(P("ro"), 0755), 0);
+    assert_int_equal(chmod(P("rocopy"), 0755), 0);
     /* wildcard over folders only */
     write_file(P("w/Sample1/x"), "1");
     write_file(P("w/Sample2/y"), "2");
@@ -518,7 +535,7 @@ test_copy_folder(void **state)
     assert_false(exists(P("wout/SampleFile")));
     /* never into itself */
     assert_int_equal(run("CopyFolder", "[{\"source\": \"@/SourceFolder\", \"destination\": "
-                                        "\"@/SourceFolder/sub/\"}]"),
+                                       "\"@/SourceFolder/sub/\"}]"),
                      -KILN_E_INVALID);
     assert_false(exists(P("SourceFolder/sub/SourceFolder")));
     assert_int_equal(
@@ -532,7 +549,7 @@ test_move_folder(void **state)
     write_file(P("mv/SourceFolder/a.txt"), "a");
     write_file(P("mv/SourceFolder/sub/b.txt"), "b");
     assert_int_equal(run("MoveFolder", "[{\"source\": \"@/mv/SourceFolder\", \"destination\": "
-                                        "\"@/mv2/dest\"}]"),
+                                       "\"@/mv2/dest\"}]"),
                      0);
     assert_false(exists(P("mv/SourceFolder")));
     assert_content(P("mv2/dest/sub/b.txt"), "b");
@@ -540,11 +557,11 @@ test_move_folder(void **state)
     write_file(P("mv/SourceFolder/a.txt"), "a2");
     write_file(P("mv/SourceFolder/sub/c.txt"), "c");
     assert_int_equal(run("MoveFolder", "[{\"source\": \"@/mv/SourceFolder\", \"destination\": "
-                                        "\"@/mv2/dest\", \"overwrite\": false}]"),
+                                       "\"@/mv2/dest\", \"overwrite\": false}]"),
                      -EEXIST);
     assert_true(exists(P("mv/SourceFolder/a.txt")));
     assert_int_equal(run("MoveFolder", "[{\"source\": \"@/mv/SourceFolder\", \"destination\": "
-                                        "\"@/mv2/dest\"}]"),
+                                       "\"@/mv2/dest\"}]"),
                      0);
     assert_false(exists(P("mv/SourceFolder")));
     assert_content(P("mv2/dest/a.txt"), "a2");
@@ -577,6 +594,9 @@ test_read_file(void **state)
     /* not text */
     assert_int_equal(kiln_write_file_atomic(P("bin"), "\xff\xfe\xfd", 3, 0644, &e), 0);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@/bin\"}]"), -EILSEQ);
+    /* iconv passes "UTF-8" above U+10FFFF through; ReadFile does not (found by fuzzing) */
+    assert_int_equal(kiln_write_file_atomic(P("big"), "\xf7\xbf\xbb\xbb", 4, 0644, &e), 0);
+    assert_int_equal(run("ReadFile", "[{\"path\": \"@/big\"}]"), -EILSEQ);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@/missing\"}]"), -ENOENT);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@\"}]"), -EISDIR);
 }
@@ -594,9 +614,8 @@ test_set_file_encoding(void **state)
     /* and it reads back */
     assert_int_equal(run("ReadFile", "[{\"path\": \"@/e.txt\", \"encoding\": \"UTF16-BE\"}]"), 0);
     assert_string_equal(kiln_json_get_str(outputs, "content"), "h\xc3\xa9");
-    assert_int_equal(
-        run("SetFileEncoding", "[{\"path\": \"@/e.txt\", \"encoding\": \"latin1\"}]"),
-        -KILN_E_INVALID);
+    assert_int_equal(run("SetFileEncoding", "[{\"path\": \"@/e.txt\", \"encoding\": \"latin1\"}]"),
+                     -KILN_E_INVALID);
 }
 
 /* ---- owners and permissions ---- */
@@ -625,7 +644,7 @@ test_set_owner(void **state)
     assert_int_equal(st.st_uid, 0); /* the link's target outside the folder is untouched */
     /* not recursive: only the folder */
     assert_int_equal(run("SetFolderOwner", "[{\"path\": \"@/own\", \"owner\": \"3001\", "
-                                            "\"group\": \"3002\", \"recursive\": false}]"),
+                                           "\"group\": \"3002\", \"recursive\": false}]"),
                      0);
     assert_int_equal(stat(P("own"), &st), 0);
     assert_int_equal(st.st_uid, 3001);
@@ -640,7 +659,7 @@ test_set_owner(void **state)
     assert_int_equal(run("SetFolderOwner", "[{\"path\": \"@/own/f.txt\", \"owner\": \"0\"}]"),
                      -ENOTDIR);
     assert_int_equal(run("SetFileOwner", "[{\"path\": \"@/own/f.txt\", \"owner\": \"root\", "
-                                          "\"group\": \"no-such-group\"}]"),
+                                         "\"group\": \"no-such-group\"}]"),
                      -KILN_E_INVALID);
 }
 
@@ -653,28 +672,62 @@ test_set_permissions(void **state)
     assert_int_equal(chmod(P("outside.txt"), 0600), 0);
     assert_int_equal(symlink(P("outside.txt"), P("perm/link")), 0);
     assert_int_equal(run("SetFilePermissions", "[{\"path\": \"@/perm/f.txt\", \"permissions\": "
-                                                "766}]"),
+                                               "766}]"),
                      0);
     assert_int_equal(mode_of(P("perm/f.txt")), 0766);
     assert_int_equal(run("SetFolderPermissions", "[{\"path\": \"@/perm/\", \"permissions\": "
-                                                  "\"0750\"}]"),
+                                                 "\"0750\"}]"),
                      0);
     assert_int_equal(mode_of(P("perm")), 0750);
     assert_int_equal(mode_of(P("perm/sub")), 0750);
     assert_int_equal(mode_of(P("perm/sub/g.txt")), 0750);
     assert_int_equal(mode_of(P("outside.txt")), 0600); /* links are not followed */
     assert_int_equal(run("SetFolderPermissions", "[{\"path\": \"@/perm\", \"permissions\": "
-                                                  "\"0700\", \"recursive\": false}]"),
+                                                 "\"0700\", \"recursive\": false}]"),
                      0);
     assert_int_equal(mode_of(P("perm")), 0700);
     assert_int_equal(mode_of(P("perm/sub")), 0750);
-    assert_int_equal(run("SetFilePermissions", "[{\"path\": \"@/perm\", \"permissions\": \"0700\"}]"),
-                     -EISDIR);
+    assert_int_equal(
+        run("SetFilePermissions", "[{\"path\": \"@/perm\", \"permissions\": \"0700\"}]"), -EISDIR);
     assert_int_equal(
         run("SetFilePermissions", "[{\"path\": \"@/perm/f.txt\", \"permissions\": \"rwx\"}]"),
         -KILN_E_INVALID);
-    assert_int_equal(run("SetFilePermissions", "[{\"path\": \"@/none\", \"permissions\": \"0700\"}]"),
-                     -ENOENT);
+    assert_int_equal(
+        run("SetFilePermissions", "[{\"path\": \"@/none\", \"permissions\": \"0700\"}]"), -ENOENT);
+}
+
+/* Long copies and walks stop on cancellation and at the step's time limit. */
+static void
+test_cancel_and_timeout(void **state)
+{
+    for (int i = 0; i < 50; i++) {
+        char rel[64];
+        snprintf(rel, sizeof(rel), "big/d%d/f.txt", i);
+        write_file(P(rel), "x");
+    }
+    _cleanup_free_ char *text =
+        kiln_asprintf("[{\"source\": \"%s/big\", \"destination\": \"%s/copy\"}]", tmp, tmp);
+    _cleanup_json_ json_t *in = json_loads(text, 0, NULL);
+    assert_non_null(in);
+    const struct kiln_module *m = kiln_module_find("CopyFolder");
+    volatile sig_atomic_t cancel = 1;
+    struct kiln_module_ctx ctx = {.work_dir = tmp, .timeout_seconds = 60, .cancel = &cancel};
+    json_t *out = NULL;
+    struct kiln_error e = {0};
+    assert_int_equal(m->run(in, &ctx, &out, &e), -ECANCELED);
+    assert_string_equal(e.message, "CopyFolder: cancelled");
+    assert_null(out);
+    assert_false(exists(P("copy/d0/f.txt")));
+    /* no time left: the walk stops at once */
+    cancel = 0;
+    ctx.timeout_seconds = 0;
+    kiln_error_clear(&e);
+    const struct kiln_module *lf = kiln_module_find("ListFiles");
+    _cleanup_free_ char *lt = kiln_asprintf("[{\"path\": \"%s/big\", \"recursive\": true}]", tmp);
+    _cleanup_json_ json_t *lin = json_loads(lt, 0, NULL);
+    assert_int_equal(lf->run(lin, &ctx, &out, &e), -ETIMEDOUT);
+    assert_string_equal(e.message, "ListFiles: timed out after 0 seconds");
+    assert_null(out);
 }
 
 /* Items run in order; the first failure stops the step. */
@@ -682,14 +735,15 @@ static void
 test_items_in_order(void **state)
 {
     assert_int_equal(run("CreateFile", "[{\"path\": \"@/1.txt\"}, {\"path\": \"@/2.txt\", "
-                                        "\"permissions\": \"bad\"}, {\"path\": \"@/3.txt\"}]"),
+                                       "\"permissions\": \"bad\"}, {\"path\": \"@/3.txt\"}]"),
                      -KILN_E_INVALID);
     assert_true(exists(P("1.txt")));
     assert_false(exists(P("2.txt")));
     assert_false(exists(P("3.txt")));
 }
 
-KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_append_file, setup, teardown),
+KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_cancel_and_timeout, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_append_file, setup, teardown),
                cmocka_unit_test_setup_teardown(test_create_file, setup, teardown),
                cmocka_unit_test_setup_teardown(test_create_file_owner, setup, teardown),
                cmocka_unit_test_setup_teardown(test_create_folder, setup, teardown),

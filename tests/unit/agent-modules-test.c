@@ -35,14 +35,19 @@ static void
 test_table_flags(void **state)
 {
     static const char *const linux_modules[] = {
-        "Assert", "ExecuteBash", "ExecuteBinary", "ExecuteDocument", "WebDownload",
-        "S3Download", "S3Upload", "AppendFile", "CopyFile", "CopyFolder", "CreateFile",
-        "CreateFolder", "CreateSymlink", "DeleteFile", "DeleteFolder", "ListFiles", "MoveFile",
-        "MoveFolder", "ReadFile", "SetFileEncoding", "SetFileOwner", "SetFolderOwner",
-        "SetFilePermissions", "SetFolderPermissions", "Reboot", "UpdateOS",
+        "Assert",        "ExecuteBash",    "ExecuteBinary",      "ExecuteDocument",
+        "WebDownload",   "S3Download",     "S3Upload",           "AppendFile",
+        "CopyFile",      "CopyFolder",     "CreateFile",         "CreateFolder",
+        "CreateSymlink", "DeleteFile",     "DeleteFolder",       "ListFiles",
+        "MoveFile",      "MoveFolder",     "ReadFile",           "SetFileEncoding",
+        "SetFileOwner",  "SetFolderOwner", "SetFilePermissions", "SetFolderPermissions",
+        "Reboot",        "UpdateOS",
     };
     static const char *const windows_modules[] = {
-        "ExecutePowerShell", "InstallMSI", "UninstallMSI", "SetRegistry",
+        "ExecutePowerShell",
+        "InstallMSI",
+        "UninstallMSI",
+        "SetRegistry",
     };
     for (size_t i = 0; i < ARRAY_SIZE(linux_modules); i++) {
         const struct kiln_module *m = kiln_module_find(linux_modules[i]);
@@ -56,8 +61,8 @@ test_table_flags(void **state)
         assert_null(m->run);
     }
     const struct kiln_module *doc = kiln_module_find("ExecuteDocument");
-    assert_int_equal(doc->flags, KILN_MODULE_ENGINE | KILN_MODULE_NO_TIMEOUT |
-                                     KILN_MODULE_NO_ATTEMPTS);
+    assert_int_equal(doc->flags,
+                     KILN_MODULE_ENGINE | KILN_MODULE_NO_TIMEOUT | KILN_MODULE_NO_ATTEMPTS);
     assert_int_equal(kiln_module_find("Assert")->flags, KILN_MODULE_ENGINE);
     assert_int_equal(kiln_module_find("Reboot")->flags, KILN_MODULE_ENGINE);
     assert_int_equal(kiln_module_find("ExecuteBash")->shape, KILN_INPUTS_OBJECT);
@@ -88,6 +93,37 @@ test_encoding_names(void **state)
     assert_int_equal(kiln_mod_encoding_parse("utf--8", &e), -EINVAL);
     assert_int_equal(kiln_mod_encoding_parse("utf-16-XX", &e), -EINVAL);
     assert_int_equal(kiln_mod_encoding_parse("", &e), -EINVAL);
+}
+
+static void
+test_utf8_repair(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *out;
+    } cases[] = {
+        {"plain", 5, "plain"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14,
+         "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"a\xff" "b", 3,
+         "a\xef\xbf\xbd"
+         "b"},
+        {"\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd"},                 /* overlong '/' */
+        {"\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* surrogate */
+        {"x\xe2\x82", 3, "x\xef\xbf\xbd\xef\xbf\xbd"},               /* cut character */
+        {"\xf4\x90\x80\x80", 4,
+         "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* above U+10FFFF */
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        size_t n;
+        _cleanup_free_ char *s = kiln_mod_utf8_repair(cases[i].in, cases[i].len, &n);
+        assert_string_equal(s, cases[i].out);
+        assert_int_equal(n, strlen(cases[i].out));
+        _cleanup_json_ json_t *j = kiln_mod_json_text(cases[i].in, cases[i].len);
+        assert_non_null(j);
+        assert_string_equal(json_string_value(j), cases[i].out);
+    }
 }
 
 /* ---- a small schema checker over the table, standing in for the engine's validator ---- */
@@ -252,9 +288,8 @@ check_node(const struct kiln_yaml_node *root, bool linux_only, struct report_ctx
         return check_step(root, linux_only, rc);
     if (root->kind == KILN_YAML_MAPPING) {
         struct kiln_yaml_node *phases = kiln_yaml_map_get(root, "phases");
-        return phases && phases->kind == KILN_YAML_SEQUENCE
-                   ? check_phases(phases, linux_only, rc)
-                   : 0;
+        return phases && phases->kind == KILN_YAML_SEQUENCE ? check_phases(phases, linux_only, rc)
+                                                            : 0;
     }
     if (root->kind == KILN_YAML_SEQUENCE)
         return check_phases(root, linux_only, rc);
@@ -416,8 +451,7 @@ test_schema_rejects(void **state)
 {
     assert_int_equal(problems_for("action: ExecuteBash\ninputs:\n  commands: [echo hi]\n"), 0);
     assert_int_equal(problems_for("action: ExecuteBash\ninputs:\n  command: [echo hi]\n"), 2);
-    assert_int_equal(problems_for("action: CopyFile\ninputs:\n  source: a\n  destination: b\n"),
-                     1);
+    assert_int_equal(problems_for("action: CopyFile\ninputs:\n  source: a\n  destination: b\n"), 1);
     assert_int_equal(problems_for("action: CreateFile\ninputs:\n  - path: a\n"
                                   "    encoding: latin1\n    permissions: 0999\n"),
                      2);
@@ -430,6 +464,11 @@ test_schema_rejects(void **state)
     assert_int_equal(problems_for("action: WebDownload\ninputs:\n  - source: https://x/y\n"
                                   "    destination: /tmp/\n    checksum: abc\n"
                                   "    algorithm: CRC32\n"),
+                     1);
+    /* the documented spelling only (the validator's allowed list is exact) */
+    assert_int_equal(problems_for("action: WebDownload\ninputs:\n  - source: https://x/y\n"
+                                  "    destination: /tmp/\n    checksum: abc\n"
+                                  "    algorithm: sha256\n"),
                      1);
     assert_int_equal(problems_for("action: S3Download\ninputs:\n  - source: /local\n"
                                   "    destination: /tmp/\n"),
@@ -444,8 +483,40 @@ test_schema_rejects(void **state)
                      2); /* Windows-only in a Linux document, and a bad type */
 }
 
+/* Every extra check copes with inputs of any shape (the validator reports the shape itself). */
+static void
+test_checks_any_shape(void **state)
+{
+    static const char *const shapes[] = {
+        "x",
+        "'{{ a.b.outputs.c }}'",
+        "[1, [2], {a: b}]",
+        "{}",
+        "[{}, {encoding: 3}]",
+        "{parameters: x, delaySeconds: [1]}",
+        "[{checksum: [a], algorithm: {b: c}, source: [d]}]",
+    };
+    size_t n = 0;
+    const struct kiln_module *t = kiln_module_table(&n);
+    for (size_t s = 0; s < ARRAY_SIZE(shapes); s++) {
+        struct kiln_error err = {0};
+        _cleanup_(kiln_yaml_doc_freep) struct kiln_yaml_doc *doc = NULL;
+        assert_int_equal(kiln_yaml_parse(shapes[s], strlen(shapes[s]), "shape", NULL, &doc, &err),
+                         0);
+        for (size_t i = 0; i < n; i++) {
+            struct report_ctx rc = {"shape", 0};
+            if (!t[i].check)
+                continue;
+            t[i].check(NULL, report_fn, &rc);
+            assert_int_equal(rc.problems, 0);
+            t[i].check(doc->root, report_fn, &rc);
+        }
+    }
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_table_sorted_and_found), cmocka_unit_test(test_table_flags),
-               cmocka_unit_test(test_encoding_names),
+               cmocka_unit_test(test_encoding_names), cmocka_unit_test(test_utf8_repair),
                cmocka_unit_test(test_corpus_linux_documents),
                cmocka_unit_test(test_corpus_invalid_documents),
-               cmocka_unit_test(test_corpus_doc_snippets), cmocka_unit_test(test_schema_rejects))
+               cmocka_unit_test(test_corpus_doc_snippets), cmocka_unit_test(test_schema_rejects),
+               cmocka_unit_test(test_checks_any_shape))

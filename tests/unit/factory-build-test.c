@@ -1,11 +1,16 @@
-/* Tests for the build lifecycle, driven through a test double of the driver interface defined
- * here (not in factory/): success, failing component, launch failure, snapshot failure,
- * test-phase failure, cancellation, kept instances, validation before any launch, and a crashed
- * build reaped afterwards. After every path: no live resource remains in the store or in the
- * double, and the build's work folder is gone.
+/* Tests for the build lifecycle, driven through the fake driver (drivers/fake.c): success,
+ * failing component, launch failure, snapshot failure, test-phase failure, terminate failure,
+ * cancellation, kept instances, validation before any launch; and a crashed build reaped
+ * afterwards. After every path: no live resource remains in the store or in the driver, and the
+ * build's work folder is gone.
  *
- * The double keeps its "live" resources as files in a folder, so that a build that crashes in
- * a child process leaves them behind for the reaper, as a real hypervisor would. */
+ * A thin wrapper around the fake records each job, counts the instances still live when the
+ * build closes its connection, and turns the fake's snapshot (a JSON description) into a real
+ * disk so that distribution runs the real qemu-img.
+ *
+ * The crash path uses a second double defined here, which keeps its "live" resources as files:
+ * the fake lives in the memory of one process, and a build that crashes in a child process must
+ * leave resources behind for the reaper in the parent, as a real hypervisor would. */
 #include "kiln-test.h"
 
 #include <dirent.h>
@@ -18,19 +23,14 @@
 #include "common/json.h"
 #include "factory/build.h"
 #include "factory/document.h"
+#include "drivers/fake.h"
 
-/* ---- the driver test double ---- */
+/* ---- a file-backed driver double, for the crash path only ---- */
 
 static struct {
     char *dir; /* live resources: one file per resource, named <id> */
     int launches;
-    int fail_launch_at; /* 1-based launch number that fails, 0: none */
-    const char *fail_doc; /* substring of a document path whose run fails */
-    const char *fail_phase;
-    bool fail_snapshot;
-    bool cancel_on_run;
     bool crash_on_run;
-    json_t *jobs; /* every job: {documents, phases, parameters, instance} */
 } dbl;
 
 struct dbl_conn {
@@ -48,11 +48,9 @@ struct kiln_instance {
 static void
 dbl_reset(void)
 {
-    json_decref(dbl.jobs);
     char *dir = dbl.dir;
     memset(&dbl, 0, sizeof(dbl));
     dbl.dir = dir;
-    dbl.jobs = json_array();
 }
 
 static void
@@ -110,13 +108,6 @@ dbl_launch(void *conn, const struct kiln_image_ref *image, const char *name, int
     kiln_write_file_atomic(log, text, strlen(text), 0644, NULL);
     free(log);
     free(log_name);
-    if (dbl.fail_launch_at == dbl.launches) {
-        dbl_resource(c, name, false);
-        return kiln_error_set(err, -KILN_E_REMOTE,
-                              "%s: the guest did not say hello within %d s (last console line: "
-                              "Kernel panic)",
-                              name, timeout);
-    }
     struct kiln_instance *inst = kiln_new(struct kiln_instance, 1);
     inst->conn = c;
     inst->name = kiln_strdup(name);
@@ -133,53 +124,8 @@ dbl_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_
 {
     KILN_CHECK_FLAGS(flags, 0, err);
     assert_false(inst->stopped);
-    json_t *docs = json_array(), *phases = json_array();
-    for (size_t i = 0; job->documents[i]; i++) {
-        assert_int_equal(access(job->documents[i], R_OK), 0);
-        json_array_append_new(docs, json_string(job->documents[i]));
-    }
-    for (size_t i = 0; job->phases && job->phases[i]; i++)
-        json_array_append_new(phases, json_string(job->phases[i]));
-    json_array_append_new(dbl.jobs, json_pack("{s:o, s:o, s:O?, s:s}", "documents", docs,
-                                              "phases", phases, "parameters", job->parameters,
-                                              "instance", inst->name));
-    /* The agent's TOE folder, as the real driver fetches it. */
-    char *toe = kiln_path_join(log_dir, "TOE_2026-01-01_00-00-00_x");
-    assert_int_equal(kiln_mkdir_p(toe, 0755, NULL), 0);
-    char *detail = kiln_path_join(toe, "detailedoutput.json");
-    kiln_write_file_atomic(detail, "{}", 2, 0644, NULL);
-    free(detail);
-    free(toe);
-    if (events && events->event) {
-        json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "event", "step-start", "document",
-                               job->documents[0], "phase",
-                               job->phases && job->phases[0] ? job->phases[0] : "build", "step",
-                               "Say");
-        events->event(events->userdata, ev);
-        json_decref(ev);
-    }
-    if (events && events->console)
-        events->console(events->userdata, "stdout", "hello\n", 6);
     if (dbl.crash_on_run)
         _exit(9); /* the build process dies mid-step */
-    ret->log_dir = kiln_strdup(log_dir);
-    if (dbl.cancel_on_run) {
-        /* Ctrl-C arrives while the step runs: the driver sees the flag and stops. */
-        *inst->conn->cfg->cancel = 1;
-        ret->status = KILN_RUN_CANCELLED;
-        return 0;
-    }
-    bool fail = dbl.fail_doc && strstr(job->documents[0], dbl.fail_doc);
-    if (fail && dbl.fail_phase) {
-        fail = false;
-        for (size_t i = 0; job->phases && job->phases[i]; i++)
-            fail |= strcmp(job->phases[i], dbl.fail_phase) == 0;
-    }
-    if (fail) {
-        ret->status = KILN_RUN_FAILED;
-        ret->failure = kiln_strdup("step Say in phase build: exit status 3");
-        return 0;
-    }
     ret->status = KILN_RUN_SUCCESS;
     return 0;
 }
@@ -196,21 +142,7 @@ static int
 dbl_snapshot(struct kiln_instance *inst, const struct kiln_snapshot_options *opts, unsigned flags,
              struct kiln_image_ref *ret, struct kiln_error *err)
 {
-    KILN_CHECK_FLAGS(flags, 0, err);
-    assert_true(inst->stopped);
-    if (dbl.fail_snapshot)
-        return kiln_error_set(err, -ENOSPC, "qemu-img convert: No space left on device");
-    /* A small raw disk with some content, so qemu-img really converts something. */
-    size_t n = 1 << 20;
-    char *data = kiln_calloc(1, n);
-    memcpy(data + 4096, "kiln image", 10);
-    int r = kiln_write_file_atomic(opts->dest, data, n, 0644, err);
-    free(data);
-    if (r < 0)
-        return r;
-    ret->kind = kiln_strdup("raw");
-    ret->location = kiln_strdup(opts->dest);
-    return 0;
+    return kiln_error_set(err, -ENOTSUP, "not used by the crash test");
 }
 
 static int
@@ -284,6 +216,114 @@ dbl_live(void)
     return n;
 }
 
+/* ---- the fake driver, wrapped ---- */
+
+static struct {
+    const char *fail_op; /* inject into the build's connection: op, nth call, code, message */
+    unsigned fail_nth;
+    int fail_code;
+    const char *fail_msg;
+    bool cancel_on_run;
+    const struct kiln_driver_config *cfg;
+    unsigned closes;
+    unsigned live_at_close; /* instances still live when the build closed its connection */
+    unsigned launches;
+    unsigned reaps;
+    json_t *jobs;
+} fk;
+
+static struct kiln_driver_ops fk_ops;
+
+static void
+fk_reset(void)
+{
+    json_decref(fk.jobs);
+    memset(&fk, 0, sizeof(fk));
+    fk.jobs = json_array();
+}
+
+static int
+fk_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret, struct kiln_error *err)
+{
+    int r = kiln_fake_driver.open(cfg, flags, ret, err);
+    if (r < 0)
+        return r;
+    fk.cfg = cfg;
+    if (fk.fail_op)
+        kiln_fake_inject_failure(*ret, fk.fail_op, fk.fail_nth, fk.fail_code, fk.fail_msg);
+    return 0;
+}
+
+static void
+fk_close(void *conn)
+{
+    fk.closes++;
+    fk.live_at_close += kiln_fake_live_instances(conn);
+    fk.launches += kiln_fake_calls(conn, "launch");
+    fk.reaps += kiln_fake_calls(conn, "reap");
+    kiln_fake_driver.close(conn);
+}
+
+static int
+fk_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_dir,
+       const struct kiln_engine_events *events, unsigned flags, struct kiln_job_result *ret,
+       struct kiln_error *err)
+{
+    json_t *docs = json_array(), *phases = json_array();
+    for (size_t i = 0; job->documents[i]; i++) {
+        assert_int_equal(access(job->documents[i], R_OK), 0);
+        json_array_append_new(docs, json_string(job->documents[i]));
+    }
+    for (size_t i = 0; job->phases && job->phases[i]; i++)
+        json_array_append_new(phases, json_string(job->phases[i]));
+    char *desc = kiln_fake_driver.describe(inst);
+    json_array_append_new(fk.jobs, json_pack("{s:o, s:o, s:O?, s:s}", "documents", docs,
+                                             "phases", phases, "parameters", job->parameters,
+                                             "instance", desc));
+    free(desc);
+    if (fk.cancel_on_run)
+        *fk.cfg->cancel = 1; /* Ctrl-C arrives while the step runs */
+    return kiln_fake_driver.run(inst, job, log_dir, events, flags, ret, err);
+}
+
+static int
+fk_snapshot(struct kiln_instance *inst, const struct kiln_snapshot_options *opts, unsigned flags,
+            struct kiln_image_ref *ret, struct kiln_error *err)
+{
+    int r = kiln_fake_driver.snapshot(inst, opts, flags, ret, err);
+    if (r < 0)
+        return r;
+    /* A small raw disk with some content, so that qemu-img really converts something. */
+    size_t n = 1 << 20;
+    char *data = kiln_calloc(1, n);
+    memcpy(data + 4096, "kiln image", 10);
+    assert_int_equal(kiln_write_file_atomic(ret->location, data, n, 0644, NULL), 0);
+    free(data);
+    free(ret->kind);
+    ret->kind = kiln_strdup("raw");
+    return 0;
+}
+
+static const struct kiln_driver_ops *
+fk_find(const char *name)
+{
+    fk_ops = kiln_fake_driver;
+    fk_ops.open = fk_open;
+    fk_ops.close = fk_close;
+    fk_ops.run = fk_run;
+    fk_ops.snapshot = fk_snapshot;
+    return strcmp(name, "fake") == 0 ? &fk_ops : NULL;
+}
+
+static void
+fk_fail(const char *op, unsigned nth, int code, const char *msg)
+{
+    fk.fail_op = op;
+    fk.fail_nth = nth;
+    fk.fail_code = code;
+    fk.fail_msg = msg;
+}
+
 /* ---- fixture: a Kiln home, a recipe folder, a parent image ---- */
 
 struct fx {
@@ -345,6 +385,7 @@ setup(void **state)
     dbl.dir = kiln_path_join(f->root, "hypervisor");
     kiln_mkdir_p(dbl.dir, 0755, NULL);
     dbl_reset();
+    fk_reset();
     put(f, "components/hello.yml", component_hello);
     put(f, "components/second.yml", component_second);
     put(f, "parent.qcow2", "not really a disk, the double only checks it exists");
@@ -374,7 +415,7 @@ setup(void **state)
         .distribution_path = f->dist,
         .home = f->home,
         .store = f->store,
-        .find_driver = dbl_find,
+        .find_driver = fk_find,
         .progress = &progress,
         .cancel = &f->cancel,
     };
@@ -396,17 +437,19 @@ teardown(void **state)
     free(f->out);
     free(dbl.dir);
     dbl.dir = NULL;
-    json_decref(dbl.jobs);
-    dbl.jobs = NULL;
+    json_decref(fk.jobs);
+    fk.jobs = NULL;
     json_decref(f->stages);
     free(f);
     return 0;
 }
 
-/* Nothing is left: no resource record, no live resource in the double, no work folder. */
+/* Nothing is left: no resource record, no live resource in the driver, no work folder. */
 static void
 assert_released(struct fx *f, const struct kiln_build_result *res)
 {
+    assert_true(fk.closes > 0 || dbl.launches > 0);
+    assert_int_equal(fk.live_at_close, 0);
     struct kiln_resource_record *list = NULL;
     size_t n = 0;
     assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
@@ -453,8 +496,8 @@ test_success(void **state)
 
     /* Jobs: each component's build+validate on the build instance, the cleanup, then the one
      * component with a test phase on a second instance. */
-    assert_int_equal(json_array_size(dbl.jobs), 4);
-    json_t *j0 = json_array_get(dbl.jobs, 0);
+    assert_int_equal(json_array_size(fk.jobs), 4);
+    json_t *j0 = json_array_get(fk.jobs, 0);
     assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
                            "components/hello.yml"));
     assert_string_equal(json_string_value(json_array_get(json_object_get(j0, "phases"), 0)),
@@ -463,19 +506,22 @@ test_success(void **state)
                         "validate");
     assert_string_equal(kiln_json_get_str(json_object_get(j0, "parameters"), "greeting"),
                         "bonjour");
-    json_t *j2 = json_array_get(dbl.jobs, 2);
+    json_t *j2 = json_array_get(fk.jobs, 2);
     assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j2, "documents"), 0)),
                            "kiln-linux-cleanup.yml"));
     assert_string_equal(kiln_json_get_str(json_object_get(j2, "parameters"), "workingDirectory"),
                         "/tmp");
-    json_t *j3 = json_array_get(dbl.jobs, 3);
+    json_t *j3 = json_array_get(fk.jobs, 3);
     assert_string_equal(json_string_value(json_array_get(json_object_get(j3, "phases"), 0)),
                         "test");
-    assert_non_null(strstr(kiln_json_get_str(j3, "instance"), "-test"));
-    assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "-build"));
-    assert_int_equal(dbl.launches, 2);
-    const char *expected_stages[] = {"validate", "launch", "build", "cleanup", "snapshot", "test",
-                                     "distribute", "done"};
+    /* The test instance boots from the snapshot, the build instance from the parent. */
+    assert_non_null(strstr(kiln_json_get_str(j3, "instance"), "-test-"));
+    assert_non_null(strstr(kiln_json_get_str(j3, "instance"), "/image.qcow2"));
+    assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "-build-"));
+    assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "parent.qcow2"));
+    assert_int_equal(fk.launches, 2);
+    const char *expected_stages[] = {"validate", "launch", "build",      "cleanup",
+                                     "snapshot", "test",   "distribute", "done"};
     for (size_t i = 0; i < ARRAY_SIZE(expected_stages); i++)
         assert_string_equal(json_string_value(json_array_get(f->stages, i)), expected_stages[i]);
 
@@ -485,8 +531,7 @@ test_success(void **state)
     assert_int_equal(rec->n_outputs, 2);
     for (size_t i = 0; i < rec->n_outputs; i++) {
         char hex[KILN_HASH_MAX_HEX];
-        assert_int_equal(kiln_hash_file_hex(KILN_HASH_SHA256, rec->outputs[i].path, hex, NULL),
-                         0);
+        assert_int_equal(kiln_hash_file_hex(KILN_HASH_SHA256, rec->outputs[i].path, hex, NULL), 0);
         assert_string_equal(hex, rec->outputs[i].sha256);
         assert_non_null(strstr(rec->outputs[i].path, "/out/hello-world-1.2.3-1."));
     }
@@ -507,12 +552,13 @@ test_success(void **state)
     assert_non_null(kiln_json_get_str(m, "installedPackagesTodo"));
     json_decref(m);
 
-    /* Logs: the console log and the agent's TOE folders. */
-    char *console = kiln_asprintf("%s/%s-build-console.log", rec->log_dir, res.build_id);
-    assert_int_equal(access(console, R_OK), 0);
-    free(console);
-    char *toe = kiln_asprintf("%s/build/01-hello/TOE_2026-01-01_00-00-00_x/detailedoutput.json",
-                              rec->log_dir);
+    /* Logs: the agent's TOE folders, one per job. */
+    char *toe = kiln_asprintf("%s/build/01-hello/TOE_fake_%s-build-01-hello/detailedoutput.json",
+                              rec->log_dir, res.build_id);
+    assert_int_equal(access(toe, R_OK), 0);
+    free(toe);
+    toe = kiln_asprintf("%s/test/01-hello/TOE_fake_%s-test-01-hello/detailedoutput.json",
+                        rec->log_dir, res.build_id);
     assert_int_equal(access(toe, R_OK), 0);
     free(toe);
     kiln_image_record_free(rec);
@@ -525,11 +571,54 @@ test_success(void **state)
     kiln_build_result_clear(&res);
 }
 
+/* parentImage by name: the base image images/tiny/build.sh writes under the Kiln home. */
+static void
+test_parent_from_catalog(void **state)
+{
+    struct fx *f = *state;
+    put(f, "home/images/tiny/abc123/disk.qcow2", "disk");
+    put(f, "home/images/tiny/abc123/vmlinux", "kernel");
+    put(f, "home/images/tiny/abc123/initrd.img", "initrd");
+    put(f, "home/images/tiny/abc123/image.json",
+        "{\"name\": \"tiny\", \"format\": \"qcow2\", \"disk\": \"disk.qcow2\", "
+        "\"kernel\": \"vmlinux\", \"initrd\": \"initrd.img\", \"cmdline\": \"console=ttyS0\"}");
+    char *link = kiln_path_join(f->home, "images/tiny/current");
+    assert_int_equal(symlink("abc123", link), 0);
+    free(link);
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: tiny\ncomponents:\n"
+        "  - path: components/hello.yml\n");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_non_null(strstr(kiln_json_get_str(json_array_get(fk.jobs, 0), "instance"),
+                           "images/tiny/abc123/disk.qcow2"));
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    json_t *parent = json_object_get(m, "parentImage");
+    assert_non_null(strstr(kiln_json_get_str(parent, "kernel"), "images/tiny/abc123/vmlinux"));
+    assert_string_equal(kiln_json_get_str(parent, "kind"), "qcow2");
+    json_decref(m);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+
+    /* A catalog name that was never built says how to build it. */
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: debian-12\ncomponents:\n"
+        "  - path: components/hello.yml\n");
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_build_validate(&f->opts, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "recipe.yml:3:14: parentImage 'debian-12': no image named "
+                                        "debian-12"));
+    assert_non_null(strstr(err.message, "scripts/prepare-images"));
+}
+
 static void
 test_failing_component(void **state)
 {
     struct fx *f = *state;
-    dbl.fail_doc = "second.yml";
+    fk_fail("job", 2, -KILN_E_FAILED, "step Two in phase build: exit status 3");
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
@@ -537,6 +626,7 @@ test_failing_component(void **state)
     assert_non_null(strstr(res.reason, "component 2 (second,"));
     assert_non_null(strstr(res.reason, "exit status 3"));
     assert_non_null(strstr(res.reason, "logs: "));
+    assert_non_null(strstr(res.reason, "last output: fake run")); /* the guest's last words */
     assert_released(f, &res);
     struct kiln_image_record *rec = record(f, &res);
     assert_int_equal(rec->status, KILN_IMAGE_FAILED);
@@ -547,12 +637,14 @@ test_failing_component(void **state)
     assert_int_equal(kiln_json_load_file(rec->manifest_path, 1 << 20, &m, NULL), 0);
     assert_string_equal(kiln_json_get_str(m, "status"), "FAILED");
     json_decref(m);
-    char *console = kiln_asprintf("%s/%s-build-console.log", rec->log_dir, res.build_id);
-    assert_int_equal(access(console, R_OK), 0);
-    free(console);
+    char *toe = kiln_asprintf("%s/build/02-second/TOE_fake_%s-build-02-second/"
+                              "detailedoutput.json",
+                              rec->log_dir, res.build_id);
+    assert_int_equal(access(toe, R_OK), 0);
+    free(toe);
     kiln_image_record_free(rec);
     assert_false(stage_seen(f, "snapshot"));
-    assert_int_equal(dbl.launches, 1);
+    assert_int_equal(fk.launches, 1);
     kiln_build_result_clear(&res);
 }
 
@@ -560,14 +652,15 @@ static void
 test_launch_failure(void **state)
 {
     struct fx *f = *state;
-    dbl.fail_launch_at = 1;
+    fk_fail("launch", 1, -KILN_E_REMOTE,
+            "the guest did not say hello within 600 s (last console line: Kernel panic)");
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_REMOTE);
     assert_int_equal(res.status, KILN_IMAGE_FAILED);
     assert_non_null(strstr(res.reason, "launching the build instance"));
     assert_non_null(strstr(res.reason, "Kernel panic"));
-    assert_int_equal(json_array_size(dbl.jobs), 0);
+    assert_int_equal(json_array_size(fk.jobs), 0);
     assert_released(f, &res);
     kiln_build_result_clear(&res);
 }
@@ -576,7 +669,7 @@ static void
 test_snapshot_failure(void **state)
 {
     struct fx *f = *state;
-    dbl.fail_snapshot = true;
+    fk_fail("snapshot", 1, -ENOSPC, "qemu-img convert: No space left on device");
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ENOSPC);
@@ -592,14 +685,14 @@ static void
 test_test_phase_failure(void **state)
 {
     struct fx *f = *state;
-    dbl.fail_doc = "hello.yml";
-    dbl.fail_phase = "test";
+    /* Jobs: hello build, second build, cleanup, hello test: the fourth fails. */
+    fk_fail("job", 4, -KILN_E_FAILED, "step Test in phase test: exit status 1");
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
     assert_int_equal(res.status, KILN_IMAGE_FAILED);
     assert_non_null(strstr(res.reason, "test of component 1 (hello,"));
-    assert_int_equal(dbl.launches, 2);
+    assert_int_equal(fk.launches, 2);
     assert_released(f, &res);
     struct kiln_image_record *rec = record(f, &res);
     assert_int_equal(rec->n_outputs, 0);
@@ -616,16 +709,72 @@ test_test_phase_failure(void **state)
 }
 
 static void
+test_terminate_failure(void **state)
+{
+    struct fx *f = *state;
+    /* Terminating the build instance fails after the snapshot: the image is good, so the build
+     * goes on; the driver still released the instance (terminate never leaks). */
+    fk_fail("terminate", 1, -KILN_E_REMOTE, "virDomainDestroy: timed out");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    int r = kiln_build_run(&f->opts, &res, &err);
+    if (r < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    assert_int_equal(fk.launches, 2);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_distribution_failure(void **state)
+{
+    struct fx *f = *state;
+    /* qemu-img fails: FAILED, no output recorded, no partial file left. */
+    f->opts.qemu_img = "false";
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "qemu-img convert to qcow2 failed"));
+    assert_released(f, &res);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->n_outputs, 0);
+    kiln_image_record_free(rec);
+    DIR *d = opendir(f->out);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        assert_true(de->d_name[0] == '.');
+    closedir(d);
+    kiln_build_result_clear(&res);
+
+    /* The target folder cannot be made: the reason names the distribution. */
+    fk_reset();
+    f->opts.qemu_img = NULL;
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/parent.qcow2/x\n",
+                               f->root);
+    put(f, "dist.yml", dist);
+    free(dist);
+    kiln_error_clear(&err);
+    assert_true(kiln_build_run(&f->opts, &res, &err) < 0);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "distribution 1: "));
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
 test_tests_disabled(void **state)
 {
     struct fx *f = *state;
     f->opts.skip_tests = true;
-    dbl.fail_doc = "hello.yml";
-    dbl.fail_phase = "test"; /* would fail, but the test stage does not run */
+    fk_fail("job", 4, -KILN_E_FAILED, "would fail, but the test stage does not run");
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), 0);
-    assert_int_equal(dbl.launches, 1);
+    assert_int_equal(fk.launches, 1);
+    assert_int_equal(json_array_size(fk.jobs), 3);
     assert_false(stage_seen(f, "test"));
     assert_released(f, &res);
     kiln_build_result_clear(&res);
@@ -635,7 +784,7 @@ static void
 test_cancel(void **state)
 {
     struct fx *f = *state;
-    dbl.cancel_on_run = true;
+    fk.cancel_on_run = true;
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ECANCELED);
@@ -648,11 +797,11 @@ test_cancel(void **state)
     kiln_build_result_clear(&res);
 
     /* A cancel request before the build starts its first instance launches nothing. */
-    dbl_reset();
+    fk_reset();
     f->cancel = 1;
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ECANCELED);
     assert_int_equal(res.status, KILN_IMAGE_CANCELLED);
-    assert_int_equal(dbl.launches, 0);
+    assert_int_equal(fk.launches, 0);
     assert_released(f, &res);
     kiln_build_result_clear(&res);
 }
@@ -662,24 +811,32 @@ test_keep_instance_on_failure(void **state)
 {
     struct fx *f = *state;
     put(f, "infra.yml", "driver: fake\nterminateInstanceOnFailure: false\n");
-    dbl.fail_doc = "hello.yml";
+    fk_fail("job", 1, -KILN_E_FAILED, "step Say in phase build: exit status 3");
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
     assert_int_equal(res.status, KILN_IMAGE_FAILED);
     assert_non_null(res.kept_instance);
-    assert_non_null(strstr(res.kept_instance, "virsh console"));
-    /* The guest stays, recorded as kept; a plain reap leaves it, reap --kept removes it. */
-    assert_int_equal(dbl_live(), 1);
+    assert_non_null(strstr(res.kept_instance, "fake instance"));
+    /* The guest stays (still live when the build let go of the driver), recorded as kept, and
+     * its work folder stays for it; a plain reap leaves it, reap --kept removes it. */
+    assert_int_equal(fk.live_at_close, 1);
     struct kiln_resource_record *list = NULL;
     size_t n = 0;
     assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
     assert_int_equal(n, 1);
     assert_true(list[0].kept);
     kiln_resource_record_list_free(list, n);
-    assert_int_equal(kiln_build_reap(f->store, dbl_find, false, NULL, NULL, &err), 0);
-    assert_int_equal(dbl_live(), 1);
-    assert_int_equal(kiln_build_reap(f->store, dbl_find, true, NULL, NULL, &err), 1);
+    char *work = kiln_asprintf("%s/builds/%s", f->home, res.build_id);
+    assert_int_equal(access(work, F_OK), 0);
+    free(work);
+    assert_int_equal(kiln_build_reap(f->store, fk_find, false, NULL, NULL, &err), 0);
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    kiln_resource_record_list_free(list, n);
+    assert_int_equal(kiln_build_reap(f->store, fk_find, true, NULL, NULL, &err), 1);
+    assert_int_equal(fk.reaps, 1);
+    fk.live_at_close = 0; /* the kept guest was reaped */
     assert_released(f, &res);
     kiln_build_result_clear(&res);
 }
@@ -699,14 +856,15 @@ test_invalid_documents_start_nothing(void **state)
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_INVALID);
     assert_int_equal(res.status, KILN_IMAGE_PENDING);
-    assert_int_equal(dbl.launches, 0);
+    assert_int_equal(fk.closes, 0); /* the driver was never even opened */
     /* Every problem, each at its place. */
     const char *expected[] = {"recipe.yml:7:5: component 3: path 'components/gone.yml'",
-                              "second.yml:2:16: schemaVersion '2.0' is not supported",
-                              "second.yml:4:11: phase 'deploy' is not one of",
-                              "second.yml:6:9: step: missing required field 'action'",
-                              "second.yml:7:20: onFailure 'Explode'",
-                              "parentImage 'missing.qcow2': not an image in the catalog", NULL};
+                              "second.yml:2:16: schemaVersion: unsupported schema version '2.0'",
+                              "second.yml:4:3: phases: must contain at least one of the phases",
+                              "second.yml:6:9: phases[0].steps[0]: missing required key 'action'",
+                              "second.yml:7:20: phases[0].steps[0].onFailure: must be one of",
+                              "recipe.yml:3:14: parentImage 'missing.qcow2': ",
+                              NULL};
     for (size_t i = 0; expected[i]; i++)
         if (!strstr(err.message, expected[i]))
             fail_msg("missing \"%s\" in:\n%s", expected[i], err.message);
@@ -718,7 +876,7 @@ test_invalid_documents_start_nothing(void **state)
     /* kiln_build_validate reports the same. */
     kiln_error_clear(&err);
     assert_int_equal(kiln_build_validate(&f->opts, &err), -KILN_E_INVALID);
-    assert_non_null(strstr(err.message, "onFailure 'Explode'"));
+    assert_non_null(strstr(err.message, "(got 'Explode')"));
     kiln_build_result_clear(&res);
 }
 
@@ -731,7 +889,7 @@ test_unknown_driver(void **state)
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_UNSUPPORTED);
     assert_non_null(strstr(err.message, "driver 'ec2' is not available"));
-    assert_int_equal(dbl.launches, 0);
+    assert_int_equal(fk.closes, 0);
     kiln_build_result_clear(&res);
 }
 
@@ -739,6 +897,7 @@ static void
 test_crash_and_reap(void **state)
 {
     struct fx *f = *state;
+    f->opts.find_driver = dbl_find; /* resources that outlive the crashed process */
     dbl.crash_on_run = true;
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -806,8 +965,8 @@ test_cleanup_document(void **state)
     /* The cleanup document is itself a valid component with Image Builder's skip flags. */
     const char *doc = kiln_build_cleanup_document();
     const char *flags[] = {"skip_cleanup_cloudinit_files", "skip_cleanup_ssm_log_files",
-                           "skip_cleanup_ssh_files", "skip_cleanup_instance_log_files",
-                           "skip_cleanup_toe_files", NULL};
+                           "skip_cleanup_ssh_files",       "skip_cleanup_instance_log_files",
+                           "skip_cleanup_toe_files",       NULL};
     for (size_t i = 0; flags[i]; i++)
         assert_non_null(strstr(doc, flags[i]));
     assert_non_null(strstr(doc, "/etc/ssh/ssh_host_ed25519_key"));
@@ -844,10 +1003,10 @@ test_examples_validate(void **state)
     const char *recipes[] = {"hello-world-tiny.yml", "hello-world-debian-12.yml", NULL};
     for (size_t i = 0; recipes[i]; i++) {
         char *recipe = kiln_asprintf("%s/examples/recipes/%s", kiln_test_source_dir(), recipes[i]);
-        char *infra = kiln_asprintf("%s/examples/recipes/local-infrastructure.yml",
-                                    kiln_test_source_dir());
-        char *dist = kiln_asprintf("%s/examples/recipes/local-distribution.yml",
-                                   kiln_test_source_dir());
+        char *infra =
+            kiln_asprintf("%s/examples/recipes/local-infrastructure.yml", kiln_test_source_dir());
+        char *dist =
+            kiln_asprintf("%s/examples/recipes/local-distribution.yml", kiln_test_source_dir());
         struct kiln_build_options opts = {
             .recipe_path = recipe,
             .infrastructure_path = infra,
@@ -875,10 +1034,13 @@ test_examples_validate(void **state)
 
 KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_snapshot_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_test_phase_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_terminate_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_distribution_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_tests_disabled, setup, teardown),
                cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
                cmocka_unit_test_setup_teardown(test_keep_instance_on_failure, setup, teardown),

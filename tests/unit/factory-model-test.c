@@ -35,8 +35,8 @@ test_semver_parse(void **state)
     assert_int_equal(kiln_semver_parse("0.0.0", &v), 0);
     assert_int_equal(kiln_semver_parse("1073741823.0.0", &v), 0);
     assert_int_equal(kiln_semver_parse("1073741824.0.0", &v), -ERANGE);
-    const char *bad[] = {"1", "1.2", "1.2.3.4", "01.2.3", "1.x.0", "a.b.c", "1..3", "", "1.2.3 ",
-                         "-1.2.3", NULL};
+    const char *bad[] = {"1",    "1.2", "1.2.3.4", "01.2.3", "1.x.0", "a.b.c",
+                         "1..3", "",    "1.2.3 ",  "-1.2.3", NULL};
     for (size_t i = 0; bad[i]; i++)
         if (kiln_semver_parse(bad[i], &v) == 0)
             fail_msg("'%s' accepted", bad[i]);
@@ -83,16 +83,15 @@ test_name_templates(void **state)
     /* 2024-02-29 13:14:15 UTC */
     assert_int_equal(kiln_name_template_expand("web-{{imagebuilder:buildDate}}-"
                                                "{{ imagebuilder:buildVersion }}",
-                                               "1.2.3/4", 1709212455, &out, &err),
+                                               4, 1709212455, &out, &err),
                      0);
-    assert_string_equal(out, "web-2024-02-29T13-14-15Z-1.2.3/4");
+    assert_string_equal(out, "web-2024-02-29T13-14-15Z-4");
     free(out);
-    assert_int_equal(kiln_name_template_expand("plain {{other}}", "1.0.0/1", 0, &out, &err), 0);
+    assert_int_equal(kiln_name_template_expand("plain {{other}}", 1, 0, &out, &err), 0);
     assert_string_equal(out, "plain {{other}}");
     free(out);
-    assert_int_equal(
-        kiln_name_template_expand("x-{{imagebuilder:nope}}", "1.0.0/1", 0, &out, &err),
-        -KILN_E_INVALID);
+    assert_int_equal(kiln_name_template_expand("x-{{imagebuilder:nope}}", 1, 0, &out, &err),
+                     -KILN_E_INVALID);
     assert_non_null(strstr(err.message, "imagebuilder:nope"));
 }
 
@@ -213,8 +212,7 @@ test_infrastructure(void **state)
     assert_string_equal(i->security_group_ids[0], "sg-0123456789abcdef0");
     assert_string_equal(i->s3_bucket_name, "my-logs");
     assert_false(i->terminate_on_failure);
-    assert_string_equal(json_string_value(json_object_get(i->resource_tags, "owner")),
-                        "platform");
+    assert_string_equal(json_string_value(json_object_get(i->resource_tags, "owner")), "platform");
     assert_non_null(json_object_get(i->settings, "instanceTypes"));
     kiln_infrastructure_free(i);
     free(path);
@@ -265,7 +263,7 @@ test_distribution(void **state)
     free(path);
 
     d = kiln_distribution_default("/h");
-    assert_string_equal(d->items[0].local.directory, "/h/images");
+    assert_string_equal(d->items[0].local.directory, "/h/outputs");
     assert_string_equal(d->items[0].local.formats[0], "qcow2");
     assert_null(d->items[0].local.formats[1]);
     kiln_distribution_free(d);
@@ -312,6 +310,32 @@ test_pipeline(void **state)
     };
     expect_messages(&err, path, expected);
     free(path);
+}
+
+static void
+test_unknown_field_hints(void **state)
+{
+    char *dir = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_mkdtemp("kiln-model", &dir, &err), 0);
+    char *path = kiln_path_join(dir, "r.yml");
+    const char *text = "name: r\nsemanticversion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+                       "  - path: a.yml\n    paramters: []\nzebra: 1\n";
+    assert_int_equal(kiln_write_file_atomic(path, text, strlen(text), 0644, &err), 0);
+    struct kiln_recipe *r = NULL;
+    assert_int_equal(kiln_recipe_load(path, &r, &err), -KILN_E_INVALID);
+    const char *expected[] = {
+        "2:1: recipe: unknown field 'semanticversion' (did you mean 'semanticVersion'?)",
+        "1:1: recipe: missing required field 'semanticVersion'",
+        "6:5: component: unknown field 'paramters' (did you mean 'parameters'?)",
+        "7:1: recipe: unknown field 'zebra'",
+        NULL,
+    };
+    expect_messages(&err, path, expected);
+    assert_null(strstr(err.message, "'zebra' (did you mean")); /* nothing close: no guess */
+    free(path);
+    kiln_rm_rf(dir, NULL);
+    free(dir);
 }
 
 static void
@@ -366,4 +390,5 @@ KILN_TEST_MAIN(cmocka_unit_test(test_semver_parse), cmocka_unit_test(test_semver
                cmocka_unit_test(test_recipe_bad_all_errors),
                cmocka_unit_test(test_recipe_resolve_errors), cmocka_unit_test(test_infrastructure),
                cmocka_unit_test(test_distribution), cmocka_unit_test(test_pipeline),
+               cmocka_unit_test(test_unknown_field_hints),
                cmocka_unit_test(test_yaml_errors_have_positions), cmocka_unit_test(test_home_dir))

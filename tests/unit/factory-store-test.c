@@ -45,18 +45,14 @@ test_build_numbers(void **state)
     struct fixture *f = *state;
     struct kiln_error err = {0};
     struct kiln_image_record *a = NULL, *b = NULL, *c = NULL, *d = NULL;
-    assert_int_equal(kiln_store_image_create(f->store, "web", "1.0.0", "fake", NULL, "/r.yml",
-                                             &a, &err),
-                     0);
-    assert_int_equal(kiln_store_image_create(f->store, "web", "1.0.0", "fake", NULL, "/r.yml",
-                                             &b, &err),
-                     0);
-    assert_int_equal(kiln_store_image_create(f->store, "web", "1.1.0", "fake", NULL, "/r.yml",
-                                             &c, &err),
-                     0);
-    assert_int_equal(kiln_store_image_create(f->store, "db", "1.0.0", "fake", NULL, "/r.yml",
-                                             &d, &err),
-                     0);
+    assert_int_equal(
+        kiln_store_image_create(f->store, "web", "1.0.0", "fake", NULL, "/r.yml", &a, &err), 0);
+    assert_int_equal(
+        kiln_store_image_create(f->store, "web", "1.0.0", "fake", NULL, "/r.yml", &b, &err), 0);
+    assert_int_equal(
+        kiln_store_image_create(f->store, "web", "1.1.0", "fake", NULL, "/r.yml", &c, &err), 0);
+    assert_int_equal(
+        kiln_store_image_create(f->store, "db", "1.0.0", "fake", NULL, "/r.yml", &d, &err), 0);
     assert_int_equal(a->build, 1);
     assert_int_equal(b->build, 2);
     assert_int_equal(c->build, 1);
@@ -98,16 +94,16 @@ test_status_transitions(void **state)
     assert_int_equal(
         kiln_store_image_create(f->store, "web", "1.0.0", "fake", NULL, NULL, &a, &err), 0);
     /* Not allowed: skipping BUILDING, or leaving a final state. */
-    assert_int_equal(
-        kiln_store_image_set_status(f->store, a->id, KILN_IMAGE_TESTING, NULL, &err), -EINVAL);
+    assert_int_equal(kiln_store_image_set_status(f->store, a->id, KILN_IMAGE_TESTING, NULL, &err),
+                     -EINVAL);
     assert_non_null(strstr(err.message, "cannot move from PENDING to TESTING"));
     kiln_error_clear(&err);
     enum kiln_image_status path[] = {KILN_IMAGE_BUILDING, KILN_IMAGE_TESTING,
                                      KILN_IMAGE_DISTRIBUTING, KILN_IMAGE_AVAILABLE};
     for (size_t i = 0; i < ARRAY_SIZE(path); i++)
         assert_int_equal(kiln_store_image_set_status(f->store, a->id, path[i], NULL, &err), 0);
-    assert_int_equal(
-        kiln_store_image_set_status(f->store, a->id, KILN_IMAGE_FAILED, "late", &err), -EINVAL);
+    assert_int_equal(kiln_store_image_set_status(f->store, a->id, KILN_IMAGE_FAILED, "late", &err),
+                     -EINVAL);
     struct kiln_image_record *got = NULL;
     assert_int_equal(kiln_store_image_get(f->store, "web", "1.0.0", 1, &got, &err), 0);
     assert_int_equal(got->status, KILN_IMAGE_AVAILABLE);
@@ -120,12 +116,12 @@ test_status_transitions(void **state)
     kiln_error_clear(&err);
     assert_int_equal(
         kiln_store_image_create(f->store, "web", "1.0.0", "fake", NULL, NULL, &b, &err), 0);
-    assert_int_equal(
-        kiln_store_image_set_status(f->store, b->id, KILN_IMAGE_BUILDING, NULL, &err), 0);
-    assert_true(kiln_image_status_can_move(KILN_IMAGE_BUILDING, KILN_IMAGE_DISTRIBUTING));
-    assert_int_equal(kiln_store_image_set_status(f->store, b->id, KILN_IMAGE_FAILED,
-                                                 "component x failed", &err),
+    assert_int_equal(kiln_store_image_set_status(f->store, b->id, KILN_IMAGE_BUILDING, NULL, &err),
                      0);
+    assert_true(kiln_image_status_can_move(KILN_IMAGE_BUILDING, KILN_IMAGE_DISTRIBUTING));
+    assert_int_equal(
+        kiln_store_image_set_status(f->store, b->id, KILN_IMAGE_FAILED, "component x failed", &err),
+        0);
     assert_int_equal(kiln_store_image_get(f->store, "web", "1.0.0", 2, &got, &err), 0);
     assert_int_equal(got->status, KILN_IMAGE_FAILED);
     assert_string_equal(got->reason, "component x failed");
@@ -248,6 +244,17 @@ test_build_lock(void **state)
     assert_true(kiln_store_build_lock(f->store, "b1", &fd2, &err) < 0);
     kiln_store_build_unlock(f->store, "b1", fd);
     assert_false(kiln_store_build_is_running(f->store, "b1"));
+
+    /* A build created locked is "running" from the moment its record can be read. */
+    struct kiln_image_record *r = NULL;
+    assert_int_equal(
+        kiln_store_image_create_locked(f->store, "web", "1.0.0", "fake", NULL, NULL, &r, &fd, &err),
+        0);
+    assert_true(fd >= 0);
+    assert_true(kiln_store_build_is_running(f->store, r->build_id));
+    kiln_store_build_unlock(f->store, r->build_id, fd);
+    assert_false(kiln_store_build_is_running(f->store, r->build_id));
+    kiln_image_record_free(r);
 
     /* A process that dies holding the lock leaves a lock that can be taken: a crash. */
     pid_t pid = fork();

@@ -1,0 +1,326 @@
+/* The host agent client and the real agent serve loop running real AWSTOE documents through
+ * the component engine (kiln_engine_run), over a socketpair, without a VM. */
+#include "kiln-test.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/fs.h"
+#include "common/json.h"
+#include "drivers/agent-client.h"
+#include "guest-agent/proto.h"
+#include "guest-agent/serve.h"
+
+struct agent_thread {
+    pthread_t thread;
+    int fd;
+    struct kiln_agent_serve_config cfg;
+    int result;
+};
+
+static void *
+agent_main(void *arg)
+{
+    struct agent_thread *t = arg;
+    struct kiln_error err = {0};
+    t->result = kiln_agent_serve_fd(t->fd, &t->cfg, &err);
+    if (t->result < 0)
+        fprintf(stderr, "agent: %s\n", err.message);
+    close(t->fd);
+    return NULL;
+}
+
+/* The real agent (engine included: cfg.run stays NULL) serving one end of a socketpair. */
+static struct kiln_agent_client *
+start_agent(struct agent_thread *t, const char *state_dir, const char *boot_id)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    t->fd = sv[1];
+    t->cfg.state_directory = state_dir;
+    t->cfg.boot_id = boot_id;
+    assert_int_equal(pthread_create(&t->thread, NULL, agent_main, t), 0);
+    struct kiln_agent_client_options o = {
+        .connect_timeout_ms = 10000, .reply_timeout_ms = 10000, .ping_interval_ms = 1000};
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    if (kiln_agent_client_open_fd(sv[0], &o, &c, &err) < 0)
+        fail_msg("open: %s", err.message);
+    return c;
+}
+
+static void
+stop_agent(struct agent_thread *t, struct kiln_agent_client *c)
+{
+    kiln_agent_client_free(c);
+    pthread_join(t->thread, NULL);
+}
+
+static char *
+tmpdir(void)
+{
+    char *d = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-agent-job-test", &d, NULL), 0);
+    return d;
+}
+
+static char *
+write_doc(const char *dir, const char *name, const char *text)
+{
+    char *p = kiln_path_join(dir, name);
+    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
+    return p;
+}
+
+struct seen {
+    int starts, ends;
+    char first_step[64];
+    struct kiln_buf out;
+};
+
+static void
+on_event(void *userdata, const json_t *ev)
+{
+    struct seen *s = userdata;
+    const char *e = kiln_json_get_str(ev, "event");
+    if (kiln_streq(e, "step-start") && s->starts++ == 0)
+        snprintf(s->first_step, sizeof(s->first_step), "%s",
+                 kiln_json_get_str(ev, "step") ? kiln_json_get_str(ev, "step") : "");
+    if (kiln_streq(e, "step-end"))
+        s->ends++;
+}
+
+static void
+on_console(void *userdata, const char *stream, const char *data, size_t len)
+{
+    struct seen *s = userdata;
+    kiln_buf_append(&s->out, data, len);
+}
+
+static void
+test_real_document_execute_bash(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    _cleanup_free_ char *logs = kiln_path_join(dir, "logs");
+    kiln_mkdir_p(logs, 0755, NULL);
+    _cleanup_free_ char *doc = write_doc(
+        dir, "hello.yml",
+        "name: hello\nschemaVersion: 1.0\nparameters:\n  - greeting:\n      type: string\n"
+        "      default: nobody\nphases:\n  - name: build\n    steps:\n"
+        "      - name: SayHello\n        action: ExecuteBash\n        inputs:\n"
+        "          commands:\n            - echo \"hello {{ greeting }}\"\n");
+    struct agent_thread t = {0};
+    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    const char *docs[] = {doc, NULL};
+    const char *phases[] = {"build", NULL};
+    _cleanup_json_ json_t *params = json_pack("{s:s}", "greeting", "kiln");
+    struct kiln_agent_job job = {
+        .execution_id = "real-1", .documents = docs, .phases = phases, .parameters = params};
+    struct seen s = {0};
+    struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
+    struct kiln_agent_job_result res = {0};
+    struct kiln_error err = {0};
+    if (kiln_agent_client_run_job(c, &job, &cb, &res, &err) < 0)
+        fail_msg("run_job: %s", err.message);
+    if (res.status != KILN_AGENT_JOB_SUCCESS)
+        fail_msg("job %s: %s", kiln_agent_job_status_name(res.status), res.failure);
+    assert_true(s.starts >= 1);
+    assert_true(s.ends >= 1);
+    assert_string_equal(s.first_step, "SayHello");
+    assert_int_equal(res.executed, 1);
+    assert_int_equal(res.failed, 0);
+    assert_non_null(strstr(s.out.data, "hello kiln"));
+    assert_non_null(res.log_folder);
+    assert_int_equal(strncmp(res.log_folder, "TOE_", 4), 0);
+
+    if (kiln_agent_client_fetch_logs(c, "real-1", logs, NULL, &err) < 0)
+        fail_msg("fetch: %s", err.message);
+    _cleanup_free_ char *folder = kiln_path_join(logs, res.log_folder);
+    _cleanup_free_ char *detailed = kiln_path_join(folder, "detailedoutput.json");
+    assert_int_equal(access(detailed, F_OK), 0);
+    kiln_agent_job_result_clear(&res);
+    kiln_buf_clear(&s.out);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+static void
+test_real_reboot_cycle(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    _cleanup_free_ char *marker = kiln_path_join(dir, "rebooted");
+    _cleanup_free_ char *text =
+        kiln_asprintf("name: reboot\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+                      "      - name: RebootOnce\n        action: ExecuteBash\n        inputs:\n"
+                      "          commands:\n"
+                      "            - if [ ! -e %s ]; then touch %s; exit 194; fi\n"
+                      "            - echo after-reboot\n",
+                      marker, marker);
+    _cleanup_free_ char *doc = write_doc(dir, "reboot.yml", text);
+    struct agent_thread t1 = {0};
+    struct kiln_agent_client *c = start_agent(&t1, st, "boot-1");
+    const char *docs[] = {doc, NULL};
+    struct kiln_agent_job job = {.execution_id = "real-r", .documents = docs};
+    struct seen s = {0};
+    struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
+    struct kiln_agent_job_result res = {0};
+    struct kiln_error err = {0};
+    if (kiln_agent_client_run_job(c, &job, &cb, &res, &err) < 0)
+        fail_msg("run_job: %s", err.message);
+    assert_int_equal(res.status, KILN_AGENT_JOB_REBOOT_REQUIRED);
+    assert_int_equal(access(marker, F_OK), 0);
+    stop_agent(&t1, c);
+
+    struct agent_thread t2 = {0};
+    c = start_agent(&t2, st, "boot-2");
+    json_t *jobinfo = json_object_get(kiln_agent_client_hello(c), "job");
+    assert_string_equal(kiln_json_get_str(jobinfo, "status"), "reboot-pending");
+    kiln_agent_job_result_clear(&res);
+    if (kiln_agent_client_resume_job(c, "real-r", &cb, &res, &err) < 0)
+        fail_msg("resume: %s", err.message);
+    if (res.status != KILN_AGENT_JOB_SUCCESS)
+        fail_msg("job %s: %s", kiln_agent_job_status_name(res.status), res.failure);
+    assert_non_null(strstr(s.out.data, "after-reboot"));
+    kiln_agent_job_result_clear(&res);
+    kiln_buf_clear(&s.out);
+    stop_agent(&t2, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+static void
+test_real_failing_step_reports_failure(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *doc = write_doc(
+        dir, "fail.yml",
+        "name: fail\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+        "      - name: Boom\n        action: ExecuteBash\n        inputs:\n"
+        "          commands:\n            - echo about to fail >&2\n            - exit 3\n");
+    struct agent_thread t = {0};
+    struct kiln_agent_client *c = start_agent(&t, dir, "b");
+    const char *docs[] = {doc, NULL};
+    struct kiln_agent_job job = {.execution_id = "real-f", .documents = docs};
+    struct seen s = {0};
+    struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
+    struct kiln_agent_job_result res = {0};
+    struct kiln_error err = {0};
+    if (kiln_agent_client_run_job(c, &job, &cb, &res, &err) < 0)
+        fail_msg("run_job: %s", err.message);
+    assert_int_equal(res.status, KILN_AGENT_JOB_FAILED);
+    assert_non_null(res.failure);
+    assert_int_equal(res.failed, 1);
+    assert_non_null(strstr(s.out.data, "about to fail"));
+    kiln_agent_job_result_clear(&res);
+    kiln_buf_clear(&s.out);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+static volatile sig_atomic_t cancel_flag;
+
+static void
+cancel_on_output(void *userdata, const char *stream, const char *data, size_t len)
+{
+    cancel_flag = 1;
+}
+
+static void
+test_real_cancel_mid_step(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *doc =
+        write_doc(dir, "long.yml",
+                  "name: long\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+                  "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
+                  "          commands:\n            - echo started\n            - sleep 60\n");
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct agent_thread t = {.fd = sv[1], .cfg = {.state_directory = dir}};
+    assert_int_equal(pthread_create(&t.thread, NULL, agent_main, &t), 0);
+    struct kiln_agent_client_options o = {.connect_timeout_ms = 5000,
+                                          .reply_timeout_ms = 10000,
+                                          .ping_interval_ms = 500,
+                                          .cancel = &cancel_flag};
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_open_fd(sv[0], &o, &c, &err), 0);
+    const char *docs[] = {doc, NULL};
+    struct kiln_agent_job job = {.execution_id = "real-c", .documents = docs};
+    struct kiln_agent_client_callbacks cb = {NULL, cancel_on_output, NULL};
+    struct kiln_agent_job_result res = {0};
+    int64_t t0 = kiln_proto_now_ms();
+    int r = kiln_agent_client_run_job(c, &job, &cb, &res, &err);
+    int64_t took = kiln_proto_now_ms() - t0;
+    assert_int_equal(r, -ECANCELED);
+    assert_int_equal(res.status, KILN_AGENT_JOB_CANCELLED);
+    assert_true(took < 10000);
+    kiln_agent_job_result_clear(&res);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+static void
+test_real_dead_agent_mid_job(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *doc =
+        write_doc(dir, "long.yml",
+                  "name: long\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+                  "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
+                  "          commands:\n            - echo started\n            - sleep 30\n");
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(sv[0]);
+        setpgid(0, 0); /* the engine's children die with the agent's group */
+        setenv("TMPDIR", dir, 1); /* what the killed step leaves goes with the test's folder */
+        struct kiln_agent_serve_config cfg = {.state_directory = dir};
+        _exit(kiln_agent_serve_fd(sv[1], &cfg, NULL) < 0 ? 1 : 0);
+    }
+    close(sv[1]);
+    struct kiln_agent_client_options o = {
+        .connect_timeout_ms = 5000, .reply_timeout_ms = 2000, .ping_interval_ms = 500};
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_open_fd(sv[0], &o, &c, &err), 0);
+    const char *docs[] = {doc, NULL};
+    struct kiln_agent_job job = {.execution_id = "real-d", .documents = docs};
+    struct seen s = {0};
+    struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
+    struct kiln_agent_job_result res = {0};
+    /* run_job blocks: a helper process kills the agent while the step sleeps. */
+    pid_t killer = fork();
+    assert_true(killer >= 0);
+    if (killer == 0) {
+        usleep(1500 * 1000);
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        _exit(0);
+    }
+    int64_t t0 = kiln_proto_now_ms();
+    int r = kiln_agent_client_run_job(c, &job, &cb, &res, &err);
+    waitpid(killer, NULL, 0);
+    int64_t took = kiln_proto_now_ms() - t0;
+    kiln_agent_client_free(c);
+    kill(-pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    assert_int_equal(r, -ECONNRESET);
+    assert_non_null(strstr(err.message, "agent closed the connection"));
+    assert_true(took < 5000);
+    kiln_buf_clear(&s.out);
+    kiln_rm_rf(dir, NULL);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test(test_real_document_execute_bash),
+               cmocka_unit_test(test_real_reboot_cycle),
+               cmocka_unit_test(test_real_failing_step_reports_failure),
+               cmocka_unit_test(test_real_cancel_mid_step),
+               cmocka_unit_test(test_real_dead_agent_mid_job))

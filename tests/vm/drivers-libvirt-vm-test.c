@@ -1,0 +1,295 @@
+/* VM tests of the libvirt driver: real guests (the tiny image) under real libvirt, TCG unless
+ * KILN_TEST_ACCEL says otherwise. At most two guests run at a time. Labels: vm. */
+#include "kiln-test.h"
+
+#include <libvirt/libvirt.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/fs.h"
+#include "common/json.h"
+#include "drivers/command.h"
+#include "drivers/libvirt.h"
+#include "images/catalog.h"
+
+static const char *
+uri(void)
+{
+    const char *u = getenv("KILN_TEST_URI");
+    return u && *u ? u : "qemu:///system";
+}
+
+struct vm {
+    char *dir;
+    struct kiln_image_ref tiny;
+    void *conn;
+    int live;
+};
+
+static void
+on_resource(void *userdata, const char *kind, const char *id, bool live)
+{
+    struct vm *v = userdata;
+    v->live += live ? 1 : -1;
+}
+
+static struct vm *
+vm_new(const char *build_id)
+{
+    struct vm *v = kiln_new(struct vm, 1);
+    struct kiln_error err = {0};
+    if (kiln_catalog_resolve(NULL, "tiny", &v->tiny, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(kiln_mkdtemp("kiln-vm-test", &v->dir, NULL), 0);
+    const char *accel = getenv("KILN_TEST_ACCEL");
+    struct kiln_driver_config cfg = {.uri = uri(), .accel = accel && *accel ? accel : "tcg",
+                                     .vcpus = 1, .memory_mib = 256, .work_dir = v->dir,
+                                     .build_id = build_id, .on_resource = on_resource,
+                                     .userdata = v};
+    if (kiln_libvirt_driver.open(&cfg, 0, &v->conn, &err) < 0)
+        fail_msg("%s", err.message);
+    return v;
+}
+
+static void
+vm_free(struct vm *v)
+{
+    kiln_libvirt_driver.reap(v->conn, "x", 0, NULL);
+    kiln_libvirt_driver.close(v->conn);
+    kiln_image_ref_clear(&v->tiny);
+    kiln_rm_rf(v->dir, NULL);
+    free(v->dir);
+    free(v);
+}
+
+static bool
+domain_exists(const char *name)
+{
+    virConnectPtr c = virConnectOpen(uri());
+    assert_non_null(c);
+    virDomainPtr d = virDomainLookupByName(c, name);
+    if (d)
+        virDomainFree(d);
+    virConnectClose(c);
+    return d != NULL;
+}
+
+static struct kiln_instance *
+launch(struct vm *v, const struct kiln_image_ref *img, const char *name, unsigned flags)
+{
+    struct kiln_instance *inst = NULL;
+    struct kiln_error err = {0};
+    if (kiln_libvirt_driver.launch(v->conn, img, name, 120, flags, &inst, &err) < 0)
+        fail_msg("launch %s: %s", name, err.message);
+    return inst;
+}
+
+static char *
+doc(const char *name)
+{
+    return kiln_asprintf("%s/tests/vm/data/%s", kiln_test_source_dir(), name);
+}
+
+struct events {
+    int events;
+    struct kiln_buf console;
+};
+
+static void
+on_event(void *userdata, const json_t *event)
+{
+    struct events *e = userdata;
+    e->events++;
+}
+
+static void
+on_console(void *userdata, const char *stream, const char *data, size_t len)
+{
+    struct events *e = userdata;
+    kiln_buf_append(&e->console, data, len);
+}
+
+/* Run one document; returns the run status. */
+static enum kiln_run_status
+run_doc(struct vm *v, struct kiln_instance *inst, const char *name, struct events *ev)
+{
+    _cleanup_free_ char *path = doc(name);
+    char *docs[] = {path, NULL};
+    struct kiln_job job = {.documents = docs, .timeout_seconds = -1};
+    struct kiln_engine_events cb = {.event = on_event, .console = on_console, .userdata = ev};
+    _cleanup_free_ char *logs = kiln_asprintf("%s/logs-%s", v->dir, name);
+    struct kiln_job_result res = {0};
+    struct kiln_error err = {0};
+    if (kiln_libvirt_driver.run(inst, &job, logs, &cb, 0, &res, &err) < 0)
+        fail_msg("run %s: %s", name, err.message);
+    enum kiln_run_status st = res.status;
+    if (st != KILN_RUN_SUCCESS)
+        fprintf(stderr, "run %s: status %d: %s\n", name, st, res.failure ? res.failure : "");
+    assert_non_null(res.log_dir);
+    kiln_job_result_clear(&res);
+    return st;
+}
+
+static void
+test_boot_run_stop_snapshot(void **state)
+{
+    struct vm *v = vm_new("vmtest1");
+    double t0 = (double)time(NULL);
+    struct kiln_instance *inst = launch(v, &v->tiny, "build", 0);
+    fprintf(stderr, "tiny: agent ready after ~%.0f s\n", (double)time(NULL) - t0);
+    assert_true(domain_exists("kiln-vmtest1-build"));
+
+    /* A real job over the agent channel: events and console output come back. */
+    struct events ev = {0};
+    kiln_buf_init(&ev.console);
+    assert_int_equal(run_doc(v, inst, "hello.yml", &ev), KILN_RUN_SUCCESS);
+    assert_true(ev.events > 0);
+    assert_non_null(strstr(ev.console.data, "hello from kiln-tiny"));
+    kiln_buf_clear(&ev.console);
+
+    /* Orderly power-off, then the overlay becomes a standalone compressed image. */
+    struct kiln_error err = {0};
+    if (kiln_libvirt_driver.stop(inst, 60, 0, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_false(domain_exists("kiln-vmtest1-build"));
+    _cleanup_free_ char *out = kiln_path_join(v->dir, "layer.qcow2");
+    struct kiln_snapshot_options so = {.dest = out, .compress = true};
+    struct kiln_image_ref snap = {0};
+    if (kiln_libvirt_driver.snapshot(inst, &so, 0, &snap, &err) < 0)
+        fail_msg("%s", err.message);
+    char *argv[] = {"qemu-img", "info", "--output=json", out, NULL};
+    _cleanup_free_ char *info = NULL;
+    assert_int_equal(kiln_command_run(argv, &info, NULL), 0);
+    assert_null(strstr(info, "backing-filename")); /* flattened */
+    assert_int_equal(kiln_libvirt_driver.terminate(inst, 0, &err), 0);
+
+    /* What the build wrote is in the new image. */
+    struct kiln_instance *check = launch(v, &snap, "check", 0);
+    kiln_buf_init(&ev.console);
+    assert_int_equal(run_doc(v, check, "check-marker.yml", &ev), KILN_RUN_SUCCESS);
+    kiln_buf_clear(&ev.console);
+    assert_int_equal(kiln_libvirt_driver.terminate(check, 0, &err), 0);
+    assert_int_equal(v->live, 0);
+    kiln_image_ref_clear(&snap);
+    vm_free(v);
+}
+
+static void
+test_bad_init_fails_with_console(void **state)
+{
+    struct vm *v = vm_new("vmtest2");
+    struct kiln_image_ref bad = {0};
+    kiln_image_ref_copy(&bad, &v->tiny);
+    char *cmd = kiln_asprintf("%s kiln.init=/bin/false", bad.cmdline);
+    free(bad.cmdline);
+    bad.cmdline = cmd;
+    struct kiln_instance *inst = NULL;
+    struct kiln_error err = {0};
+    time_t t0 = time(NULL);
+    assert_true(kiln_libvirt_driver.launch(v->conn, &bad, "bad", 120, 0, &inst, &err) < 0);
+    assert_null(inst);
+    fprintf(stderr, "%s\n", err.message);
+    /* It fails as soon as the kernel panics, not at the timeout, and says why. */
+    assert_true(time(NULL) - t0 < 100);
+    assert_non_null(strstr(err.message, "never reached the agent"));
+    assert_non_null(strstr(err.message, "Kernel panic"));
+    assert_false(domain_exists("kiln-vmtest2-bad"));
+    _cleanup_free_ char *idir = kiln_path_join(v->dir, "bad");
+    struct stat st;
+    assert_int_equal(lstat(idir, &st), -1);
+    assert_int_equal(v->live, 0);
+    kiln_image_ref_clear(&bad);
+    vm_free(v);
+}
+
+static void
+test_terminate_leaves_nothing(void **state)
+{
+    struct vm *v = vm_new("vmtest3");
+    struct kiln_instance *inst = launch(v, &v->tiny, "t", 0);
+    _cleanup_free_ char *idir = kiln_path_join(v->dir, "t");
+    _cleanup_free_ char *sock = kiln_path_join(idir, "agent.sock");
+    struct stat st;
+    assert_int_equal(stat(sock, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_libvirt_driver.terminate(inst, 0, &err), 0);
+    assert_false(domain_exists("kiln-vmtest3-t"));
+    assert_int_equal(lstat(idir, &st), -1);
+    assert_int_equal(lstat(sock, &st), -1);
+    assert_int_equal(v->live, 0);
+    /* The console log stays, as the build's log. */
+    _cleanup_free_ char *console = kiln_path_join(v->dir, "t.console.log");
+    assert_int_equal(stat(console, &st), 0);
+    vm_free(v);
+}
+
+static void
+test_two_instances_at_once(void **state)
+{
+    struct vm *v = vm_new("vmtest4");
+    struct kiln_instance *a = launch(v, &v->tiny, "a", KILN_LAUNCH_NO_WAIT);
+    struct kiln_instance *b = launch(v, &v->tiny, "b", 0);
+    assert_true(domain_exists("kiln-vmtest4-a"));
+    assert_true(domain_exists("kiln-vmtest4-b"));
+    struct events ev = {0};
+    kiln_buf_init(&ev.console);
+    assert_int_equal(run_doc(v, a, "hello.yml", &ev), KILN_RUN_SUCCESS);
+    assert_int_equal(run_doc(v, b, "hello.yml", &ev), KILN_RUN_SUCCESS);
+    kiln_buf_clear(&ev.console);
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_libvirt_driver.terminate(a, 0, &err), 0);
+    assert_int_equal(kiln_libvirt_driver.terminate(b, 0, &err), 0);
+    assert_int_equal(v->live, 0);
+    vm_free(v);
+}
+
+static void
+test_reboot_and_resume(void **state)
+{
+    struct vm *v = vm_new("vmtest5");
+    struct kiln_instance *inst = launch(v, &v->tiny, "r", 0);
+    struct events ev = {0};
+    kiln_buf_init(&ev.console);
+    assert_int_equal(run_doc(v, inst, "reboot.yml", &ev), KILN_RUN_SUCCESS);
+    kiln_buf_clear(&ev.console);
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_libvirt_driver.terminate(inst, 0, &err), 0);
+    vm_free(v);
+}
+
+static void
+test_reap_after_crash(void **state)
+{
+    struct vm *crashed = vm_new("vmtest6");
+    struct kiln_instance *inst = launch(crashed, &crashed->tiny, "lost", KILN_LAUNCH_NO_WAIT);
+    assert_true(domain_exists("kiln-vmtest6-lost"));
+    /* Another process (a new kiln run) reaps the build id. */
+    struct vm *reaper = vm_new("reaper");
+    free(reaper->dir);
+    reaper->dir = kiln_strdup(crashed->dir);
+    kiln_libvirt_driver.close(reaper->conn);
+    struct kiln_driver_config cfg = {.uri = uri(), .accel = "tcg", .work_dir = crashed->dir,
+                                     .build_id = "reaper"};
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_libvirt_driver.open(&cfg, 0, &reaper->conn, &err), 0);
+    if (kiln_libvirt_driver.reap(reaper->conn, "vmtest6", 0, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_false(domain_exists("kiln-vmtest6-lost"));
+    _cleanup_free_ char *idir = kiln_path_join(crashed->dir, "lost");
+    struct stat st;
+    assert_int_equal(lstat(idir, &st), -1);
+    assert_int_equal(kiln_libvirt_driver.terminate(inst, 0, &err), 0);
+    kiln_libvirt_driver.close(reaper->conn);
+    kiln_image_ref_clear(&reaper->tiny);
+    free(reaper->dir);
+    free(reaper);
+    vm_free(crashed);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test(test_boot_run_stop_snapshot),
+               cmocka_unit_test(test_bad_init_fails_with_console),
+               cmocka_unit_test(test_terminate_leaves_nothing),
+               cmocka_unit_test(test_two_instances_at_once),
+               cmocka_unit_test(test_reboot_and_resume), cmocka_unit_test(test_reap_after_crash))
