@@ -692,8 +692,9 @@ def main(argv=None):
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--ready-file")
     ap.add_argument("--state-dir")
-    ap.add_argument("--credentials", action="append", default=[],
-                    help="AKID:SECRET[:TOKEN], repeatable (the default key is always accepted)")
+    ap.add_argument("--credentials", action="extend", nargs="+", default=[],
+                    metavar="AKID:SECRET[:TOKEN]",
+                    help="extra accepted keys (repeatable; the default key is always accepted)")
     ap.add_argument("--faults", default="", help="rate=0.1,kinds=throttle+500+reset+slow")
     ap.add_argument("--delay-scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=None)
