@@ -775,12 +775,18 @@ layer_save(struct build *b, size_t i, struct kiln_error *err)
     r = b->ops->stop(b->inst, 300, 0, err);
     if (r < 0)
         return kiln_error_prefix(err, r, "stopping the build instance for the layer cache");
-    struct kiln_snapshot_options so = {.dest = path, .format = "qcow2"};
+    /* Written in the build's own folder, then renamed into the cache: builds that make the same
+     * layer at once never write one file together, and a layer is whole or absent. */
+    _cleanup_free_ char *name = kiln_asprintf("layer-%zu.qcow2", i + 1);
+    _cleanup_free_ char *tmp = kiln_path_join(b->work_dir, name);
+    struct kiln_snapshot_options so = {.dest = tmp, .format = "qcow2"};
     struct kiln_image_ref saved = {0};
     r = b->ops->snapshot(b->inst, &so, 0, &saved, err);
     ref_clear(&saved);
     if (r < 0)
         return kiln_error_prefix(err, r, "saving the layer of component %zu", i + 1);
+    if (rename(tmp, path) < 0)
+        return kiln_error_errno(err, -errno, "layer cache: %s", path);
     drop_instance(b);
     layer_ref(b, path);
     _cleanup_free_ char *role = kiln_asprintf("layer-%zu", i + 1);
