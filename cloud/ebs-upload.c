@@ -142,7 +142,9 @@ kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
                                           .tag_keys = opts->tag_keys,
                                           .tag_values = opts->tag_values};
     struct kiln_ebs_snapshot snap;
-    double old_budget = kiln_aws_client_set_budget(c, deadline - mono());
+    /* Each call gets the client's own budget, never more than what is left overall. */
+    double old_budget = kiln_aws_client_set_budget(c, budget);
+    kiln_aws_client_set_budget(c, budget < old_budget ? budget : old_budget);
     r = kiln_ebs_start_snapshot(c, &sreq, &snap, err);
     if (r < 0) {
         kiln_aws_client_set_budget(c, old_budget);
@@ -185,10 +187,12 @@ kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
                 next++;
                 continue;
             }
-            kiln_hash_buf(KILN_HASH_SHA256, buf, KILN_EBS_BLOCK_SIZE, digests[n_digests++]);
+            /* One SHA-256 per block serves both its header and the aggregate. */
+            uint8_t *digest = digests[n_digests++];
+            kiln_hash_buf(KILN_HASH_SHA256, buf, KILN_EBS_BLOCK_SIZE, digest);
             unsigned progress = (unsigned)((next + 1) * 100 / n_blocks);
             kiln_ebs_put_block_request(ret->snapshot_id, blocks[next], buf, KILN_EBS_BLOCK_SIZE,
-                                       progress, &reqs[cnt], &paths[cnt]);
+                                       digest, progress, &reqs[cnt], &paths[cnt]);
             cnt++;
             next++;
         }

@@ -103,8 +103,8 @@ tar-in $tarball / xattrs:true
 mount /dev/sda2 /boot/efi
 upload $agent /usr/bin/kiln-agent
 chmod 0755 /usr/bin/kiln-agent
-command "grub-install --target=i386-pc /dev/sda"
-command "grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable --no-nvram --no-uefi-secure-boot"
+sh "for i in 1 2 3 4 5; do grub-install --target=i386-pc /dev/sda && exit 0; sleep 3; done; exit 1"
+sh "for i in 1 2 3; do grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable --no-nvram --no-uefi-secure-boot && exit 0; sleep 3; done; exit 1"
 command "update-grub"
 umount-all
 GF

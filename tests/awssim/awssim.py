@@ -502,6 +502,7 @@ class Handler(BaseHTTPRequestHandler):
             req.service = "s3"
             return self.send_error_response(req, e)
         req = Request(self, self.command, raw_path, raw_query, self.headers, body)
+        counted = False
         try:
             try:
                 authenticate(sim, req)
@@ -516,20 +517,25 @@ class Handler(BaseHTTPRequestHandler):
             elif fault == "throttle":
                 req.op = module.operation_name(req)
                 sim.count(req.service, req.op)
+                counted = True
                 raise module.throttle_error()
             elif fault == "500":
                 req.op = module.operation_name(req)
                 sim.count(req.service, req.op)
+                counted = True
                 raise AwsError(500, "InternalError" if req.service in ("ec2", "s3", "sts")
                                else "InternalServerException",
                                "We encountered an internal error. Please try again.")
-            resp = module.handle(sim, req)
-            sim.count(req.service, req.op or "Unknown")
+            try:
+                resp = module.handle(sim, req)
+            finally:
+                sim.count(req.service, req.op or "Unknown")
+                counted = True
             if fault == "reset":
                 return self.send_response_obj(req, resp, drop=True)
             return self.send_response_obj(req, resp)
         except AwsError as e:
-            if req.op is None and req.service in SERVICES:
+            if not counted and req.service in SERVICES:
                 try:
                     req.op = SERVICES[req.service].operation_name(req)
                 except Exception:
@@ -586,8 +592,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send_file(resp.file, resp.length)
 
     def _send_file(self, file, length):
-        path, offset = file
-        with open(path, "rb") as f:
+        src, offset = file
+        # Handlers open the file while holding the state lock (an overwrite may unlink the
+        # path right after), so src is usually an open file object.
+        with (open(src, "rb") if isinstance(src, str) else src) as f:
             f.seek(offset)
             while length > 0:
                 chunk = f.read(min(length, 1 << 20))

@@ -1,6 +1,6 @@
 # AWS simulator tests (tests/awssim/): one ctest entry per Python test method.
 # test_unit_*.py -> label "unit" (no AWS CLI needed); test_cli_*.py -> label "cloud" (drive
-# /usr/bin/aws against a fresh simulator).
+# /usr/bin/aws against a fresh simulator); methods named test_slow_* also get label "slow".
 find_package(Python3 COMPONENTS Interpreter)
 if(NOT Python3_Interpreter_FOUND)
     message(WARNING "python3 not found: AWS simulator tests are not registered")
@@ -25,12 +25,21 @@ foreach(src ${awssim_tests})
         if(item MATCHES "class ([A-Za-z0-9_]+)")
             set(cls ${CMAKE_MATCH_1})
         elseif(item MATCHES "def (test_[A-Za-z0-9_]+)")
-            set(id ${module}.${cls}.${CMAKE_MATCH_1})
+            set(method ${CMAKE_MATCH_1})
+            set(id ${module}.${cls}.${method})
+            set(test_labels "${labels}")
+            set(test_timeout ${timeout})
+            if(method MATCHES "^test_slow_")
+                # Long-running (large objects): also labelled slow, so "-L cloud -LE slow"
+                # keeps the quick set.
+                list(APPEND test_labels slow)
+                set(test_timeout 1800)
+            endif()
             add_test(NAME awssim.${id}
                      COMMAND ${Python3_EXECUTABLE} -m unittest -v ${id}
                      WORKING_DIRECTORY ${awssim_dir})
-            set_tests_properties(awssim.${id} PROPERTIES LABELS "${labels}" TIMEOUT ${timeout}
-                                 ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+            set_tests_properties(awssim.${id} PROPERTIES LABELS "${test_labels}"
+                                 TIMEOUT ${test_timeout} ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
         endif()
     endforeach()
 endforeach()

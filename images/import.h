@@ -1,0 +1,25 @@
+/* Import of a user's own Linux cloud image (qcow2 or raw): a copy of it gets kiln-agent and its
+ * systemd service injected offline with libguestfs, so that Kiln can build on it. The user's file
+ * is never modified. */
+#pragma once
+
+#include "common/error.h"
+#include "drivers/driver.h"
+
+struct kiln_import_options {
+    const char *source; /* the user's image: qcow2 or raw */
+    /* Where the imported qcow2 goes. NULL: into the catalog, HOME/images/NAME/DIGEST/disk.qcow2
+     * (with image.json, and HOME/images/NAME/current), so that NAME works as a parent image. */
+    const char *dest;
+    const char *name;    /* catalog name (required when dest is NULL) */
+    const char *home;    /* Kiln home, NULL: kiln_catalog_home() */
+    const char *agent;   /* the kiln-agent binary to inject */
+};
+
+/* Copy source to a qcow2, inject the agent (with its shared libraries and dynamic loader, in
+ * /usr/lib/kiln-agent/, so it runs whatever the guest's libc) and a systemd unit started by udev
+ * when the agent's virtio-serial port appears. Fails, leaving nothing behind, when the image
+ * holds no Linux with systemd. On success *ret describes the imported image (it boots through
+ * its own boot loader). */
+int kiln_import_image(const struct kiln_import_options *opts, struct kiln_image_ref *ret,
+                      struct kiln_error *err);
