@@ -86,3 +86,5 @@ int kiln_build_reap(struct kiln_store *store, kiln_driver_find_fn find_driver, b
 /* The Linux cleanup Kiln runs in the guest before the snapshot (Image Builder's housekeeping),
  * as an AWSTOE document; skip flags are files named skip_cleanup_* in workingDirectory. */
 const char *kiln_build_cleanup_document(void);
+/* The inventory document run before the cleanup: its output is the manifest's package list. */
+const char *kiln_build_inventory_document(void);
