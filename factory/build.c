@@ -740,23 +740,24 @@ step_stdout(const char *dir, const char *step)
     return out;
 }
 
-/* Read the inventory job's output: "kiln-inventory <source>", then name<TAB>version<TAB>arch. */
-static void
-inventory_parse(struct build *b, const char *dir)
+int
+kiln_inventory_read(const char *dir, json_t **ret_packages, char **ret_source, char **ret_note)
 {
+    *ret_packages = NULL;
+    *ret_source = *ret_note = NULL;
     _cleanup_free_ char *text = step_stdout(dir, "ListInstalledPackages");
     if (!text) {
-        b->packages_note = kiln_strdup("no package list: the driver returned no agent output");
-        return;
+        *ret_note = kiln_strdup("no package list: the driver returned no agent output");
+        return -ENOENT;
     }
     char *save = NULL;
     char *line = strtok_r(text, "\n", &save);
     if (!line || strncmp(line, "kiln-inventory ", 15) != 0) {
-        b->packages_note = kiln_strdup("no package list: unexpected inventory output");
-        return;
+        *ret_note = kiln_strdup("no package list: unexpected inventory output");
+        return -KILN_E_PARSE;
     }
-    b->packages_source = kiln_strdup(line + 15);
-    b->packages = json_array();
+    *ret_source = kiln_strdup(line + 15);
+    json_t *packages = json_array();
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[3] = {line, NULL, NULL};
         for (int k = 1; k < 3 && f[k - 1]; k++) {
@@ -768,10 +769,12 @@ inventory_parse(struct build *b, const char *dir)
         }
         if (!*f[0])
             continue;
-        json_array_append_new(b->packages, json_pack("{s:s, s:s?, s:s?}", "name", f[0], "version",
-                                                     f[1] && *f[1] ? f[1] : NULL, "architecture",
-                                                     f[2] && *f[2] ? f[2] : NULL));
+        json_array_append_new(packages, json_pack("{s:s, s:s?, s:s?}", "name", f[0], "version",
+                                                  f[1] && *f[1] ? f[1] : NULL, "architecture",
+                                                  f[2] && *f[2] ? f[2] : NULL));
     }
+    *ret_packages = packages;
+    return 0;
 }
 
 /* List the installed packages for the manifest. Not fatal: a build does not fail because its
@@ -795,7 +798,7 @@ inventory(struct build *b, struct kiln_error *err)
         return 0;
     }
     _cleanup_free_ char *dir = kiln_path_join(b->log_dir, "inventory");
-    inventory_parse(b, dir);
+    kiln_inventory_read(dir, &b->packages, &b->packages_source, &b->packages_note);
     return 0;
 }
 
