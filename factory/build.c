@@ -140,6 +140,11 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
     } else {
         p->infra = kiln_infrastructure_default();
     }
+    kiln_driver_find_fn find = opts->find_driver ? opts->find_driver : kiln_driver_find;
+    if (p->infra && !find(p->infra->driver))
+        kiln_buf_appendf(&all, "%s%s: driver '%s' is not available in this build of kiln",
+                         all.len ? "\n" : "",
+                         p->infra->source ? p->infra->source : "infrastructure", p->infra->driver);
     if (opts->distribution_path) {
         if (kiln_distribution_load(opts->distribution_path, &p->dist, &e) < 0)
             append_error(&all, &e);

@@ -1002,10 +1002,15 @@ test_unknown_driver(void **state)
     put(f, "infra.yml", "driver: ec2\n");
     struct kiln_build_result res;
     struct kiln_error err = {0};
-    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_UNSUPPORTED);
-    assert_non_null(strstr(err.message, "driver 'ec2' is not available"));
+    /* Found by validation, with everything else, before any record or launch. */
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "infra.yml: driver 'ec2' is not available"));
     assert_int_equal(fk.closes, 0);
+    assert_int_equal(res.status, KILN_IMAGE_PENDING);
     kiln_build_result_clear(&res);
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_build_validate(&f->opts, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "driver 'ec2' is not available"));
 }
 
 static void
