@@ -422,6 +422,7 @@ def authenticate(sim, req, now=None):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "AmazonS3"
+    timeout = 300  # idle keep-alive connections are closed after this many seconds
     sys_version = ""
 
     def log_message(self, fmt, *args):
