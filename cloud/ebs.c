@@ -137,7 +137,8 @@ kiln_ebs_start_snapshot(struct kiln_aws_client *c, const struct kiln_ebs_start_r
 
 void
 kiln_ebs_put_block_request(const char *snapshot_id, uint64_t index, const void *data, size_t len,
-                           unsigned progress, struct kiln_aws_request *req, char **path)
+                           const uint8_t *digest, unsigned progress, struct kiln_aws_request *req,
+                           char **path)
 {
     memset(req, 0, sizeof(*req));
     *path = kiln_asprintf("/snapshots/%s/blocks/%" PRIu64, snapshot_id, index);
@@ -149,7 +150,10 @@ kiln_ebs_put_block_request(const char *snapshot_id, uint64_t index, const void *
     /* The block is covered by its own checksum header; the SigV4 payload is unsigned. */
     req->unsigned_payload = true;
     char sum[45], num[32];
-    kiln_ebs_checksum(data, len, sum);
+    if (digest)
+        EVP_EncodeBlock((unsigned char *)sum, digest, 32);
+    else
+        kiln_ebs_checksum(data, len, sum);
     snprintf(num, sizeof(num), "%zu", len);
     kiln_aws_headers_add(&req->headers, "Content-Type", "application/octet-stream");
     kiln_aws_headers_add(&req->headers, "x-amz-Data-Length", num);
@@ -169,7 +173,7 @@ kiln_ebs_put_snapshot_block(struct kiln_aws_client *c, const char *snapshot_id, 
                               KILN_EBS_BLOCK_SIZE);
     struct kiln_aws_request req;
     _cleanup_free_ char *path = NULL;
-    kiln_ebs_put_block_request(snapshot_id, index, data, len, progress, &req, &path);
+    kiln_ebs_put_block_request(snapshot_id, index, data, len, NULL, progress, &req, &path);
     struct kiln_aws_response resp = {0};
     int r = kiln_aws_call(c, &req, &resp, err);
     kiln_aws_request_clear(&req);

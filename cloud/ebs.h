@@ -38,10 +38,11 @@ void kiln_ebs_checksum(const void *data, size_t len, char out[45]);
 void kiln_ebs_aggregate_checksum(const uint8_t (*digests)[32], size_t n, char out[45]);
 
 /* Fill a PutSnapshotBlock request (path/headers/body borrowed from the caller's buffers);
- * release with kiln_aws_request_clear and free(*path). */
+ * digest is the block's SHA-256 when the caller has it (NULL: computed here). Release with
+ * kiln_aws_request_clear and free(*path). */
 void kiln_ebs_put_block_request(const char *snapshot_id, uint64_t index, const void *data,
-                                size_t len, unsigned progress, struct kiln_aws_request *req,
-                                char **path);
+                                size_t len, const uint8_t *digest, unsigned progress,
+                                struct kiln_aws_request *req, char **path);
 int kiln_ebs_put_snapshot_block(struct kiln_aws_client *c, const char *snapshot_id, uint64_t index,
                                 const void *data, size_t len, unsigned progress,
                                 struct kiln_error *err);

@@ -27,6 +27,8 @@
 #define SYNC_ATTEMPT_MS 2000
 #define SLICE_MS 200
 #define MAX_UPLOAD_BYTES (16u << 20)
+/* Re-attachments to a running job after rejected frames, before the job is given up. */
+#define MAX_REATTACH 3
 
 struct kiln_agent_client {
     int fd;
@@ -165,8 +167,8 @@ remote_error(const struct kiln_proto_frame *f, const char *what, struct kiln_err
 
 /* Wait for the reply to request seq: skips stale frames of other requests. */
 static int
-wait_reply(struct kiln_agent_client *c, uint32_t seq, uint8_t want, const char *what,
-           json_t **ret, struct kiln_error *err)
+wait_reply(struct kiln_agent_client *c, uint32_t seq, uint8_t want, const char *what, json_t **ret,
+           struct kiln_error *err)
 {
     int64_t start = kiln_proto_now_ms();
     int64_t deadline = start + c->opts.reply_timeout_ms;
@@ -436,6 +438,24 @@ clean_string(const char *s, size_t max)
     return out;
 }
 
+/* After a rejected frame: re-sync and attach to the running job again (a resume-job with
+ * "attach", which never starts anything: the agent re-streams a running job, or repeats how it
+ * ended). Events sent in between are lost; the job's end is not. */
+static int
+reattach(struct kiln_agent_client *c, const char *id, uint32_t *seq, struct kiln_error *err)
+{
+    int r = kiln_agent_client_sync(c, c->opts.reply_timeout_ms, err);
+    if (r < 0)
+        return r;
+    uint32_t s = next_seq(c);
+    _cleanup_json_ json_t *req = json_pack("{s:s, s:b}", "execution-id", id, "attach", 1);
+    r = send_json(c, KILN_MSG_RESUME_JOB, s, req, err);
+    if (r < 0)
+        return r;
+    *seq = s;
+    return 0;
+}
+
 /* Stream a running job's frames to cb until it ends. Pings keep the agent honest: silence longer
  * than the reply timeout is a dead agent. */
 static int
@@ -446,6 +466,7 @@ follow_job(struct kiln_agent_client *c, uint32_t seq, const char *id,
     int64_t last_heard = kiln_proto_now_ms(), last_ping = last_heard;
     uint32_t ping_seq = 0;
     int64_t cancel_sent = 0;
+    int reattached = 0;
     for (;;) {
         int64_t now = kiln_proto_now_ms();
         if (cancelled(c) && !cancel_sent) {
@@ -471,9 +492,21 @@ follow_job(struct kiln_agent_client *c, uint32_t seq, const char *id,
             last_ping = now;
         }
         _cleanup_frame_ struct kiln_proto_frame f = {0};
-        int r = recv_frame(c, now + SLICE_MS, &f, err);
+        struct kiln_error ferr = {0};
+        int r = recv_frame(c, now + SLICE_MS, &f, &ferr);
+        if (r < 0 && c->need_sync && reattached < MAX_REATTACH) {
+            struct kiln_error aerr = {0};
+            kiln_debug("agent client: job %s: %s; re-syncing", id, ferr.message);
+            reattached++;
+            if (reattach(c, id, &seq, &aerr) == 0) {
+                last_heard = last_ping = kiln_proto_now_ms();
+                continue;
+            }
+            return kiln_error_set(err, aerr.code, "job %s: %s; then %s", id, ferr.message,
+                                  aerr.message);
+        }
         if (r < 0)
-            return kiln_error_prefix(err, r, "job %s", id);
+            return kiln_error_set(err, r, "job %s: %s", id, ferr.message);
         if (r == 0)
             continue;
         last_heard = kiln_proto_now_ms();
@@ -572,8 +605,8 @@ kiln_agent_client_run_job(struct kiln_agent_client *c, const struct kiln_agent_j
         for (size_t i = 0; job->phases && job->phases[i]; i++)
             json_array_append_new(phases, json_string(job->phases[i]));
         _cleanup_json_ json_t *req = json_pack(
-            "{s:s, s:O, s:o, s:O}", "execution-id", job->execution_id, "documents", list,
-            "phases", phases, "parameters", job->parameters ? job->parameters : json_null());
+            "{s:s, s:O, s:o, s:O}", "execution-id", job->execution_id, "documents", list, "phases",
+            phases, "parameters", job->parameters ? job->parameters : json_null());
         r = send_json(c, KILN_MSG_RUN_JOB, seq, req, err);
     }
     for (size_t i = 0; i < n && r == 0; i++) {
@@ -669,12 +702,12 @@ check_file_list(const json_t *files, const struct kiln_agent_fetch_limits *lim,
         if (r < 0)
             return kiln_error_prefix(err, r, "file %zu", i);
         if (type && !kiln_streq(type, "file"))
-            return kiln_error_set(err, -KILN_E_INVALID,
-                                  "file %zu: only regular files are accepted", i);
+            return kiln_error_set(err, -KILN_E_INVALID, "file %zu: only regular files are accepted",
+                                  i);
         if (!json_is_integer(size) || json_integer_value(size) < 0 ||
             (uint64_t)json_integer_value(size) > lim->max_file_bytes)
-            return kiln_error_set(err, -KILN_E_LIMIT, "%s: size missing or above %llu bytes",
-                                  name, (unsigned long long)lim->max_file_bytes);
+            return kiln_error_set(err, -KILN_E_LIMIT, "%s: size missing or above %llu bytes", name,
+                                  (unsigned long long)lim->max_file_bytes);
         total += (uint64_t)json_integer_value(size);
         if (total > lim->max_bytes)
             return kiln_error_set(err, -KILN_E_LIMIT, "agent offers more than %llu bytes",
@@ -801,8 +834,7 @@ kiln_agent_client_fetch_logs(struct kiln_agent_client *c, const char *execution_
             size_t len;
             r = kiln_proto_frame_data(&f, &index, &off, &data, &len, err);
             if (r == 0 && (index != i || off != got || len > size - got))
-                r = kiln_error_set(err, -KILN_E_PARSE, "%s: chunk out of order or too long",
-                                   name);
+                r = kiln_error_set(err, -KILN_E_PARSE, "%s: chunk out of order or too long", name);
             for (size_t done = 0; r == 0 && done < len;) {
                 ssize_t w = write(fd, data + done, len - done);
                 if (w < 0 && errno == EINTR)

@@ -11,9 +11,9 @@
 struct kiln_agent_client;
 
 struct kiln_agent_client_options {
-    int connect_timeout_ms; /* retry connecting/syncing until then; default 300000 */
-    int reply_timeout_ms;   /* the agent must answer a request within this; default 15000 */
-    int ping_interval_ms;   /* liveness pings while a job runs; default 5000 */
+    int connect_timeout_ms;        /* retry connecting/syncing until then; default 300000 */
+    int reply_timeout_ms;          /* the agent must answer a request within this; default 15000 */
+    int ping_interval_ms;          /* liveness pings while a job runs; default 5000 */
     volatile sig_atomic_t *cancel; /* set to cancel: the running job is cancelled in the guest */
 };
 
@@ -51,8 +51,8 @@ const char *kiln_agent_job_status_name(enum kiln_agent_job_status s);
 
 /* Bounds on a log fetch; zero fields take the defaults. */
 struct kiln_agent_fetch_limits {
-    uint32_t max_files;   /* default 10000 */
-    uint64_t max_bytes;   /* total, default 1 GiB */
+    uint32_t max_files;      /* default 10000 */
+    uint64_t max_bytes;      /* total, default 1 GiB */
     uint64_t max_file_bytes; /* default 256 MiB */
 };
 

@@ -18,7 +18,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "factory/document.h"
-
+#include "images/catalog.h"
 
 extern char **environ;
 
@@ -54,26 +54,20 @@ strdup_or_null(const char *s)
     return s ? kiln_strdup(s) : NULL;
 }
 
-/* Default parentImage resolution: a qcow2/raw file, absolute or relative to the recipe. */
+/* Default parentImage resolution through the image catalog (images/catalog.h): a base image by
+ * name (tiny, debian-12), or a qcow2/raw file, relative to the recipe's folder. */
 static int
-resolve_parent_file(const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
-                    struct kiln_error *err)
+resolve_parent_default(const char *home, const struct kiln_recipe *recipe,
+                       struct kiln_image_ref *ret, struct kiln_error *err)
 {
-    _cleanup_free_ char *p = recipe->parent_image[0] == '/'
-                                 ? kiln_strdup(recipe->parent_image)
-                                 : kiln_path_join(recipe->dir, recipe->parent_image);
-    struct stat st;
-    if (stat(p, &st) < 0 || !S_ISREG(st.st_mode))
-        return kiln_error_set(err, -ENOENT,
-                              "%s:%u:%u: parentImage '%s': not an image in the catalog and not a "
-                              "qcow2/raw file (looked at %s)",
-                              recipe->source, recipe->parent_line, recipe->parent_column,
-                              recipe->parent_image, p);
-    size_t n = strlen(p);
-    bool raw =
-        (n > 4 && strcmp(p + n - 4, ".raw") == 0) || (n > 4 && strcmp(p + n - 4, ".img") == 0);
-    ret->kind = kiln_strdup(raw ? "raw" : "qcow2");
-    ret->location = realpath(p, NULL);
+    _cleanup_free_ char *rel = recipe->parent_image[0] == '/'
+                                   ? kiln_strdup(recipe->parent_image)
+                                   : kiln_path_join(recipe->dir, recipe->parent_image);
+    bool looks_like_path = strchr(recipe->parent_image, '/') || access(rel, F_OK) == 0;
+    int r = kiln_catalog_resolve(home, looks_like_path ? rel : recipe->parent_image, ret, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "%s:%u:%u: parentImage '%s'", recipe->source,
+                                 recipe->parent_line, recipe->parent_column, recipe->parent_image);
     return 0;
 }
 
@@ -176,7 +170,7 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
         if (p->recipe->parent_image)
             r = opts->resolve_parent
                     ? opts->resolve_parent(opts->resolve_userdata, p->recipe, &p->parent, &e)
-                    : resolve_parent_file(p->recipe, &p->parent, &e);
+                    : resolve_parent_default(p->home, p->recipe, &p->parent, &e);
         if (r < 0)
             append_error(&all, &e);
         /* Validate every document that could be found, even when others could not. */
@@ -229,7 +223,10 @@ struct build {
     char *log_dir;
     int lock_fd;
     struct kiln_instance *inst;
-    const char *inst_role; /* "build" or "test" */
+    char inst_role[32]; /* "build", "test", "layer-2", ... */
+    struct kiln_image_ref layer;  /* the cached layer the build resumed from, or the last one made */
+    size_t layers_reused;         /* components whose result came from the layer cache */
+    json_t *layer_keys;           /* the cache key of each component's result */
     struct kiln_image_ref parent;
     struct kiln_image_ref snapshot;
     char **partial_outputs; /* files being written, removed on failure */
@@ -238,7 +235,9 @@ struct build {
     time_t started;
     unsigned component_index; /* for progress lines */
     const char *phase_label;
-    bool store_failed; /* a resource could not be recorded */
+    bool store_failed;      /* a resource could not be recorded */
+    char failed_step[256];  /* "phase/step" of the last step that failed in the current job */
+    char last_output[1024]; /* the tail of the current job's console output */
 };
 
 static bool
@@ -300,16 +299,65 @@ engine_event(void *userdata, const json_t *ev)
         progress_step(b, "%s", who);
     else if (kiln_streq(type, "step-start"))
         progress_step(b, "%s: %s/%s", who, phase ? phase : "?", step ? step : "?");
-    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success"))
+    else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success")) {
         progress_step(b, "%s: %s/%s %s", who, phase ? phase : "?", step ? step : "?", status);
-    else if (kiln_streq(type, "reboot-requested"))
+        if (kiln_streq(status, "failed"))
+            snprintf(b->failed_step, sizeof(b->failed_step), "%s/%s", phase ? phase : "?",
+                     step ? step : "?");
+    } else if (kiln_streq(type, "reboot-requested"))
         progress_step(b, "%s: rebooting the guest", who);
+}
+
+/* Keep the tail of the job's output: the last lines are what a failure reason quotes. */
+static void
+keep_tail(struct build *b, const char *data, size_t len)
+{
+    size_t cap = sizeof(b->last_output) - 1;
+    size_t have = strlen(b->last_output);
+    if (len >= cap) {
+        data += len - cap;
+        len = cap;
+    }
+    if (have + len > cap) {
+        size_t drop = have + len - cap;
+        memmove(b->last_output, b->last_output + drop, have - drop + 1);
+        have -= drop;
+    }
+    memcpy(b->last_output + have, data, len);
+    b->last_output[have + len] = '\0';
+}
+
+/* The last few non-empty lines of the kept output, joined with " | ". */
+static char *
+output_tail(const struct build *b, int lines)
+{
+    _cleanup_free_ char *copy = kiln_strdup(b->last_output);
+    char *parts[8];
+    int n = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(copy, "\r\n", &save); l; l = strtok_r(NULL, "\r\n", &save)) {
+        if (!*l)
+            continue;
+        if (n == lines) {
+            memmove(parts, parts + 1, sizeof(parts[0]) * (size_t)(lines - 1));
+            n--;
+        }
+        parts[n++] = l;
+    }
+    if (n == 0)
+        return NULL;
+    struct kiln_buf out;
+    kiln_buf_init(&out);
+    for (int i = 0; i < n; i++)
+        kiln_buf_appendf(&out, "%s%s", i ? " | " : "", parts[i]);
+    return kiln_buf_steal(&out);
 }
 
 static void
 engine_console(void *userdata, const char *stream, const char *data, size_t len)
 {
     struct build *b = userdata;
+    keep_tail(b, data, len);
     if (b->opts->progress && b->opts->progress->console)
         b->opts->progress->console(b->opts->progress->userdata, stream, data, len);
 }
@@ -353,6 +401,8 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     };
     struct kiln_engine_events events = {engine_event, engine_console, b};
     struct kiln_job_result res = {0};
+    b->failed_step[0] = '\0';
+    b->last_output[0] = '\0';
     r = b->ops->run(b->inst, &job, log_dir, &events, 0, &res, err);
     if (r < 0) {
         free(res.failure);
@@ -367,11 +417,15 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     case KILN_RUN_CANCELLED:
         r = kiln_error_set(err, -ECANCELED, "%s: cancelled", what);
         break;
-    default:
-        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed: %s (logs: %s)", what,
+    default: {
+        _cleanup_free_ char *tail = output_tail(b, 3);
+        r = kiln_error_set(err, -KILN_E_FAILED, "%s failed%s%s: %s%s%s (logs: %s)", what,
+                           b->failed_step[0] ? " in " : "", b->failed_step,
                            res.failure ? res.failure : "the agent reported a failure",
+                           tail ? "; last output: " : "", tail ? tail : "",
                            res.log_dir ? res.log_dir : log_dir);
         break;
+    }
     }
     free(res.failure);
     free(res.log_dir);
@@ -390,7 +444,7 @@ launch(struct build *b, const struct kiln_image_ref *image, const char *role,
     if (r < 0)
         return kiln_error_prefix(err, r, "launching the %s instance from %s", role,
                                  image->location);
-    b->inst_role = role;
+    snprintf(b->inst_role, sizeof(b->inst_role), "%s", role);
     return 0;
 }
 
@@ -554,6 +608,7 @@ manifest_new(struct build *b, const char *status)
     }
     char recipe_hex[KILN_HASH_MAX_HEX] = "";
     kiln_hash_file_hex(KILN_HASH_SHA256, rec->source, recipe_hex, NULL);
+    _cleanup_free_ char *recipe_abs = realpath(rec->source, NULL);
     char date[64];
     struct tm tm;
     gmtime_r(&b->started, &tm);
@@ -567,13 +622,14 @@ manifest_new(struct build *b, const char *status)
         " s:o, s:O, s:n, s:s, s:s}",
         "manifestVersion", 1, "name", rec->name, "version", version, "buildId", b->image->build_id,
         "status", status, "buildDate", date, "durationSeconds",
-        (json_int_t)(time(NULL) - b->started), "recipe", "path", rec->source, "sha256", recipe_hex,
-        "name", rec->name, "semanticVersion", rec->semantic_version, "description",
-        rec->description, "parentImage", rec->parent_image, "parentImage", "kind", b->parent.kind,
-        "location", b->parent.location, "kernel", b->parent.kernel, "infrastructure", "driver",
-        b->ops->name, "uri", b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus",
-        (int)b->plan.infra->vcpus, "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps,
-        "outputs", b->outputs, "installedPackages", "installedPackagesTodo",
+        (json_int_t)(time(NULL) - b->started), "recipe", "path",
+        recipe_abs ? recipe_abs : rec->source, "sha256", recipe_hex, "name", rec->name,
+        "semanticVersion", rec->semantic_version, "description", rec->description, "parentImage",
+        rec->parent_image, "parentImage", "kind", b->parent.kind, "location", b->parent.location,
+        "kernel", b->parent.kernel, "infrastructure", "driver", b->ops->name, "uri",
+        b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus", (int)b->plan.infra->vcpus,
+        "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps, "outputs", b->outputs,
+        "installedPackages", "installedPackagesTodo",
         "TODO: the installed package list comes from libguestfs inspection of the image, not "
         "done yet",
         "logs", b->log_dir);
@@ -585,6 +641,10 @@ write_manifest(struct build *b, const char *status, struct kiln_error *err)
     _cleanup_json_ json_t *m = manifest_new(b, status);
     if (!m)
         return kiln_error_set(err, -EINVAL, "cannot build the manifest");
+    if (b->layer_keys)
+        json_object_set_new(m, "layerCache",
+                            json_pack("{s:I, s:O}", "reused", (json_int_t)b->layers_reused,
+                                      "keys", b->layer_keys));
     _cleanup_free_ char *text = kiln_json_dumps(m, true);
     /* Beside the log folder: logs/<name>/<version>/<build>/manifest.json */
     _cleanup_free_ char *dir = kiln_strdup(b->log_dir);
@@ -633,6 +693,106 @@ keep_console_logs(struct build *b)
     closedir(dh);
 }
 
+/* ---- the layer cache ----
+ *
+ * Each component's result is kept as a standalone qcow2 in <home>/cache/layers/<key>.qcow2,
+ * where key = sha256(previous key, the document's sha256, its resolved parameters) and the
+ * first key covers the parent image (its location, size and modification time). A rebuild
+ * boots from the longest prefix already built and runs only the components after it. */
+
+static int
+layer_keys(struct build *b, struct kiln_error *err)
+{
+    const struct kiln_recipe *rec = b->plan.recipe;
+    struct stat st;
+    if (stat(b->parent.location, &st) < 0)
+        return kiln_error_errno(err, -errno, "parent image %s", b->parent.location);
+    _cleanup_free_ char *seed = kiln_asprintf(
+        "kiln-layer-1\nparent %s %s %lld %lld.%09ld\n", b->parent.kind, b->parent.location,
+        (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    char key[KILN_HASH_MAX_HEX];
+    kiln_hash_buf_hex(KILN_HASH_SHA256, seed, strlen(seed), key);
+    b->layer_keys = json_array();
+    for (size_t i = 0; i < rec->n_components; i++) {
+        _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
+        _cleanup_free_ char *p = json_dumps(params, JSON_SORT_KEYS | JSON_COMPACT);
+        _cleanup_free_ char *text = kiln_asprintf("%s\n%s\n%s\n", key,
+                                                  b->plan.docs[i].sha256 ? b->plan.docs[i].sha256
+                                                                         : "-",
+                                                  p ? p : "{}");
+        kiln_hash_buf_hex(KILN_HASH_SHA256, text, strlen(text), key);
+        json_array_append_new(b->layer_keys, json_string(key));
+    }
+    return 0;
+}
+
+static char *
+layer_path(struct build *b, size_t i)
+{
+    _cleanup_free_ char *rel = kiln_asprintf(
+        "cache/layers/%s.qcow2", json_string_value(json_array_get(b->layer_keys, i)));
+    return kiln_path_join(b->plan.home, rel);
+}
+
+static void
+layer_ref(struct build *b, const char *path)
+{
+    ref_clear(&b->layer);
+    b->layer.kind = kiln_strdup("qcow2");
+    b->layer.location = kiln_strdup(path);
+    /* A direct-kernel parent boots its layers the same way. */
+    b->layer.kernel = strdup_or_null(b->parent.kernel);
+    b->layer.initrd = strdup_or_null(b->parent.initrd);
+    b->layer.cmdline = strdup_or_null(b->parent.cmdline);
+}
+
+/* The number of leading components whose result is cached (b->layer points at the last). */
+static size_t
+layer_lookup(struct build *b)
+{
+    for (size_t n = json_array_size(b->layer_keys); n > 0; n--) {
+        _cleanup_free_ char *path = layer_path(b, n - 1);
+        if (access(path, R_OK) == 0) {
+            layer_ref(b, path);
+            b->layers_reused = n;
+            return n;
+        }
+    }
+    return 0;
+}
+
+/* Keep component i's result as a layer, then go on from it on a fresh instance. */
+static int
+layer_save(struct build *b, size_t i, struct kiln_error *err)
+{
+    _cleanup_free_ char *path = layer_path(b, i);
+    _cleanup_free_ char *dir = kiln_strdup(path);
+    *strrchr(dir, '/') = '\0';
+    int r = kiln_mkdir_p(dir, 0755, err);
+    if (r < 0)
+        return r;
+    progress_step(b, "layer cache: saving the result of component %zu", i + 1);
+    r = b->ops->stop(b->inst, 300, 0, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "stopping the build instance for the layer cache");
+    /* Written in the build's own folder, then renamed into the cache: builds that make the same
+     * layer at once never write one file together, and a layer is whole or absent. */
+    _cleanup_free_ char *name = kiln_asprintf("layer-%zu.qcow2", i + 1);
+    _cleanup_free_ char *tmp = kiln_path_join(b->work_dir, name);
+    struct kiln_snapshot_options so = {.dest = tmp, .format = "qcow2"};
+    struct kiln_image_ref saved = {0};
+    r = b->ops->snapshot(b->inst, &so, 0, &saved, err);
+    ref_clear(&saved);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "saving the layer of component %zu", i + 1);
+    if (rename(tmp, path) < 0)
+        return kiln_error_errno(err, -errno, "layer cache: %s", path);
+    drop_instance(b);
+    layer_ref(b, path);
+    _cleanup_free_ char *role = kiln_asprintf("layer-%zu", i + 1);
+    return launch(b, &b->layer, role, err);
+}
+
 static int
 stages(struct build *b, struct kiln_error *err)
 {
@@ -647,7 +807,17 @@ stages(struct build *b, struct kiln_error *err)
     ref_copy(&b->parent, &b->plan.parent);
     if (cancelled(b))
         return kiln_error_set(err, -ECANCELED, "cancelled");
-    r = launch(b, &b->parent, "build", err);
+    /* With the layer cache, resume after the longest prefix of components already built. */
+    size_t first = 0;
+    if (b->opts->layer_cache) {
+        r = layer_keys(b, err);
+        if (r < 0)
+            return r;
+        first = layer_lookup(b);
+        if (first > 0)
+            progress_step(b, "layer cache: components 1-%zu reused", first);
+    }
+    r = launch(b, first > 0 ? &b->layer : &b->parent, "build", err);
     if (r < 0)
         return r;
 
@@ -655,20 +825,25 @@ stages(struct build *b, struct kiln_error *err)
     progress_stage(b, "build");
     b->phase_label = "component";
     static const char *const build_phases[] = {"build", "validate", NULL};
-    for (size_t i = 0; i < rec->n_components; i++) {
+    for (size_t i = first; i < rec->n_components; i++) {
         if (cancelled(b))
             return kiln_error_set(err, -ECANCELED, "cancelled");
         b->component_index = (unsigned)i;
         const struct kiln_document_info *d = &b->plan.docs[i];
-        if (!d->has_phase[KILN_PHASE_BUILD] && !d->has_phase[KILN_PHASE_VALIDATE])
-            continue;
-        _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
-        _cleanup_free_ char *what =
-            kiln_asprintf("component %zu (%s, %s)", i + 1, d->name, rec->components[i].resolved);
-        _cleanup_free_ char *sub = kiln_asprintf("build/%02zu-%s", i + 1, d->name);
-        r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1, err);
-        if (r < 0)
-            return r;
+        if (d->has_phase[KILN_PHASE_BUILD] || d->has_phase[KILN_PHASE_VALIDATE]) {
+            _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
+            _cleanup_free_ char *what = kiln_asprintf("component %zu (%s, %s)", i + 1, d->name,
+                                                      rec->components[i].resolved);
+            _cleanup_free_ char *sub = kiln_asprintf("build/%02zu-%s", i + 1, d->name);
+            r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1, err);
+            if (r < 0)
+                return r;
+        }
+        if (b->opts->layer_cache) {
+            r = layer_save(b, i, err);
+            if (r < 0)
+                return r;
+        }
     }
 
     /* Image Builder's Linux cleanup, as a document run by the agent */
@@ -780,7 +955,7 @@ stages(struct build *b, struct kiln_error *err)
 /* Release everything the build holds; on failure with terminateInstanceOnFailure: false, keep
  * the instance that failed and say how to reach it. */
 static void
-release(struct build *b, bool failed, bool keep, struct kiln_build_result *result)
+release(struct build *b, bool keep, struct kiln_build_result *result)
 {
     struct kiln_error e = {0};
     if (b->inst && keep && b->ops->describe) {
@@ -810,7 +985,6 @@ release(struct build *b, bool failed, bool keep, struct kiln_build_result *resul
     if (b->conn)
         b->ops->close(b->conn);
     b->conn = NULL;
-    (void)failed;
 }
 
 /* Everything after the image record exists: folders, the driver, the stages. */
@@ -848,6 +1022,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
 {
     memset(result, 0, sizeof(*result));
     result->status = KILN_IMAGE_PENDING;
+    /* The reason recorded for a failed build comes from err: keep one even when the caller
+     * does not want it. */
+    struct kiln_error local = {0};
+    if (!err)
+        err = &local;
     struct build b = {.opts = opts, .store = opts->store, .lock_fd = -1};
     b.started = time(NULL);
     if (!opts->store)
@@ -872,9 +1051,11 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     }
     const struct kiln_recipe *rec = b.plan.recipe;
     result->name = kiln_strdup(rec->name);
+    _cleanup_free_ char *recipe_abs = realpath(rec->source, NULL);
 
     r = kiln_store_image_create_locked(b.store, rec->name, rec->semantic_version, b.ops->name,
-                                       b.plan.infra->uri, rec->source, &b.image, &b.lock_fd, err);
+                                       b.plan.infra->uri, recipe_abs ? recipe_abs : rec->source,
+                                       &b.image, &b.lock_fd, err);
     if (r < 0) {
         plan_clear(&b.plan);
         return r;
@@ -892,17 +1073,16 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
 
     bool is_cancel = r < 0 && (cancelled(&b) || r == -ECANCELED);
     bool keep = r < 0 && !is_cancel && !b.plan.infra->terminate_on_failure;
-    if (r < 0) {
-        if (is_cancel && err) {
-            kiln_error_clear(err);
-            kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
-                           kiln_image_status_name(b.image->status));
-        }
+    if (is_cancel) {
+        r = -ECANCELED; /* whatever the interrupted wait returned */
+        kiln_error_clear(err);
+        kiln_error_set(err, -ECANCELED, "the build was cancelled (stage %s)",
+                       kiln_image_status_name(b.image->status));
     }
-    release(&b, r < 0, keep, result);
+    release(&b, keep, result);
     if (r < 0) {
         enum kiln_image_status final = is_cancel ? KILN_IMAGE_CANCELLED : KILN_IMAGE_FAILED;
-        const char *reason = err && err->code ? err->message : kiln_strerror(r);
+        const char *reason = err->code ? err->message : kiln_strerror(r);
         struct kiln_error e2 = {0};
         if (kiln_store_image_set_status(b.store, b.image->id, final, reason, &e2) < 0)
             kiln_warn("%s", e2.message);
@@ -920,6 +1100,8 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     kiln_image_record_free(b.image);
     ref_clear(&b.parent);
     ref_clear(&b.snapshot);
+    ref_clear(&b.layer);
+    json_decref(b.layer_keys);
     json_decref(b.outputs);
     free(b.work_dir);
     free(b.log_dir);

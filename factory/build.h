@@ -32,15 +32,19 @@ typedef const struct kiln_driver_ops *(*kiln_driver_find_fn)(const char *name);
 struct kiln_build_options {
     const char *recipe_path;
     const char *infrastructure_path; /* NULL: local defaults */
-    const char *distribution_path;   /* NULL: <home>/images, qcow2 */
+    const char *distribution_path;   /* NULL: <home>/outputs, qcow2 */
     const char *home;                /* NULL: kiln_home_dir() */
     struct kiln_store *store;        /* required by kiln_build_run */
     kiln_driver_find_fn find_driver; /* NULL: kiln_driver_find */
-    /* NULL: parentImage is a qcow2/raw file (absolute, or relative to the recipe). */
+    /* NULL: parentImage names a base image in <home>/images/<name>/current/image.json (as
+     * images/<name>/build.sh writes it), or is a qcow2/raw file (relative to the recipe). */
     kiln_parent_resolve_fn resolve_parent;
     void *resolve_userdata;
     char **component_dirs;     /* catalogs for name/ARN references; NULL: <home>/components */
     bool skip_tests;           /* imageTestsEnabled: false */
+    /* Keep each component's result as a layer in <home>/cache/layers and resume a rebuild
+     * from the longest prefix already built (one more boot per component when building). */
+    bool layer_cache;
     int test_timeout_minutes;  /* 0: 720 */
     int ready_timeout_seconds; /* 0: 600 */
     const char *qemu_img;      /* NULL: "qemu-img" from PATH */

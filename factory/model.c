@@ -136,7 +136,7 @@ kiln_image_version_parse(const char *s, struct kiln_semver *ret_version, long *r
 static const char *const template_vars[] = {"buildDate", "buildVersion", NULL};
 
 static int
-template_walk(const char *tmpl, const char *build_version, time_t date, struct kiln_buf *out,
+template_walk(const char *tmpl, long build_number, time_t date, struct kiln_buf *out,
               char **ret_bad)
 {
     const char *p = tmpl;
@@ -186,20 +186,20 @@ template_walk(const char *tmpl, const char *build_version, time_t date, struct k
             strftime(buf, sizeof(buf), "%Y-%m-%dT%H-%M-%SZ", &tm);
             kiln_buf_append_str(out, buf);
         } else if (out) {
-            kiln_buf_append_str(out, build_version ? build_version : "");
+            kiln_buf_appendf(out, "%ld", build_number);
         }
         p = close + 2;
     }
 }
 
 int
-kiln_name_template_expand(const char *tmpl, const char *build_version, time_t build_date,
-                          char **ret, struct kiln_error *err)
+kiln_name_template_expand(const char *tmpl, long build_number, time_t build_date, char **ret,
+                          struct kiln_error *err)
 {
     _cleanup_buf_ struct kiln_buf out;
     kiln_buf_init(&out);
     _cleanup_free_ char *bad = NULL;
-    if (template_walk(tmpl, build_version, build_date, &out, &bad) < 0)
+    if (template_walk(tmpl, build_number, build_date, &out, &bad) < 0)
         return kiln_error_set(err, -KILN_E_INVALID,
                               "unknown template variable {{%s}} (known: "
                               "{{imagebuilder:buildDate}}, {{imagebuilder:buildVersion}})",
@@ -211,7 +211,7 @@ kiln_name_template_expand(const char *tmpl, const char *build_version, time_t bu
 bool
 kiln_name_template_check(const char *tmpl, char **ret_bad)
 {
-    return template_walk(tmpl, NULL, 0, NULL, ret_bad) == 0;
+    return template_walk(tmpl, 0, 0, NULL, ret_bad) == 0;
 }
 
 /* ---- helpers ---- */
@@ -1004,7 +1004,7 @@ kiln_distribution_default(const char *home)
     dc->items = kiln_new(struct kiln_distribution, 1);
     dc->n_items = 1;
     dc->items[0].is_local = true;
-    dc->items[0].local.directory = kiln_path_join(home, "images");
+    dc->items[0].local.directory = kiln_path_join(home, "outputs");
     dc->items[0].local.formats = kiln_new(char *, 2);
     dc->items[0].local.formats[0] = kiln_strdup("qcow2");
     return dc;

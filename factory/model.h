@@ -38,10 +38,11 @@ int kiln_image_version_parse(const char *s, struct kiln_semver *ret_version, lon
 
 /* ---- name templates ---- */
 
-/* Expand {{imagebuilder:buildDate}} and {{imagebuilder:buildVersion}} ("x.y.z/build" -> as
- * given). Unknown {{imagebuilder:...}} variables are an error. */
-int kiln_name_template_expand(const char *tmpl, const char *build_version, time_t build_date,
-                              char **ret, struct kiln_error *err);
+/* Expand {{imagebuilder:buildDate}} (UTC, 2024-02-29T13-14-15Z: AMI names allow no ':') and
+ * {{imagebuilder:buildVersion}} (the build number: the last node of x.y.z/build). Other
+ * {{...}} text is kept; an unknown {{imagebuilder:...}} variable is an error. */
+int kiln_name_template_expand(const char *tmpl, long build_number, time_t build_date, char **ret,
+                              struct kiln_error *err);
 /* Only checks that every {{imagebuilder:...}} variable is known; ret_bad gets the first unknown. */
 bool kiln_name_template_check(const char *tmpl, char **ret_bad);
 
@@ -170,7 +171,7 @@ struct kiln_distribution_config {
 
 int kiln_distribution_load(const char *path, struct kiln_distribution_config **ret,
                            struct kiln_error *err);
-/* One local target: <home>/images/, qcow2. */
+/* One local target: <home>/outputs/, qcow2 (<home>/images/ holds the base images). */
 struct kiln_distribution_config *kiln_distribution_default(const char *home);
 void kiln_distribution_free(struct kiln_distribution_config *d);
 static inline void

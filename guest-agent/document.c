@@ -358,8 +358,8 @@ parse_loop(struct parser *p, const struct kiln_yaml_node *n, const char *field,
                 DIAG(p, loop->update_by, fu,
                      "moves away from end %lld (start %lld): the loop would never end", v[1],
                      v[0]);
-            else if ((v[1] - v[0]) / v[2] >= 1000000)
-                DIAG(p, loop->update_by, fu, "more than 1000000 iterations");
+            else if ((v[1] - v[0]) / v[2] >= KILN_DOC_MAX_ITERATIONS)
+                DIAG(p, loop->update_by, fu, "more than %d iterations", KILN_DOC_MAX_ITERATIONS);
         }
         return;
     }

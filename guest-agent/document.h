@@ -17,6 +17,7 @@
 #define KILN_DOC_DEFAULT_TIMEOUT 7200
 #define KILN_DOC_MAX_NESTING 3 /* ExecuteDocument depth */
 #define KILN_DOC_MAX_DIAGS 200
+#define KILN_DOC_MAX_ITERATIONS 100000 /* a loop's iterations */
 
 /* One problem: "file:line:column: field: message". */
 struct kiln_diag {

@@ -24,7 +24,7 @@ struct docexec {
     const struct kiln_document *doc;
     unsigned depth;
     json_t *vars;  /* name -> value (parameters and constants) */
-    json_t *chain; /* phase -> step -> {inputs: [...], outputs: [...]} */
+    json_t *doc_rec; /* its detailed output record: chaining reads earlier steps there */
 };
 
 struct run {
@@ -41,16 +41,18 @@ struct run {
     char *log_folder;
     char *state_dir;
     char *start_time;
+    char *scratch; /* the steps' work_dir */
     FILE *app_log, *console_log;
     json_t *detailed;
-    json_t *chaining;
-    json_t *cur_chain;     /* chain of the top-level document being run */
-    json_t *cur_chain_rec; /* its chaining.json entry (borrowed) */
     json_t *resume;
-    size_t resume_phase, resume_step;
-    bool resume_rerun;
-    bool reboot_action;
-    size_t reboot_at_phase, reboot_at_step;
+    /* Reboot and resume, per ExecuteDocument depth (1 = a document given to run): where to
+     * resume, whether that step runs again, and the record of an ExecuteDocument step whose
+     * nested document was interrupted (it carries the nested progress). */
+    struct {
+        size_t phase, step;
+        bool rerun;
+    } pos[KILN_DOC_MAX_NESTING + 1];
+    json_t *pending[KILN_DOC_MAX_NESTING + 1];
     int executed, failed, ignored;
     struct kiln_buf line_out, line_err;
 };

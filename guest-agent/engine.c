@@ -5,6 +5,7 @@
  * chaining.json). */
 #include "guest-agent/engine.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -138,6 +139,23 @@ json_path(const json_t *j, const struct kiln_ref *ref, size_t from)
     return j;
 }
 
+static const json_t *
+find_named(const json_t *list, const char *name)
+{
+    /* Records are appended in document order; the most recent match is the one that counts. */
+    for (size_t i = json_array_size(list); i > 0; i--)
+        if (kiln_streq(kiln_json_get_str(json_array_get(list, i - 1), "name"), name))
+            return json_array_get(list, i - 1);
+    return NULL;
+}
+
+static const json_t *
+find_step_record(const json_t *doc_rec, const char *phase, const char *step)
+{
+    const json_t *p = find_named(json_object_get(doc_rec, "phases"), phase);
+    return find_named(json_object_get(p, "steps"), step);
+}
+
 /* The value of one reference, or NULL when it cannot be resolved (then left as written). */
 static char *
 ref_value(struct docexec *dx, const struct kiln_ref *ref, const struct iter *it)
@@ -155,11 +173,13 @@ ref_value(struct docexec *dx, const struct kiln_ref *ref, const struct iter *it)
         return NULL;
     }
     if (ref->n >= 4) {
-        json_t *phase = json_object_get(dx->chain, ref->part[0]);
-        json_t *step = json_object_get(phase, ref->part[1]);
-        json_t *list = json_object_get(step, ref->part[2]);
-        if (!list)
+        /* Chaining reads the step's record in the detailed output (inputs and outputs are kept
+         * there as JSON text): one copy of every value, parsed only when referenced. */
+        const json_t *step = find_step_record(dx->doc_rec, ref->part[0], ref->part[1]);
+        const char *text = kiln_json_get_str(step, ref->part[2]);
+        if (!text)
             return NULL;
+        _cleanup_json_ json_t *list = json_loads(text, 0, NULL);
         /* inputs[i] / outputs[i]: one entry per inputs item or loop iteration; default 0. */
         size_t idx = ref->index[2] >= 0 ? (size_t)ref->index[2] : 0;
         const json_t *j = json_path(json_array_get(list, idx), ref, 3);
@@ -333,8 +353,9 @@ loop_iterations(struct docexec *dx, const struct kiln_doc_step *s, struct iter *
             return kiln_error_set(err, -KILN_E_INVALID,
                                   "loop: start %lld, end %lld, updateBy %lld never ends", x[0],
                                   x[1], x[2]);
-        if ((x[1] - x[0]) / x[2] >= 1000000)
-            return kiln_error_set(err, -KILN_E_LIMIT, "loop: more than 1000000 iterations");
+        if ((x[1] - x[0]) / x[2] >= KILN_DOC_MAX_ITERATIONS)
+            return kiln_error_set(err, -KILN_E_LIMIT, "loop: more than %d iterations",
+                                  KILN_DOC_MAX_ITERATIONS);
         for (long long i = x[0]; x[2] > 0 ? i <= x[1] : i >= x[1]; i += x[2]) {
             v = kiln_reallocarray(v, n + 1, sizeof(*v));
             v[n] = (struct iter){l->name, (long)n, kiln_asprintf("%lld", i)};
@@ -354,6 +375,11 @@ loop_iterations(struct docexec *dx, const struct kiln_doc_step *s, struct iter *
         for (;;) {
             const char *q = strchr(p, d);
             size_t len = q ? (size_t)(q - p) : strlen(p);
+            if (n == KILN_DOC_MAX_ITERATIONS) {
+                iters_free(v, n);
+                return kiln_error_set(err, -KILN_E_LIMIT, "loop: more than %d iterations",
+                                      KILN_DOC_MAX_ITERATIONS);
+            }
             v = kiln_reallocarray(v, n + 1, sizeof(*v));
             v[n] = (struct iter){l->name, (long)n, kiln_strndup(p, len)};
             n++;
@@ -376,7 +402,7 @@ state_path(const struct run *run)
 }
 
 static int
-save_state(struct run *run, size_t d, size_t p, size_t s, struct kiln_error *err)
+save_state(struct run *run, size_t d, struct kiln_error *err)
 {
     _cleanup_json_ json_t *st = json_object();
     json_object_set_new(st, "version", json_integer(STATE_VERSION));
@@ -388,11 +414,19 @@ save_state(struct run *run, size_t d, size_t p, size_t s, struct kiln_error *err
         json_array_append_new(docs, json_string(run->doc_hashes[i]));
     json_object_set_new(st, "documents", docs);
     json_object_set_new(st, "document", json_integer((json_int_t)d));
-    json_object_set_new(st, "phase", json_integer((json_int_t)p));
-    json_object_set_new(st, "step", json_integer((json_int_t)s));
+    /* Positions per ExecuteDocument depth (index 0 unused), and the interrupted ExecuteDocument
+     * step records that carry the nested progress. */
+    json_t *pos = json_array(), *pending = json_array();
+    for (size_t i = 0; i <= KILN_DOC_MAX_NESTING; i++) {
+        json_array_append_new(pos, json_pack("{s:I,s:I,s:b}", "phase",
+                                             (json_int_t)run->pos[i].phase, "step",
+                                             (json_int_t)run->pos[i].step, "rerun",
+                                             run->pos[i].rerun));
+        json_array_append(pending, run->pending[i] ? run->pending[i] : json_null());
+    }
+    json_object_set_new(st, "positions", pos);
+    json_object_set_new(st, "pending", pending);
     json_object_set(st, "detailedOutput", run->detailed);
-    json_object_set(st, "chaining", run->chaining);
-    json_object_set(st, "chain", run->cur_chain ? run->cur_chain : json_null());
     json_object_set_new(st, "counts",
                         json_pack("{s:i,s:i,s:i}", "executed", run->executed, "failed",
                                   run->failed, "ignored", run->ignored));
@@ -406,26 +440,38 @@ save_state(struct run *run, size_t d, size_t p, size_t s, struct kiln_error *err
 
 /* ---- output files ---- */
 
+/* Streamed to a temporary file and renamed into place: no copy of a large tree in memory. */
 static void
 write_json_file(struct run *run, const char *name, const json_t *j)
 {
     if (!run->log_folder)
         return;
     _cleanup_free_ char *path = kiln_path_join(run->log_folder, name);
-    char *text = json_dumps(j, JSON_INDENT(4) | JSON_ENCODE_ANY);
-    if (!text)
+    _cleanup_free_ char *tmp = kiln_asprintf("%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
         return;
-    struct kiln_error err = {0};
-    if (kiln_write_file_atomic(path, text, strlen(text), 0644, &err) < 0)
-        kiln_debug("%s", err.message);
-    free(text);
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        return;
+    }
+    bool ok = json_dumpf(j, f, JSON_INDENT(4) | JSON_ENCODE_ANY) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) < 0) {
+        kiln_debug("cannot write %s", path);
+        unlink(tmp);
+    }
 }
+
+static json_t *chaining_json(const struct run *run);
 
 static void
 write_outputs(struct run *run)
 {
     write_json_file(run, "detailedoutput.json", run->detailed);
-    write_json_file(run, "chaining.json", run->chaining);
+    _cleanup_json_ json_t *chaining = chaining_json(run);
+    write_json_file(run, "chaining.json", chaining);
     if (run->app_log)
         fflush(run->app_log);
     if (run->console_log)
@@ -463,15 +509,34 @@ set_json_string_field(json_t *rec, const char *key, const json_t *value)
     json_object_set_new(rec, key, json_string(s));
 }
 
+static void
+scratch_empty(struct run *run)
+{
+    DIR *d = opendir(run->scratch);
+    if (!d)
+        return;
+    bool empty = true;
+    struct dirent *e;
+    while (empty && (e = readdir(d)))
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    if (!empty) {
+        kiln_rm_rf(run->scratch, NULL);
+        mkdir(run->scratch, 0700);
+    }
+}
+
 /* One module call: a scratch folder, the timeout, console streaming. */
 static int
 call_module(struct run *run, struct docexec *dx, const struct kiln_doc_step *s, const char *phase,
             const json_t *inputs, int timeout, json_t **ret_outputs, struct kiln_error *err)
 {
-    _cleanup_free_ char *work = NULL;
-    int r = kiln_mkdtemp("kiln-step", &work, err);
-    if (r < 0)
+    /* One scratch folder per run, emptied after a step that left something in it (cheaper
+     * than a folder per step on a 1,000-step document). */
+    int r;
+    if (!run->scratch && (r = kiln_mkdtemp("kiln-agent", &run->scratch, err)) < 0)
         return r;
+    const char *work = run->scratch;
     struct kiln_module_ctx ctx = {
         .phase_name = phase,
         .step_name = s->name,
@@ -487,19 +552,25 @@ call_module(struct run *run, struct docexec *dx, const struct kiln_doc_step *s, 
     console_flush(run, &run->line_out, "Stdout", true);
     console_flush(run, &run->line_err, "Stderr", true);
     logline(run, true, "%s: FINISHED EXECUTION", s->action);
-    kiln_rm_rf(work, NULL);
+    scratch_empty(run);
     return r;
 }
 
 static int exec_document(struct run *run, struct kiln_document *doc, const json_t *params,
-                         char **phases, unsigned depth, json_t *doc_rec, json_t *chain_doc,
-                         struct counts *counts, bool resuming);
+                         char **phases, unsigned depth, json_t *doc_rec, struct counts *counts,
+                         bool resuming);
+
+static int finish_execute_document(struct run *run, struct docexec *dx,
+                                   struct kiln_document *nested, const json_t *params,
+                                   char **phases, json_t *top, json_t *doc_rec, bool resuming,
+                                   const char *full, json_t **ret_outputs,
+                                   struct kiln_error *err);
 
 /* ExecuteDocument: runs the nested document with its parameters; the outputs carry AWSTOE's
  * summary and detailedOutput the nested tree. */
 static int
 run_execute_document(struct run *run, struct docexec *dx, const json_t *inputs, json_t *rec,
-                     json_t **ret_outputs, struct kiln_error *err)
+                     bool resumed, json_t **ret_outputs, struct kiln_error *err)
 {
     const json_t *in = json_is_array(inputs) ? json_array_get(inputs, 0) : inputs;
     const char *path = kiln_json_get_str(in, "document");
@@ -542,6 +613,22 @@ run_execute_document(struct run *run, struct docexec *dx, const json_t *inputs, 
     const char *ph = kiln_json_get_str(in, "phases");
     if (ph && *ph)
         phases = kiln_engine_split(ph, ',');
+    /* Resumed after a reboot inside the nested document: continue its records. */
+    json_t *pending = resumed ? run->pending[dx->depth] : NULL;
+    const json_t *pend_top = json_array_get(json_object_get(pending, "detailedOutput"), 0);
+    bool resuming = pend_top && json_array_size(json_object_get(pend_top, "documents")) == 1;
+    if (resuming) {
+        json_t *detailed = json_deep_copy(json_object_get(pending, "detailedOutput"));
+        json_object_set_new(rec, "detailedOutput", detailed);
+        json_t *top = json_array_get(detailed, 0);
+        json_t *doc_rec = json_array_get(json_object_get(top, "documents"), 0);
+        json_decref(run->pending[dx->depth]);
+        run->pending[dx->depth] = NULL;
+        return finish_execute_document(run, dx, nested, params, phases, top, doc_rec, true,
+                                       full, ret_outputs, err);
+    }
+    json_decref(run->pending[dx->depth]);
+    run->pending[dx->depth] = NULL;
     _cleanup_free_ char *nested_id = kiln_engine_uuid();
     json_t *top = json_object();
     json_object_set_new(top, "executionId", json_string(nested_id));
@@ -556,9 +643,19 @@ run_execute_document(struct run *run, struct docexec *dx, const json_t *inputs, 
     json_t *detailed = json_array();
     json_array_append_new(detailed, top);
     json_object_set_new(rec, "detailedOutput", detailed);
-    _cleanup_json_ json_t *chain_doc = json_object();
+    return finish_execute_document(run, dx, nested, params, phases, top, doc_rec, false, full,
+                                   ret_outputs, err);
+}
+
+static int
+finish_execute_document(struct run *run, struct docexec *dx, struct kiln_document *nested,
+                        const json_t *params, char **phases, json_t *top, json_t *doc_rec,
+                        bool resuming, const char *full, json_t **ret_outputs,
+                        struct kiln_error *err)
+{
     struct counts c = {0};
-    r = exec_document(run, nested, params, phases, dx->depth + 1, doc_rec, chain_doc, &c, false);
+    const char *nested_id = kiln_json_get_str(top, "executionId");
+    int r = exec_document(run, nested, params, phases, dx->depth + 1, doc_rec, &c, resuming);
     if (r < 0)
         return r;
     const char *status = kiln_json_get_str(doc_rec, "status");
@@ -587,9 +684,10 @@ enum step_outcome { STEP_OK, STEP_FAILED, STEP_SKIPPED, STEP_REBOOT, STEP_CANCEL
 static enum step_outcome
 attempt_step(struct run *run, struct docexec *dx, const struct kiln_doc_step *s, const char *phase,
              const struct iter *iters, size_t n_iters, json_t *rec, json_t *all_inputs,
-             json_t *all_outputs, json_t *loop_rec, struct kiln_error *err)
+             json_t *all_outputs, json_t *loop_rec, bool resumed, struct kiln_error *err)
 {
     time_t deadline = s->timeout_seconds > 0 ? time(NULL) + s->timeout_seconds : 0;
+    bool reboot_action = false;
     for (size_t i = 0; i < (n_iters ? n_iters : 1); i++) {
         const struct iter *it = n_iters ? &iters[i] : NULL;
         if (run->opts->cancel && *run->opts->cancel)
@@ -621,9 +719,9 @@ attempt_step(struct run *run, struct docexec *dx, const struct kiln_doc_step *s,
         } else if (strcmp(m, "Reboot") == 0) {
             outputs = json_object();
             r = 0;
-            run->reboot_action = true;
+            reboot_action = true;
         } else if (strcmp(m, "ExecuteDocument") == 0) {
-            r = run_execute_document(run, dx, inputs, rec, &outputs, err);
+            r = run_execute_document(run, dx, inputs, rec, resumed && i == 0, &outputs, err);
         } else if (!s->module->run) {
             r = kiln_error_set(err, -KILN_E_UNSUPPORTED, "%s is not supported on Linux", m);
         } else {
@@ -646,7 +744,7 @@ attempt_step(struct run *run, struct docexec *dx, const struct kiln_doc_step *s,
                 return STEP_CANCELLED;
             return STEP_FAILED;
         }
-        if (run->reboot_action)
+        if (reboot_action)
             return STEP_REBOOT;
     }
     return STEP_OK;
@@ -711,8 +809,12 @@ run_step(struct run *run, struct docexec *dx, size_t pi, size_t si, json_t *rec,
             json_object_set_new(loop_rec, "iterations", json_array());
         kiln_error_clear(&err);
         logline(run, false, "Executor: Attempt %d/%d", attempt, attempts);
+        if (attempt > 1)
+            emit(run, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "event", "step-retry", "document",
+                                dx->doc->path, "phase", phase, "step", s->name, "attempt",
+                                attempt, "maxAttempts", attempts));
         out = attempt_step(run, dx, s, phase, iters, n_iters, rec, all_inputs, all_outputs,
-                           loop_rec, &err);
+                           loop_rec, resumed && attempt == 1, &err);
         if (out != STEP_FAILED)
             break;
         logline(run, true, "Step %s attempt %d/%d failed: %s", s->name, attempt, attempts,
@@ -723,14 +825,8 @@ run_step(struct run *run, struct docexec *dx, size_t pi, size_t si, json_t *rec,
     set_json_string_field(rec, "outputs", all_outputs);
     if (loop_rec)
         json_object_set_new(rec, "loop", loop_rec);
-    /* Chaining: later steps read inputs[i] and outputs[i] of this one. */
-    json_t *ph = json_object_get(dx->chain, phase);
-    if (!ph) {
-        ph = json_object();
-        json_object_set_new(dx->chain, phase, ph);
-    }
-    json_object_set_new(ph, s->name, json_pack("{s:o,s:o}", "inputs", all_inputs, "outputs",
-                                               all_outputs));
+    json_decref(all_inputs);
+    json_decref(all_outputs);
     if (out == STEP_FAILED)
         json_object_set_new(rec, "failureMessage", json_string(err.message));
     return out;
@@ -753,48 +849,53 @@ phase_selected(char **phases, const char *name)
     return false;
 }
 
+/* chaining.json: every phase and step of each document, with the values of the steps that ran
+ * (taken from the detailed output). */
 static json_t *
-chain_record(const struct kiln_document *doc, char **phases)
+chaining_json(const struct run *run)
 {
-    json_t *c = json_object();
-    json_t *arr = json_array();
-    for (size_t i = 0; i < doc->n_phases; i++) {
-        const struct kiln_doc_phase *ph = &doc->phases[i];
-        json_t *steps = json_array();
-        for (size_t j = 0; j < ph->n_steps; j++)
-            json_array_append_new(steps, json_pack("{s:s,s:s,s:s,s:n,s:n}", "name",
-                                                   ph->steps[j].name, "inputs", "", "outputs", "",
-                                                   "loop", "documents"));
-        json_array_append_new(arr, json_pack("{s:s,s:b,s:o}", "name", ph->name, "isSelected",
-                                             phase_selected(phases, ph->name), "steps", steps));
+    json_t *all = json_array();
+    const json_t *docs = json_object_get(run->detailed, "documents");
+    for (size_t d = 0; d < run->n_docs && d < json_array_size(docs); d++) {
+        const struct kiln_document *doc = run->docs[d];
+        const json_t *drec = json_array_get(docs, d);
+        json_t *phases = json_array();
+        for (size_t i = 0; i < doc->n_phases; i++) {
+            const struct kiln_doc_phase *ph = &doc->phases[i];
+            const json_t *prec = find_named(json_object_get(drec, "phases"), ph->name);
+            const json_t *srecs = json_object_get(prec, "steps");
+            size_t cursor = 0;
+            json_t *steps = json_array();
+            for (size_t j = 0; j < ph->n_steps; j++) {
+                const json_t *srec = json_array_get(srecs, cursor);
+                if (srec && kiln_streq(kiln_json_get_str(srec, "name"), ph->steps[j].name))
+                    cursor++;
+                else
+                    srec = NULL;
+                const json_t *nested = json_object_get(srec, "detailedOutput");
+                json_array_append_new(
+                    steps, json_pack("{s:s,s:s,s:s,s:O,s:O}", "name", ph->steps[j].name, "inputs",
+                                     srec ? kiln_json_get_str(srec, "inputs") : "", "outputs",
+                                     srec ? kiln_json_get_str(srec, "outputs") : "", "loop",
+                                     srec ? json_object_get(srec, "loop") : json_null(),
+                                     "documents",
+                                     nested && !json_is_null(nested) ? json_object_get(srec, "outputs")
+                                                                     : json_null()));
+            }
+            json_array_append_new(phases,
+                                  json_pack("{s:s,s:b,s:o}", "name", ph->name, "isSelected",
+                                            phase_selected(run->phases, ph->name), "steps", steps));
+        }
+        json_array_append_new(all, json_pack("{s:o}", "phases", phases));
     }
-    json_object_set_new(c, "phases", arr);
-    return c;
-}
-
-static void
-chain_update(json_t *chain_rec, size_t pi, size_t si, const json_t *step_rec)
-{
-    json_t *s = json_array_get(json_object_get(json_array_get(json_object_get(chain_rec, "phases"),
-                                                              pi),
-                                               "steps"),
-                               si);
-    if (!s)
-        return;
-    json_object_set(s, "inputs", json_object_get(step_rec, "inputs"));
-    json_object_set(s, "outputs", json_object_get(step_rec, "outputs"));
-    json_object_set(s, "loop", json_object_get(step_rec, "loop"));
-    const json_t *d = json_object_get(step_rec, "detailedOutput");
-    if (d && !json_is_null(d))
-        json_object_set(s, "documents", json_object_get(step_rec, "outputs"));
+    return all;
 }
 
 static int
 exec_document(struct run *run, struct kiln_document *doc, const json_t *params, char **phases,
-              unsigned depth, json_t *doc_rec, json_t *chain_doc, struct counts *counts,
-              bool resuming)
+              unsigned depth, json_t *doc_rec, struct counts *counts, bool resuming)
 {
-    struct docexec dx = {.doc = doc, .depth = depth, .chain = chain_doc};
+    struct docexec dx = {.doc = doc, .depth = depth, .doc_rec = doc_rec};
     _cleanup_json_ json_t *vars = json_object();
     dx.vars = vars;
     for (size_t i = 0; i < doc->n_constants; i++)
@@ -843,17 +944,26 @@ exec_document(struct run *run, struct kiln_document *doc, const json_t *params, 
     bool doc_failed = false, doc_ignored = false, abort_all = false;
     const char *doc_failure = NULL;
     size_t p0 = 0, s0 = 0;
-    if (resuming && depth == 1) {
-        p0 = run->resume_phase;
-        s0 = run->resume_step;
-        doc_failed = strcmp(kiln_json_get_str(doc_rec, "status"), "failed") == 0;
+    if (resuming) {
+        p0 = run->pos[depth].phase;
+        s0 = run->pos[depth].step;
+        /* Failures of the phases before the reboot still count. */
+        const json_t *prs = json_object_get(doc_rec, "phases");
+        for (size_t k = 0; k < json_array_size(prs); k++) {
+            const json_t *pr = json_array_get(prs, k);
+            const char *st = kiln_json_get_str(pr, "status");
+            doc_failed |= kiln_streq(st, "failed");
+            doc_ignored |= kiln_streq(st, "SuccessWithIgnoredFailure");
+            if (kiln_streq(st, "failed") && !doc_failure)
+                doc_failure = kiln_json_get_str(pr, "failureMessage");
+        }
     }
     for (size_t pi = p0; pi < doc->n_phases && !abort_all; pi++) {
         const struct kiln_doc_phase *ph = &doc->phases[pi];
         if (!phase_selected(phases, ph->name))
             continue;
         json_t *prec;
-        bool resumed_phase = resuming && depth == 1 && pi == p0 &&
+        bool resumed_phase = resuming && pi == p0 &&
                              json_array_size(phase_recs) > 0 &&
                              kiln_streq(kiln_json_get_str(json_array_get(phase_recs,
                                                                          json_array_size(
@@ -892,7 +1002,7 @@ exec_document(struct run *run, struct kiln_document *doc, const json_t *params, 
                 break;
             }
             json_t *rec = step_record(s);
-            bool resumed_step = resumed_phase && si == s0 && run->resume_rerun;
+            bool resumed_step = resumed_phase && si == s0 && run->pos[depth].rerun;
             enum step_outcome o = run_step(run, &dx, pi, si, rec, resumed_step);
             json_object_set_new(rec, "endTime", json_now());
             const char *status = "success";
@@ -938,20 +1048,26 @@ exec_document(struct run *run, struct kiln_document *doc, const json_t *params, 
                                 s->action, "status", o == STEP_REBOOT ? "reboot" : status,
                                 "reason", kiln_json_get_str(rec, "failureMessage")));
             if (o == STEP_REBOOT) {
-                /* The step that returned 194 runs again on resume; the Reboot action is done. */
-                if (run->reboot_action) {
+                /* The step that returned 194 runs again on resume; the Reboot action is done;
+                 * an ExecuteDocument step resumes inside its nested document. */
+                run->pos[depth].phase = pi;
+                if (strcmp(s->module->name, "Reboot") == 0) {
+                    json_object_set_new(rec, "status", json_string("success"));
                     json_array_append_new(step_recs, rec);
-                    chain_update(run->cur_chain_rec, pi, si, rec);
-                    run->reboot_at_step = si + 1;
+                    run->pos[depth].step = si + 1;
+                    run->pos[depth].rerun = false;
                 } else {
-                    json_decref(rec);
-                    run->reboot_at_step = si;
+                    if (strcmp(s->module->name, "ExecuteDocument") == 0 && depth < KILN_DOC_MAX_NESTING) {
+                        json_decref(run->pending[depth]);
+                        run->pending[depth] = rec;
+                    } else {
+                        json_decref(rec);
+                    }
+                    run->pos[depth].step = si;
+                    run->pos[depth].rerun = true;
                 }
-                run->reboot_at_phase = pi;
                 break;
             }
-            if (depth == 1)
-                chain_update(run->cur_chain_rec, pi, si, rec);
             json_array_append_new(step_recs, rec);
             if (abort_all)
                 break;
@@ -1049,6 +1165,11 @@ kiln_engine_split(const char *s, char sep)
 static void
 run_clear(struct run *run)
 {
+    if (run->scratch)
+        kiln_rm_rf(run->scratch, NULL);
+    for (size_t i = 0; i <= KILN_DOC_MAX_NESTING; i++)
+        json_decref(run->pending[i]);
+    free(run->scratch);
     if (run->app_log)
         fclose(run->app_log);
     if (run->console_log)
@@ -1062,8 +1183,6 @@ run_clear(struct run *run)
     free(run->doc_hashes);
     free(run->doc_params);
     json_decref(run->detailed);
-    json_decref(run->chaining);
-    json_decref(run->cur_chain);
     json_decref(run->resume);
     free(run->execution_id);
     free(run->log_folder);
@@ -1291,8 +1410,13 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
 
     /* State: resume when a previous run saved one in this state directory. */
     const char *sd = opts->state_directory ? opts->state_directory : cfg_str(&run, "stateDirectory");
-    if (sd && *sd)
+    if (sd && *sd) {
         run.state_dir = kiln_strdup(sd);
+    } else {
+        /* A stable default, so that the same command run again after a reboot resumes. */
+        const char *ld = opts->log_directory ? opts->log_directory : cfg_str(&run, "logDirectory");
+        run.state_dir = kiln_path_join(ld && *ld ? ld : ".", ".kiln-agent-state");
+    }
     int resuming = 0;
     if (run.state_dir && (resuming = load_resume(&run, err)) < 0) {
         r = resuming;
@@ -1303,7 +1427,6 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
         run.log_folder = kiln_strdup(kiln_json_get_str(run.resume, "logFolder"));
         run.start_time = kiln_strdup(kiln_json_get_str(run.resume, "startTime"));
         run.detailed = json_incref(json_object_get(run.resume, "detailedOutput"));
-        run.chaining = json_incref(json_object_get(run.resume, "chaining"));
         json_t *c = json_object_get(run.resume, "counts");
         run.executed = (int)json_integer_value(json_object_get(c, "executed"));
         run.failed = (int)json_integer_value(json_object_get(c, "failed"));
@@ -1333,10 +1456,7 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
         json_object_set_new(run.detailed, "endTime", json_string(run.start_time));
         json_object_set_new(run.detailed, "failureMessage", json_string(""));
         json_object_set_new(run.detailed, "documents", json_array());
-        run.chaining = json_array();
     }
-    if (!run.state_dir)
-        run.state_dir = kiln_path_join(run.log_folder, "state");
     run.app_log = open_log(&run, "application.log");
     run.console_log = open_log(&run, "console.log");
     result->log_folder = kiln_strdup(run.log_folder);
@@ -1350,9 +1470,15 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
     size_t d0 = 0;
     if (resuming) {
         d0 = (size_t)json_integer_value(json_object_get(run.resume, "document"));
-        run.resume_phase = (size_t)json_integer_value(json_object_get(run.resume, "phase"));
-        run.resume_step = (size_t)json_integer_value(json_object_get(run.resume, "step"));
-        run.resume_rerun = true;
+        const json_t *pos = json_object_get(run.resume, "positions");
+        const json_t *pending = json_object_get(run.resume, "pending");
+        for (size_t i = 0; i <= KILN_DOC_MAX_NESTING; i++) {
+            const json_t *pi = json_array_get(pos, i), *pe = json_array_get(pending, i);
+            run.pos[i].phase = (size_t)json_integer_value(json_object_get(pi, "phase"));
+            run.pos[i].step = (size_t)json_integer_value(json_object_get(pi, "step"));
+            run.pos[i].rerun = json_is_true(json_object_get(pi, "rerun"));
+            run.pending[i] = json_is_object(pe) ? json_incref((json_t *)pe) : NULL;
+        }
     }
     bool failed = false, ignored = false, cancelled = false, reboot = false;
     const char *failure = NULL;
@@ -1367,30 +1493,13 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
         json_t *doc_rec;
         if (resume_here) {
             doc_rec = json_array_get(doc_recs, i);
-            run.cur_chain = json_incref(json_object_get(run.resume, "chain"));
-            run.cur_chain_rec = json_array_get(run.chaining, i);
         } else {
             doc_rec = json_object();
             json_array_append_new(doc_recs, doc_rec);
-            json_decref(run.cur_chain);
-            run.cur_chain = json_object();
-            run.cur_chain_rec = chain_record(run.docs[i], run.phases);
-            json_array_append_new(run.chaining, run.cur_chain_rec);
-            if (resuming && i == d0) {
-                run.resume_phase = 0;
-                run.resume_step = 0;
-                run.resume_rerun = false;
-            }
-        }
-        if (!json_is_object(run.cur_chain)) {
-            json_decref(run.cur_chain);
-            run.cur_chain = json_object();
         }
         struct counts c = {0};
-        r = exec_document(&run, run.docs[i], run.doc_params[i], run.phases, 1, doc_rec,
-                          run.cur_chain, &c, resume_here);
-        run.resume_rerun = false;
-        run.resume_phase = run.resume_step = 0;
+        r = exec_document(&run, run.docs[i], run.doc_params[i], run.phases, 1, doc_rec, &c,
+                          resume_here);
         if (r < 0)
             goto out;
         run.executed += c.executed;
@@ -1402,7 +1511,7 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
             failure = kiln_json_get_str(doc_rec, "failureMessage");
         if (c.reboot) {
             reboot = true;
-            r = save_state(&run, i, run.reboot_at_phase, run.reboot_at_step, err);
+            r = save_state(&run, i, err);
             if (r < 0)
                 goto out;
             break;

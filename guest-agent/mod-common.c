@@ -204,6 +204,8 @@ kiln_mod_encoding_name(enum kiln_mod_encoding enc)
     return "UTF-8";
 }
 
+static size_t utf8_seq(const unsigned char *s, size_t n);
+
 static int
 convert(const char *to, const char *from, const char *data, size_t len, struct kiln_buf *out,
         struct kiln_error *err)
@@ -255,7 +257,22 @@ kiln_mod_decode(enum kiln_mod_encoding enc, const char *data, size_t len, struct
             data += boms[i].n;
             len -= boms[i].n;
         }
-    return convert("UTF-8", kiln_mod_encoding_name(enc), data, len, utf8, err);
+    size_t start = utf8->len;
+    int r = convert("UTF-8", kiln_mod_encoding_name(enc), data, len, utf8, err);
+    if (r < 0)
+        return r;
+    /* iconv lets through what UTF-8 forbids (code points above U+10FFFF from "UTF-8",
+     * surrogates): check the result strictly */
+    const unsigned char *p = (const unsigned char *)utf8->data + start;
+    size_t n = utf8->len - start;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(p + i, n - i);
+        if (k == 0)
+            return kiln_error_set(err, -EILSEQ, "text is not valid %s",
+                                  kiln_mod_encoding_name(enc));
+        i += k;
+    }
+    return 0;
 }
 
 bool

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -34,6 +35,42 @@ no_outputs(int r, json_t **ret_outputs)
     if (r >= 0)
         *ret_outputs = json_object();
     return r;
+}
+
+/* What a module is doing, for messages, cancellation and the step's time limit: long copies
+ * and tree walks check it between files and between 64 KiB chunks. */
+struct op {
+    const char *module;
+    const struct kiln_module_ctx *ctx;
+    long long deadline; /* CLOCK_MONOTONIC milliseconds, -1: none */
+};
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct op
+op_start(const char *module, const struct kiln_module_ctx *ctx)
+{
+    struct op op = {module, ctx, -1};
+    if (ctx && ctx->timeout_seconds >= 0)
+        op.deadline = now_ms() + (long long)ctx->timeout_seconds * 1000;
+    return op;
+}
+
+static int
+op_check(const struct op *op, struct kiln_error *err)
+{
+    if (op->ctx && op->ctx->cancel && *op->ctx->cancel)
+        return kiln_error_set(err, -ECANCELED, "%s: cancelled", op->module);
+    if (op->deadline >= 0 && now_ms() >= op->deadline)
+        return kiln_error_set(err, -ETIMEDOUT, "%s: timed out after %d seconds", op->module,
+                              op->ctx->timeout_seconds);
+    return 0;
 }
 
 /* ---- paths ---- */
@@ -287,10 +324,13 @@ write_all(int fd, const char *data, size_t len)
 }
 
 static int
-copy_fd(int in, int out)
+copy_fd(const struct op *op, int in, int out, struct kiln_error *err)
 {
     char buf[65536];
     for (;;) {
+        int r = op_check(op, err);
+        if (r < 0)
+            return r;
         ssize_t n = read(in, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
@@ -298,7 +338,7 @@ copy_fd(int in, int out)
             return -errno;
         if (n == 0)
             return 0;
-        int r = write_all(out, buf, (size_t)n);
+        r = write_all(out, buf, (size_t)n);
         if (r < 0)
             return r;
     }
@@ -322,30 +362,30 @@ rename_into_place(const char *tmp, const char *dst, bool overwrite)
 
 /* Copy one file (following a source link, like cp) through a temporary file beside dst. */
 static int
-copy_file(const char *module, const char *src, const char *dst, bool overwrite,
+copy_file(const struct op *op, const char *src, const char *dst, bool overwrite,
           struct kiln_error *err)
 {
     _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (in < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     struct stat st;
     if (fstat(in, &st) < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     if (S_ISDIR(st.st_mode))
-        return kiln_error_set(err, -EISDIR, "%s: %s is a folder", module, src);
+        return kiln_error_set(err, -EISDIR, "%s: %s is a folder", op->module, src);
     struct stat dst_st;
     if (lstat(dst, &dst_st) == 0) {
         if (S_ISDIR(dst_st.st_mode))
-            return kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", module, dst);
+            return kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", op->module, dst);
         if (!overwrite)
             return kiln_error_set(err, -EEXIST, "%s: %s already exists and overwrite is false",
-                                  module, dst);
+                                  op->module, dst);
     }
     _cleanup_free_ char *tmp = kiln_asprintf("%s.kiln-XXXXXX", dst);
     _cleanup_close_ int out = mkostemp(tmp, O_CLOEXEC);
     if (out < 0)
-        return kiln_error_errno(err, -errno, "%s: cannot create %s", module, dst);
-    int r = copy_fd(in, out);
+        return kiln_error_errno(err, -errno, "%s: cannot create %s", op->module, dst);
+    int r = copy_fd(op, in, out, err);
     if (r == 0 && fchmod(out, st.st_mode & 07777) < 0)
         r = -errno;
     if (r == 0 && close(TAKE_FD(out)) < 0)
@@ -355,29 +395,29 @@ copy_file(const char *module, const char *src, const char *dst, bool overwrite,
     if (r < 0) {
         unlink(tmp);
         if (r == -EEXIST)
-            return kiln_error_set(err, r, "%s: %s already exists and overwrite is false", module,
-                                  dst);
-        return kiln_error_errno(err, r, "%s: cannot copy %s to %s", module, src, dst);
+            return kiln_error_set(err, r, "%s: %s already exists and overwrite is false",
+                                  op->module, dst);
+        return kiln_error_errno(err, r, "%s: cannot copy %s to %s", op->module, src, dst);
     }
     return 0;
 }
 
 static int
-copy_symlink(const char *module, const char *src, const char *dst, struct kiln_error *err)
+copy_symlink(const struct op *op, const char *src, const char *dst, struct kiln_error *err)
 {
     char target[PATH_MAX];
     ssize_t n = readlink(src, target, sizeof(target) - 1);
     if (n < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     target[n] = '\0';
     _cleanup_free_ char *tmp = kiln_asprintf("%s.kiln-link-%d", dst, (int)getpid());
     unlink(tmp);
     if (symlink(target, tmp) < 0)
-        return kiln_error_errno(err, -errno, "%s: cannot create link %s", module, dst);
+        return kiln_error_errno(err, -errno, "%s: cannot create link %s", op->module, dst);
     if (rename(tmp, dst) < 0) {
         int r = -errno;
         unlink(tmp);
-        return kiln_error_errno(err, r, "%s: cannot create link %s", module, dst);
+        return kiln_error_errno(err, r, "%s: cannot create link %s", op->module, dst);
     }
     return 0;
 }
@@ -396,24 +436,25 @@ path_within(const char *a, const char *b)
 /* Copy a folder's contents into dst (created if missing), merging with what is there:
  * files are replaced, links are copied as links, other special files are skipped. */
 static int
-copy_tree(const char *module, const char *src, const char *dst, struct kiln_error *err)
+copy_tree(const struct op *op, const char *src, const char *dst, struct kiln_error *err)
 {
     struct stat st;
     if (lstat(src, &st) < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     /* a new folder is writable while it fills, and gets the source's mode at the end (a
      * read-only source folder would otherwise stop the copy) */
     bool created = mkdir(dst, 0700) == 0;
     if (!created) {
         struct stat dst_st;
         if (errno != EEXIST)
-            return kiln_error_errno(err, -errno, "%s: cannot create %s", module, dst);
+            return kiln_error_errno(err, -errno, "%s: cannot create %s", op->module, dst);
         if (lstat(dst, &dst_st) < 0 || !S_ISDIR(dst_st.st_mode))
-            return kiln_error_set(err, -ENOTDIR, "%s: %s exists and is not a folder", module, dst);
+            return kiln_error_set(err, -ENOTDIR, "%s: %s exists and is not a folder", op->module,
+                                  dst);
     }
     DIR *d = opendir(src);
     if (!d)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     struct dirent *de;
     int r = 0;
     while (r == 0 && (de = readdir(d))) {
@@ -422,61 +463,64 @@ copy_tree(const char *module, const char *src, const char *dst, struct kiln_erro
         _cleanup_free_ char *s = kiln_path_join(src, de->d_name);
         _cleanup_free_ char *t = kiln_path_join(dst, de->d_name);
         struct stat es;
-        if (lstat(s, &es) < 0) {
-            r = kiln_error_errno(err, -errno, "%s: %s", module, s);
+        if ((r = op_check(op, err)) < 0) {
+            break;
+        } else if (lstat(s, &es) < 0) {
+            r = kiln_error_errno(err, -errno, "%s: %s", op->module, s);
         } else if (S_ISDIR(es.st_mode)) {
-            r = copy_tree(module, s, t, err);
+            r = copy_tree(op, s, t, err);
         } else if (S_ISLNK(es.st_mode)) {
             struct stat ts;
             if (lstat(t, &ts) == 0 && S_ISDIR(ts.st_mode))
-                r = kiln_error_set(err, -EISDIR, "%s: %s is a folder", module, t);
+                r = kiln_error_set(err, -EISDIR, "%s: %s is a folder", op->module, t);
             else
-                r = copy_symlink(module, s, t, err);
+                r = copy_symlink(op, s, t, err);
         } else if (S_ISREG(es.st_mode)) {
-            r = copy_file(module, s, t, true, err);
+            r = copy_file(op, s, t, true, err);
         }
     }
     closedir(d);
     if (r == 0 && created && chmod(dst, st.st_mode & 07777) < 0)
-        r = kiln_error_errno(err, -errno, "%s: %s", module, dst);
+        r = kiln_error_errno(err, -errno, "%s: %s", op->module, dst);
     return r;
 }
 
 /* rename(), or copy and remove when source and destination are on different file systems. */
 static int
-move_path(const char *module, const char *src, const char *dst, bool overwrite,
+move_path(const struct op *op, const char *src, const char *dst, bool overwrite,
           struct kiln_error *err)
 {
     struct stat st;
     if (lstat(src, &st) < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     int r = rename_into_place(src, dst, overwrite);
     if (r == 0)
         return 0;
     if (r == -EEXIST)
-        return kiln_error_set(err, r, "%s: %s already exists and overwrite is false", module, dst);
+        return kiln_error_set(err, r, "%s: %s already exists and overwrite is false", op->module,
+                              dst);
     if (r != -EXDEV)
-        return kiln_error_errno(err, r, "%s: cannot move %s to %s", module, src, dst);
+        return kiln_error_errno(err, r, "%s: cannot move %s to %s", op->module, src, dst);
     if (S_ISDIR(st.st_mode))
-        r = copy_tree(module, src, dst, err);
+        r = copy_tree(op, src, dst, err);
     else if (S_ISLNK(st.st_mode))
-        r = copy_symlink(module, src, dst, err);
+        r = copy_symlink(op, src, dst, err);
     else
-        r = copy_file(module, src, dst, overwrite, err);
+        r = copy_file(op, src, dst, overwrite, err);
     if (r < 0)
         return r;
     r = kiln_rm_rf(src, err);
-    return r < 0 ? kiln_error_prefix(err, r, "%s", module) : 0;
+    return r < 0 ? kiln_error_prefix(err, r, "%s", op->module) : 0;
 }
 
 /* Move a folder onto an existing one: entries that are new are renamed over, folders on
  * both sides are merged, files replace files; then the emptied source is removed. */
 static int
-merge_move(const char *module, const char *src, const char *dst, struct kiln_error *err)
+merge_move(const struct op *op, const char *src, const char *dst, struct kiln_error *err)
 {
     DIR *d = opendir(src);
     if (!d)
-        return kiln_error_errno(err, -errno, "%s: %s", module, src);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, src);
     struct dirent *de;
     int r = 0;
     while (r == 0 && (de = readdir(d))) {
@@ -485,23 +529,25 @@ merge_move(const char *module, const char *src, const char *dst, struct kiln_err
         _cleanup_free_ char *s = kiln_path_join(src, de->d_name);
         _cleanup_free_ char *t = kiln_path_join(dst, de->d_name);
         struct stat ss, ts;
+        if ((r = op_check(op, err)) < 0)
+            break;
         if (lstat(s, &ss) < 0) {
-            r = kiln_error_errno(err, -errno, "%s: %s", module, s);
+            r = kiln_error_errno(err, -errno, "%s: %s", op->module, s);
             continue;
         }
         bool exists = lstat(t, &ts) == 0;
         if (exists && S_ISDIR(ss.st_mode) && S_ISDIR(ts.st_mode))
-            r = merge_move(module, s, t, err);
+            r = merge_move(op, s, t, err);
         else if (exists && (S_ISDIR(ss.st_mode) != S_ISDIR(ts.st_mode)))
-            r = kiln_error_set(err, -EEXIST, "%s: cannot replace %s with %s", module, t, s);
+            r = kiln_error_set(err, -EEXIST, "%s: cannot replace %s with %s", op->module, t, s);
         else
-            r = move_path(module, s, t, true, err);
+            r = move_path(op, s, t, true, err);
     }
     closedir(d);
     if (r == 0) {
         r = kiln_rm_rf(src, err);
         if (r < 0)
-            r = kiln_error_prefix(err, r, "%s", module);
+            r = kiln_error_prefix(err, r, "%s", op->module);
     }
     return r;
 }
@@ -557,11 +603,15 @@ is_dir(const char *path)
 /* ---- CopyFile / MoveFile ---- */
 
 static int
-file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_error *err)
+file_transfer(const json_t *inputs, const struct kiln_module_ctx *ctx, const char *module,
+              bool move, struct kiln_error *err)
 {
+    struct op op = op_start(module, ctx);
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
         struct src_dst sd;
-        int r = read_src_dst(kiln_mod_item(inputs, i), module, &sd, err);
+        int r = op_check(&op, err);
+        if (r >= 0)
+            r = read_src_dst(kiln_mod_item(inputs, i), module, &sd, err);
         _cleanup_strv_free_ char **sources = NULL;
         bool wild = false;
         if (r >= 0)
@@ -590,13 +640,13 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
             if (r < 0)
                 break;
             if (!move) {
-                r = copy_file(module, sources[k], dst, sd.overwrite, err);
+                r = copy_file(&op, sources[k], dst, sd.overwrite, err);
             } else {
                 struct stat dst_st;
                 if (lstat(dst, &dst_st) == 0 && S_ISDIR(dst_st.st_mode))
                     r = kiln_error_set(err, -EISDIR, "%s: destination %s is a folder", module, dst);
                 else
-                    r = move_path(module, sources[k], dst, sd.overwrite, err);
+                    r = move_path(&op, sources[k], dst, sd.overwrite, err);
             }
         }
         src_dst_clear(&sd);
@@ -608,22 +658,26 @@ file_transfer(const json_t *inputs, const char *module, bool move, struct kiln_e
 
 KILN_MOD_RUN(kiln_mod_copy_file)
 {
-    return no_outputs(file_transfer(inputs, "CopyFile", false, err), ret_outputs);
+    return no_outputs(file_transfer(inputs, ctx, "CopyFile", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_move_file)
 {
-    return no_outputs(file_transfer(inputs, "MoveFile", true, err), ret_outputs);
+    return no_outputs(file_transfer(inputs, ctx, "MoveFile", true, err), ret_outputs);
 }
 
 /* ---- CopyFolder / MoveFolder ---- */
 
 static int
-folder_transfer(const json_t *inputs, const char *module, bool move, struct kiln_error *err)
+folder_transfer(const json_t *inputs, const struct kiln_module_ctx *ctx, const char *module,
+                bool move, struct kiln_error *err)
 {
+    struct op op = op_start(module, ctx);
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
         struct src_dst sd;
-        int r = read_src_dst(kiln_mod_item(inputs, i), module, &sd, err);
+        int r = op_check(&op, err);
+        if (r >= 0)
+            r = read_src_dst(kiln_mod_item(inputs, i), module, &sd, err);
         _cleanup_strv_free_ char **sources = NULL;
         bool wild = false;
         if (r >= 0)
@@ -677,11 +731,11 @@ folder_transfer(const json_t *inputs, const char *module, bool move, struct kiln
                 break;
             }
             if (!move)
-                r = copy_tree(module, sources[k], dst, err);
+                r = copy_tree(&op, sources[k], dst, err);
             else if (exists)
-                r = merge_move(module, sources[k], dst, err);
+                r = merge_move(&op, sources[k], dst, err);
             else
-                r = move_path(module, sources[k], dst, false, err);
+                r = move_path(&op, sources[k], dst, false, err);
         }
         src_dst_clear(&sd);
         if (r < 0)
@@ -692,12 +746,12 @@ folder_transfer(const json_t *inputs, const char *module, bool move, struct kiln
 
 KILN_MOD_RUN(kiln_mod_copy_folder)
 {
-    return no_outputs(folder_transfer(inputs, "CopyFolder", false, err), ret_outputs);
+    return no_outputs(folder_transfer(inputs, ctx, "CopyFolder", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_move_folder)
 {
-    return no_outputs(folder_transfer(inputs, "MoveFolder", true, err), ret_outputs);
+    return no_outputs(folder_transfer(inputs, ctx, "MoveFolder", true, err), ret_outputs);
 }
 
 /* ---- AppendFile / CreateFile / ReadFile / SetFileEncoding ---- */
@@ -1104,8 +1158,8 @@ KILN_MOD_RUN(kiln_mod_delete_folder)
 /* ---- ListFiles ---- */
 
 static int
-list_dir(const char *dir, const char *pattern, bool recursive, char ***files, size_t *n,
-         struct kiln_error *err)
+list_dir(const struct op *op, const char *dir, const char *pattern, bool recursive, char ***files,
+         size_t *n, struct kiln_error *err)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -1117,11 +1171,13 @@ list_dir(const char *dir, const char *pattern, bool recursive, char ***files, si
             continue;
         _cleanup_free_ char *p = kiln_path_join(dir, de->d_name);
         struct stat st;
+        if ((r = op_check(op, err)) < 0)
+            break;
         if (lstat(p, &st) < 0)
             continue;
         if (S_ISDIR(st.st_mode)) {
             if (recursive)
-                r = list_dir(p, pattern, recursive, files, n, err);
+                r = list_dir(op, p, pattern, recursive, files, n, err);
             continue;
         }
         if (pattern && !kiln_mod_star_match(pattern, de->d_name))
@@ -1136,6 +1192,7 @@ list_dir(const char *dir, const char *pattern, bool recursive, char ***files, si
 
 KILN_MOD_RUN(kiln_mod_list_files)
 {
+    struct op op = op_start("ListFiles", ctx);
     _cleanup_strv_free_ char **files = kiln_new(char *, 1);
     size_t n = 0;
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
@@ -1152,7 +1209,7 @@ KILN_MOD_RUN(kiln_mod_list_files)
         if (!is_dir(path))
             return kiln_error_set(err, -ENOENT, "ListFiles: %s is not an existing folder", path);
         size_t first = n;
-        r = list_dir(path, pattern && *pattern ? pattern : NULL, recursive, &files, &n, err);
+        r = list_dir(&op, path, pattern && *pattern ? pattern : NULL, recursive, &files, &n, err);
         if (r < 0)
             return r;
         qsort(files + first, n - first, sizeof(*files), cmp_str);
@@ -1181,37 +1238,41 @@ struct walk {
 /* Apply the owner or mode to path and everything below it, never following links: a link
  * gets lchown, and no chmod (its own mode means nothing). */
 static int
-walk_tree(const char *module, const char *path, const struct walk *w, struct kiln_error *err)
+walk_tree(const struct op *op, const char *path, const struct walk *w, struct kiln_error *err)
 {
     struct stat st;
     if (lstat(path, &st) < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, path);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, path);
     int r = 0;
     if (w->chmod && !S_ISLNK(st.st_mode))
         r = chmod(path, w->mode);
     else if (!w->chmod)
         r = lchown(path, w->uid, w->gid);
     if (r < 0)
-        return kiln_error_errno(err, -errno, "%s: %s", module, path);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, path);
     if (!S_ISDIR(st.st_mode))
         return 0;
     DIR *d = opendir(path);
     if (!d)
-        return kiln_error_errno(err, -errno, "%s: %s", module, path);
+        return kiln_error_errno(err, -errno, "%s: %s", op->module, path);
     struct dirent *de;
     while (r == 0 && (de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         _cleanup_free_ char *p = kiln_path_join(path, de->d_name);
-        r = walk_tree(module, p, w, err);
+        r = op_check(op, err);
+        if (r == 0)
+            r = walk_tree(op, p, w, err);
     }
     closedir(d);
     return r;
 }
 
 static int
-set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_error *err)
+set_owner(const json_t *inputs, const struct kiln_module_ctx *ctx, const char *module, bool folder,
+          struct kiln_error *err)
 {
+    struct op op = op_start(module, ctx);
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path_in = NULL, *owner = NULL, *group = NULL;
@@ -1243,7 +1304,7 @@ set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_err
             continue;
         }
         struct walk w = {.chmod = false, .uid = uid, .gid = gid};
-        r = walk_tree(module, path, &w, err);
+        r = walk_tree(&op, path, &w, err);
         if (r < 0)
             return r;
     }
@@ -1252,17 +1313,19 @@ set_owner(const json_t *inputs, const char *module, bool folder, struct kiln_err
 
 KILN_MOD_RUN(kiln_mod_set_file_owner)
 {
-    return no_outputs(set_owner(inputs, "SetFileOwner", false, err), ret_outputs);
+    return no_outputs(set_owner(inputs, ctx, "SetFileOwner", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_set_folder_owner)
 {
-    return no_outputs(set_owner(inputs, "SetFolderOwner", true, err), ret_outputs);
+    return no_outputs(set_owner(inputs, ctx, "SetFolderOwner", true, err), ret_outputs);
 }
 
 static int
-set_permissions(const json_t *inputs, const char *module, bool folder, struct kiln_error *err)
+set_permissions(const json_t *inputs, const struct kiln_module_ctx *ctx, const char *module,
+                bool folder, struct kiln_error *err)
 {
+    struct op op = op_start(module, ctx);
     for (size_t i = 0; i < kiln_mod_item_count(inputs); i++) {
         const json_t *item = kiln_mod_item(inputs, i);
         _cleanup_free_ char *path_in = NULL, *perms = NULL;
@@ -1292,7 +1355,7 @@ set_permissions(const json_t *inputs, const char *module, bool folder, struct ki
             continue;
         }
         struct walk w = {.chmod = true, .mode = mode};
-        r = walk_tree(module, path, &w, err);
+        r = walk_tree(&op, path, &w, err);
         if (r < 0)
             return r;
     }
@@ -1301,10 +1364,10 @@ set_permissions(const json_t *inputs, const char *module, bool folder, struct ki
 
 KILN_MOD_RUN(kiln_mod_set_file_permissions)
 {
-    return no_outputs(set_permissions(inputs, "SetFilePermissions", false, err), ret_outputs);
+    return no_outputs(set_permissions(inputs, ctx, "SetFilePermissions", false, err), ret_outputs);
 }
 
 KILN_MOD_RUN(kiln_mod_set_folder_permissions)
 {
-    return no_outputs(set_permissions(inputs, "SetFolderPermissions", true, err), ret_outputs);
+    return no_outputs(set_permissions(inputs, ctx, "SetFolderPermissions", true, err), ret_outputs);
 }

@@ -142,6 +142,7 @@ check_web_item(const struct kiln_yaml_node *item, kiln_report_fn *report, void *
         report(userdata, sum, "checksum needs algorithm (MD5, SHA1, SHA256 or SHA512)");
     if (alg && !sum)
         report(userdata, alg, "algorithm needs checksum");
+
     if (src && !has_variable(src) && strncasecmp(src, "http://", 7) != 0 &&
         strncasecmp(src, "https://", 8) != 0)
         report(userdata, kiln_yaml_map_get(item, "source"),
@@ -350,8 +351,8 @@ static const struct kiln_module_field create_symlink_fields[] = {
     F_END,
 };
 
-/* "force" is not in the reference for DeleteFile, but AWS's own samples pass it; accepted and
- * ignored (DeleteFile never removes folders). */
+/* "force" is not in the reference for DeleteFile, but AWS's own samples pass it to delete a
+ * folder; with force, DeleteFile removes a folder tree (docs/modules.md). */
 static const struct kiln_module_field delete_file_fields[] = {
     F_STR("path", true),
     F_BOOL("force", false),

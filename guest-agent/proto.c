@@ -178,8 +178,8 @@ kiln_proto_decoder_init(struct kiln_proto_decoder *d, size_t max_payload)
 {
     memset(d, 0, sizeof(*d));
     kiln_buf_init(&d->buf);
-    d->max_payload = max_payload && max_payload < KILN_PROTO_MAX_PAYLOAD ? max_payload
-                                                                         : KILN_PROTO_MAX_PAYLOAD;
+    d->max_payload =
+        max_payload && max_payload < KILN_PROTO_MAX_PAYLOAD ? max_payload : KILN_PROTO_MAX_PAYLOAD;
 }
 
 void
@@ -247,8 +247,9 @@ kiln_proto_decoder_next(struct kiln_proto_decoder *d, struct kiln_proto_frame *r
         if (version != KILN_PROTO_VERSION) {
             d->rejected++;
             skip_to_magic(d, KILN_PROTO_HEADER_SIZE);
-            return kiln_error_set(err, -KILN_E_UNSUPPORTED, "frame of protocol version %u (expected %u)",
-                                  version, KILN_PROTO_VERSION);
+            return kiln_error_set(err, -KILN_E_UNSUPPORTED,
+                                  "frame of protocol version %u (expected %u)", version,
+                                  KILN_PROTO_VERSION);
         }
         if (len > d->max_payload) {
             d->rejected++;
@@ -341,9 +342,8 @@ kiln_proto_frame_json(const struct kiln_proto_frame *f, json_t **ret, struct kil
 }
 
 int
-kiln_proto_frame_data(const struct kiln_proto_frame *f, uint32_t *ret_index,
-                      uint64_t *ret_offset, const uint8_t **ret_data, size_t *ret_len,
-                      struct kiln_error *err)
+kiln_proto_frame_data(const struct kiln_proto_frame *f, uint32_t *ret_index, uint64_t *ret_offset,
+                      const uint8_t **ret_data, size_t *ret_len, struct kiln_error *err)
 {
     if (f->type != KILN_MSG_FILE_DATA || f->len < KILN_PROTO_DATA_HEADER ||
         f->len > KILN_PROTO_DATA_HEADER + KILN_PROTO_CHUNK_SIZE)
@@ -380,8 +380,7 @@ kiln_proto_check_relpath(const char *path, struct kiln_error *err)
         return kiln_error_set(err, -KILN_E_INVALID, "empty path");
     size_t total = strnlen(path, KILN_PROTO_MAX_PATH + 1);
     if (total > KILN_PROTO_MAX_PATH)
-        return kiln_error_set(err, -KILN_E_LIMIT, "path longer than %d bytes",
-                              KILN_PROTO_MAX_PATH);
+        return kiln_error_set(err, -KILN_E_LIMIT, "path longer than %d bytes", KILN_PROTO_MAX_PATH);
     if (path[0] == '/')
         return kiln_error_set(err, -KILN_E_INVALID, "%s: absolute path", path);
     int depth = 0;
@@ -394,8 +393,8 @@ kiln_proto_check_relpath(const char *path, struct kiln_error *err)
         if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
             return kiln_error_set(err, -KILN_E_INVALID, "%s: '.' or '..' component", path);
         if (n > KILN_PROTO_MAX_NAME)
-            return kiln_error_set(err, -KILN_E_LIMIT, "%s: component longer than %d bytes",
-                                  path, KILN_PROTO_MAX_NAME);
+            return kiln_error_set(err, -KILN_E_LIMIT, "%s: component longer than %d bytes", path,
+                                  KILN_PROTO_MAX_NAME);
         for (size_t i = 0; i < n; i++) {
             unsigned char ch = (unsigned char)c[i];
             if (ch < 0x20 || ch == 0x7f || ch == '\\')

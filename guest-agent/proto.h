@@ -38,9 +38,9 @@
 #define KILN_PROTO_MAX_DEPTH 16
 
 enum kiln_proto_type {
-    KILN_MSG_SYNC = 1,        /* host: {"nonce"} -> raw delimiter + nonce, then hello */
-    KILN_MSG_HELLO,           /* agent: readiness, on start and after every sync */
-    KILN_MSG_PING,            /* host: {} -> pong */
+    KILN_MSG_SYNC = 1, /* host: {"nonce"} -> raw delimiter + nonce, then hello */
+    KILN_MSG_HELLO,    /* agent: readiness, on start and after every sync */
+    KILN_MSG_PING,     /* host: {} -> pong */
     KILN_MSG_PONG,
     KILN_MSG_RUN_JOB,         /* host: job description, then FILE_DATA for each document */
     KILN_MSG_RESUME_JOB,      /* host: {"execution-id"} after a reboot */
@@ -98,8 +98,8 @@ void kiln_proto_encode_sync_reply(struct kiln_buf *out, uint64_t nonce);
 struct kiln_proto_decoder {
     struct kiln_buf buf;
     size_t max_payload;
-    uint64_t skipped;   /* junk bytes discarded so far */
-    uint64_t rejected;  /* frames rejected (oversized, bad checksum, bad version or flags) */
+    uint64_t skipped;  /* junk bytes discarded so far */
+    uint64_t rejected; /* frames rejected (oversized, bad checksum, bad version or flags) */
 };
 
 void kiln_proto_decoder_init(struct kiln_proto_decoder *d, size_t max_payload);

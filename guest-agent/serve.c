@@ -46,23 +46,23 @@ struct agent {
     const struct kiln_agent_serve_config *cfg;
     const char *state_dir;
     char boot_id[64];
-    bool port;                 /* serving a virtio port: poweroff really powers off */
+    bool port; /* serving a virtio port: poweroff really powers off */
 
-    pthread_mutex_t lock;      /* guards fd writes and the job fields below */
-    int fd;                    /* the current connection, -1 between connections */
-    bool write_broken;         /* a write failed on this connection: drop until the next */
+    pthread_mutex_t lock; /* guards fd writes and the job fields below */
+    int fd;               /* the current connection, -1 between connections */
+    bool write_broken;    /* a write failed on this connection: drop until the next */
 
     struct kiln_proto_decoder dec;
     struct upload up;
 
-    bool running;              /* the worker thread runs a job */
+    bool running; /* the worker thread runs a job */
     bool joinable;
     pthread_t thread;
     volatile sig_atomic_t cancel;
     char *job_id;
     uint32_t job_seq;
     bool resume;
-    int wake[2];               /* the worker signals the loop when the job ends */
+    int wake[2]; /* the worker signals the loop when the job ends */
 };
 
 static char *
@@ -128,9 +128,8 @@ send_json(struct agent *a, uint8_t type, uint16_t flags, uint32_t seq, const jso
 {
     _cleanup_buf_ struct kiln_buf b = {0};
     if (kiln_proto_encode_json(&b, type, flags, seq, obj) < 0) {
-        _cleanup_json_ json_t *small = json_pack("{s:s, s:b}", "message",
-                                                 "message too large for one frame", "truncated",
-                                                 1);
+        _cleanup_json_ json_t *small =
+            json_pack("{s:s, s:b}", "message", "message too large for one frame", "truncated", 1);
         kiln_buf_reset(&b);
         if (kiln_proto_encode_json(&b, type, flags, seq, small) < 0)
             return;
@@ -164,16 +163,15 @@ send_hello(struct agent *a, uint32_t seq, const char *nonce)
         pthread_mutex_lock(&a->lock);
         bool running = a->running && kiln_streq(a->job_id, kiln_json_get_str(job, "execution-id"));
         pthread_mutex_unlock(&a->lock);
-        jobinfo = json_pack("{s:s?, s:s?}", "execution-id",
-                            kiln_json_get_str(job, "execution-id"), "status",
-                            running ? "running" : status);
+        jobinfo = json_pack("{s:s?, s:s?}", "execution-id", kiln_json_get_str(job, "execution-id"),
+                            "status", running ? "running" : status);
     }
-    _cleanup_json_ json_t *j = json_pack(
-        "{s:s, s:s, s:i, s:[s,s,s,s,s,s,s], s:s, s:I, s:I, s:o}", "agent", "kiln-agent",
-        "version", kiln_agent_version(), "protocol", KILN_PROTO_VERSION, "capabilities", "run-job",
-        "resume-job", "events", "console", "fetch", "cancel", "poweroff", "boot-id", a->boot_id,
-        "max-payload", (json_int_t)KILN_PROTO_MAX_PAYLOAD, "chunk-size",
-        (json_int_t)KILN_PROTO_CHUNK_SIZE, "job", jobinfo);
+    _cleanup_json_ json_t *j =
+        json_pack("{s:s, s:s, s:i, s:[s,s,s,s,s,s,s], s:s, s:I, s:I, s:o}", "agent", "kiln-agent",
+                  "version", kiln_agent_version(), "protocol", KILN_PROTO_VERSION, "capabilities",
+                  "run-job", "resume-job", "events", "console", "fetch", "cancel", "poweroff",
+                  "boot-id", a->boot_id, "max-payload", (json_int_t)KILN_PROTO_MAX_PAYLOAD,
+                  "chunk-size", (json_int_t)KILN_PROTO_CHUNK_SIZE, "job", jobinfo);
     if (nonce)
         json_object_set_new(j, "nonce", json_string(nonce));
     send_json(a, KILN_MSG_HELLO, seq ? KILN_PROTO_FLAG_REPLY : 0, seq, j);
@@ -273,8 +271,8 @@ job_thread(void *arg)
             .events = &events,
             .cancel = &a->cancel,
         };
-        int (*run)(const struct kiln_run_options *, struct kiln_run_result *,
-                   struct kiln_error *) = a->cfg->run ? a->cfg->run : kiln_engine_run;
+        int (*run)(const struct kiln_run_options *, struct kiln_run_result *, struct kiln_error *) =
+            a->cfg->run ? a->cfg->run : kiln_engine_run;
         r = run(&opts, &res, &err);
     }
 
@@ -299,8 +297,9 @@ job_thread(void *arg)
                             json_pack("{s:i, s:i, s:i}", "executed", res.executed, "failed",
                                       res.failed, "ignored", res.ignored));
     if (record) {
-        json_object_set_new(record, "status",
-                            json_string(type == KILN_MSG_REBOOT_REQUIRED ? "reboot-pending" : "done"));
+        json_object_set_new(
+            record, "status",
+            json_string(type == KILN_MSG_REBOOT_REQUIRED ? "reboot-pending" : "done"));
         json_object_set(record, "result", msg);
         struct kiln_error serr = {0};
         if (save_record(a, record, &serr) < 0)
@@ -376,7 +375,8 @@ upload_advance(struct agent *a, struct kiln_error *err)
     _cleanup_free_ char *docdir = kiln_path_join(dir, "documents");
     for (;;) {
         if (u->fd >= 0) {
-            if (u->received < (uint64_t)json_integer_value(json_object_get(upload_doc(u, u->index), "size")))
+            if (u->received <
+                (uint64_t)json_integer_value(json_object_get(upload_doc(u, u->index), "size")))
                 return 0;
             uint8_t md[KILN_HASH_MAX_SIZE];
             char hex[KILN_HASH_MAX_HEX];
@@ -438,8 +438,7 @@ handle_run_job(struct agent *a, const struct kiln_proto_frame *f, struct kiln_er
     json_t *docs = json_object_get(req, "documents");
     json_t *phases = json_object_get(req, "phases");
     json_t *params = json_object_get(req, "parameters");
-    if (!json_is_array(docs) || json_array_size(docs) == 0 ||
-        json_array_size(docs) > MAX_DOCUMENTS)
+    if (!json_is_array(docs) || json_array_size(docs) == 0 || json_array_size(docs) > MAX_DOCUMENTS)
         return kiln_error_set(err, -KILN_E_INVALID, "run-job: 1 to %d documents expected",
                               MAX_DOCUMENTS);
     if (phases && !json_is_null(phases) && !json_is_array(phases))
@@ -541,6 +540,15 @@ handle_resume(struct agent *a, const struct kiln_proto_frame *f, struct kiln_err
     if (!record)
         return kiln_error_set(err, -ENOENT, "resume-job: no job %s", id);
     const char *status = kiln_json_get_str(record, "status");
+    /* attach: the host lost track of the stream and only wants to hear how the job stands. */
+    if (json_is_true(json_object_get(req, "attach")) && kiln_streq(status, "reboot-pending")) {
+        send_json(a, KILN_MSG_REBOOT_REQUIRED, KILN_PROTO_FLAG_REPLY, f->seq,
+                  json_object_get(record, "result"));
+        return 0;
+    }
+    if (json_is_true(json_object_get(req, "attach")) && !kiln_streq(status, "done"))
+        return kiln_error_set(err, -KILN_E_INVALID,
+                              "resume-job: job %s is not running (did the guest restart?)", id);
     if (kiln_streq(status, "done")) {
         /* The host missed the end: tell it again. */
         send_json(a, KILN_MSG_JOB_DONE, KILN_PROTO_FLAG_REPLY, f->seq,
@@ -999,9 +1007,9 @@ int
 kiln_agent_serve_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"port", required_argument, NULL, 'p'},      {"socket", required_argument, NULL, 's'},
-        {"fd", required_argument, NULL, 'f'},        {"state-dir", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
+        {"port", required_argument, NULL, 'p'}, {"socket", required_argument, NULL, 's'},
+        {"fd", required_argument, NULL, 'f'},   {"state-dir", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     const char *port = NULL, *sock = NULL, *state = NULL;
     long fdnum = -1;

@@ -1,6 +1,5 @@
 /* Import of a user's cloud image (images/import.h): qemu-img makes the copy, libguestfs (C API,
  * direct backend; TCG unless KILN_GUESTFS_KVM is set) inspects it and injects the agent. */
-#include <guestfs.h>
 #include <limits.h>
 #include <sys/stat.h>
 
@@ -10,8 +9,10 @@
 #include "drivers/command.h"
 #include "images/catalog.h"
 #include "images/import.h"
+#include "images/inspect.h"
 
 #define AGENT_DIR "/usr/lib/kiln-agent"
+#define DEVICE_WANTS "/etc/systemd/system/dev-virtio\\x2dports-org.kiln.agent.0.device.wants"
 
 /* The same unit and rule as the debian-12 image (images/debian-12/files/). */
 static const char agent_unit[] =
@@ -26,7 +27,7 @@ static const char agent_unit[] =
     "\n"
     "[Service]\n"
     "ExecStartPre=-/bin/sh -c 'echo \"kiln: agent ready\" >/dev/console'\n"
-    "ExecStart=/usr/bin/kiln-agent serve --port /dev/virtio-ports/org.kiln.agent.0\n"
+    "ExecStart=/usr/local/bin/kiln-agent serve --port /dev/virtio-ports/org.kiln.agent.0\n"
     "Restart=always\n"
     "RestartSec=1\n";
 
@@ -85,41 +86,9 @@ base_name(const char *p)
 static int
 inject(guestfs_h *g, const char *agent, struct kiln_error *err)
 {
-    char **roots = guestfs_inspect_os(g);
-    if (!roots)
-        return gerr(g, err, "inspect");
-    if (!roots[0]) {
-        kiln_strv_free(roots);
-        return kiln_error_set(err, -KILN_E_UNSUPPORTED, "import: no operating system found in "
-                              "the image");
-    }
-    const char *root = roots[0];
-    int r = 0;
-    char *type = guestfs_inspect_get_type(g, root);
-    if (!kiln_streq(type, "linux"))
-        r = kiln_error_set(err, -KILN_E_UNSUPPORTED, "import: the image holds %s, not Linux",
-                           type ? type : "an unknown system");
-    free(type);
-    /* Mount everything the guest's fstab names, shortest mount point first. */
-    char **mps = r == 0 ? guestfs_inspect_get_mountpoints(g, root) : NULL;
-    if (r == 0 && !mps)
-        r = gerr(g, err, "mount points");
-    for (size_t len = 1; r == 0 && len < PATH_MAX; len++) {
-        bool more = false;
-        for (size_t i = 0; mps[i]; i += 2) {
-            size_t l = strlen(mps[i]);
-            if (l > len)
-                more = true;
-            else if (l == len && guestfs_mount(g, mps[i + 1], mps[i]) < 0)
-                r = gerr(g, err, "mount");
-        }
-        if (!more)
-            break;
-    }
-    kiln_strv_free(mps);
-    kiln_strv_free(roots);
+    int r = kiln_inspect_mount_os(g, false, NULL, err);
     if (r < 0)
-        return r;
+        return kiln_error_prefix(err, r, "import");
 
     if (guestfs_is_dir(g, "/etc/systemd/system") <= 0)
         return kiln_error_set(err, -KILN_E_UNSUPPORTED, "import: the guest does not use systemd "
@@ -142,14 +111,21 @@ inject(guestfs_h *g, const char *agent, struct kiln_error *err)
         if (guestfs_upload(g, real, dst) < 0 || guestfs_chmod(g, 0755, dst) < 0)
             return gerr(g, err, "upload a library");
     }
-    if (guestfs_write(g, "/usr/bin/kiln-agent", agent_wrapper, strlen(agent_wrapper)) < 0 ||
-        guestfs_chmod(g, 0755, "/usr/bin/kiln-agent") < 0 ||
+    if (guestfs_mkdir_p(g, "/usr/local/bin") < 0 ||
+        guestfs_write(g, "/usr/local/bin/kiln-agent", agent_wrapper, strlen(agent_wrapper)) < 0 ||
+        guestfs_chmod(g, 0755, "/usr/local/bin/kiln-agent") < 0 ||
         guestfs_write(g, "/etc/systemd/system/kiln-agent.service", agent_unit,
                       strlen(agent_unit)) < 0 ||
         guestfs_mkdir_p(g, "/etc/udev/rules.d") < 0 ||
         guestfs_write(g, "/etc/udev/rules.d/60-kiln-agent.rules", udev_rule,
                       strlen(udev_rule)) < 0)
         return gerr(g, err, "install the agent service");
+    /* Also wanted by the port's device unit: started when the port appears even where the
+     * udev rule is not read (the same dependency, kept by systemd itself). */
+    if (guestfs_mkdir_p(g, DEVICE_WANTS) < 0 ||
+        guestfs_ln_sf(g, "/etc/systemd/system/kiln-agent.service",
+                      DEVICE_WANTS "/kiln-agent.service") < 0)
+        return gerr(g, err, "enable the agent service");
     return 0;
 }
 
@@ -157,18 +133,10 @@ inject(guestfs_h *g, const char *agent, struct kiln_error *err)
 static int
 inject_image(const char *path, const char *agent, struct kiln_error *err)
 {
-    guestfs_h *g = guestfs_create_flags(0);
-    if (!g)
-        return kiln_error_set(err, -KILN_E_FAILED, "import: cannot create a libguestfs handle");
-    guestfs_set_error_handler(g, NULL, NULL);
-    int r = 0;
-    if (!getenv("LIBGUESTFS_BACKEND"))
-        guestfs_set_backend(g, "direct");
-    if (!getenv("KILN_GUESTFS_KVM") && !getenv("LIBGUESTFS_BACKEND_SETTINGS")) {
-        /* No trust in nested KVM: libguestfs's appliance runs under TCG. */
-        char *settings[] = {"force_tcg", NULL};
-        guestfs_set_backend_settings(g, settings);
-    }
+    guestfs_h *g = NULL;
+    int r = kiln_inspect_guestfs_new(&g, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "import");
     if (guestfs_add_drive_opts(g, path, GUESTFS_ADD_DRIVE_OPTS_FORMAT, "qcow2", -1) < 0 ||
         guestfs_launch(g) < 0)
         r = gerr(g, err, "start libguestfs");
@@ -263,4 +231,58 @@ kiln_import_image(const struct kiln_import_options *opts, struct kiln_image_ref 
     if (!ret->location)
         ret->location = kiln_strdup(dest);
     return 0;
+}
+
+/* The agent binary for kiln_image_import(): $KILN_AGENT, else the one built beside the running
+ * program (BUILD/factory/cmd/kiln -> BUILD/guest-agent/kiln-agent), else an installed one. */
+static char *
+find_agent(void)
+{
+    const char *env = getenv("KILN_AGENT");
+    if (env && *env)
+        return kiln_strdup(env);
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        for (int up = 0; up < 4; up++) {
+            char *slash = strrchr(exe, '/');
+            if (!slash || slash == exe)
+                break;
+            *slash = '\0';
+            char *p = kiln_asprintf("%s/guest-agent/kiln-agent", exe);
+            if (access(p, X_OK) == 0)
+                return p;
+            free(p);
+            p = kiln_asprintf("%s/kiln-agent", exe);
+            if (access(p, X_OK) == 0)
+                return p;
+            free(p);
+        }
+    }
+    const char *installed[] = {"/usr/local/lib/kiln/kiln-agent", "/usr/lib/kiln/kiln-agent"};
+    for (size_t i = 0; i < sizeof(installed) / sizeof(installed[0]); i++)
+        if (access(installed[i], X_OK) == 0)
+            return kiln_strdup(installed[i]);
+    return NULL;
+}
+
+int
+kiln_image_import(const char *name, const char *file, const char *agent, const char *home,
+                  struct kiln_image_ref *ret, struct kiln_error *err)
+{
+    if (!name || !file)
+        return kiln_error_set(err, -EINVAL, "image import: --name and --file are required");
+    _cleanup_free_ char *found = agent ? kiln_strdup(agent) : find_agent();
+    if (!found)
+        return kiln_error_set(err, -ENOENT, "image import: no kiln-agent binary found (set "
+                              "KILN_AGENT to its path)");
+    if (access(found, X_OK) < 0)
+        return kiln_error_errno(err, -errno, "image import: agent %s", found);
+    /* A path, not a catalog name: the file is what the user gave. */
+    _cleanup_free_ char *path = strchr(file, '/') ? kiln_strdup(file)
+                                                  : kiln_asprintf("./%s", file);
+    struct kiln_import_options opts = {.source = path, .name = name, .home = home,
+                                       .agent = found};
+    return kiln_import_image(&opts, ret, err);
 }

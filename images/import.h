@@ -23,3 +23,10 @@ struct kiln_import_options {
  * its own boot loader). */
 int kiln_import_image(const struct kiln_import_options *opts, struct kiln_image_ref *ret,
                       struct kiln_error *err);
+
+/* The entry point of `kiln image import --name NAME --file FILE`: import FILE (qcow2 or raw, a
+ * path) into the catalog of home (NULL: kiln_catalog_home()) as NAME. agent NULL: $KILN_AGENT,
+ * else the kiln-agent built beside the running program (BUILD/guest-agent/kiln-agent), else
+ * /usr/local/lib/kiln/kiln-agent or /usr/lib/kiln/kiln-agent. */
+int kiln_image_import(const char *name, const char *file, const char *agent, const char *home,
+                      struct kiln_image_ref *ret, struct kiln_error *err);

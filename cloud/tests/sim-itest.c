@@ -350,12 +350,10 @@ sim_ec2_lifecycle(void **state)
     OK(kiln_ec2_wait_image_available(c, ami, &fast_wait, err));
 
     struct kiln_ec2_tag_spec tags[] = {{"kiln:build", "itest"}, {"Name", "builder"}};
-    const char *sgs[] = {"sg-0123456789abcdef0", NULL};
     struct kiln_ec2_run_instances_request run = {.image_id = ami, .instance_type = "t3.micro",
                                                  .user_data = "#!/bin/sh\necho kiln\n",
-                                                 .security_group_ids = NULL, .tags = tags,
+                                                 .tags = tags,
                                                  .n_tags = 2, .client_token = "itest-1"};
-    (void)sgs;
     struct kiln_ec2_instances inst;
     OK(kiln_ec2_run_instances(c, &run, &inst, err));
     assert_int_equal(inst.n, 1);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,7 +44,8 @@ usage(FILE *f)
                "\n"
                "Commands:\n"
                "  build --recipe FILE [--infrastructure FILE] [--distribution FILE]\n"
-               "        [--no-tests] [--verbose] [--json]     build an image\n"
+               "        [--no-tests] [--cache] [--verbose] [--json]\n"
+            "                                              build an image\n"
                "  build --pipeline FILE [...]                 the same, from an image pipeline\n"
                "  validate --recipe FILE | --pipeline FILE [--infrastructure FILE]\n"
                "           [--distribution FILE] [--json]     validate everything, start nothing\n"
@@ -139,13 +141,20 @@ struct progress {
     pthread_t ticker;
 };
 
+/* The status line, cut to the terminal's width: a wrapped line could not be redrawn. */
 static void
 draw(struct progress *p)
 {
     char el[32];
     fmt_duration((long long)(time(NULL) - p->start), el, sizeof(el));
     if (p->tty) {
-        fprintf(stderr, "\r\033[K[%s] %-10s %s", el, p->stage, p->step);
+        struct winsize ws;
+        int cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+        char line[512];
+        snprintf(line, sizeof(line), "[%s] %-10s %s", el, p->stage, p->step);
+        if (cols > 1 && strlen(line) >= (size_t)cols)
+            line[cols - 1] = '\0';
+        fprintf(stderr, "\r\033[K%s", line);
         p->line_shown = true;
     }
     fflush(stderr);
@@ -248,7 +257,7 @@ result_json(const struct kiln_build_result *res, int r, const struct kiln_error 
 
 struct files_opts {
     const char *recipe, *infra, *dist, *pipeline;
-    bool json, verbose, no_tests, kept;
+    bool json, verbose, no_tests, kept, cache;
 };
 
 static int
@@ -263,6 +272,7 @@ parse_opts(int argc, char **argv, struct files_opts *o)
         {"verbose", no_argument, NULL, 'v'},
         {"no-tests", no_argument, NULL, 'T'},
         {"kept", no_argument, NULL, 'k'},
+        {"cache", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -293,6 +303,9 @@ parse_opts(int argc, char **argv, struct files_opts *o)
             break;
         case 'k':
             o->kept = true;
+            break;
+        case 'C':
+            o->cache = true;
             break;
         case 'h':
             usage(stdout);
@@ -405,6 +418,7 @@ cmd_build(int argc, char **argv)
     opts.home = kiln_store_home(store);
     opts.store = store;
     opts.skip_tests = o.no_tests;
+    opts.layer_cache = o.cache;
     opts.progress = &cb;
     opts.cancel = &cancel_requested;
     struct kiln_build_result res;

@@ -59,6 +59,10 @@ on_event(void *userdata, const json_t *ev)
         fprintf(stderr, "Step %s: %s%s%s\n", kiln_json_get_str(ev, "step"),
                 kiln_json_get_str(ev, "status"), reason && *reason ? ": " : "",
                 reason ? reason : "");
+    } else if (kiln_streq(e, "step-retry")) {
+        fprintf(stderr, "Step %s: attempt %lld/%lld\n", kiln_json_get_str(ev, "step"),
+                (long long)json_integer_value(json_object_get(ev, "attempt")),
+                (long long)json_integer_value(json_object_get(ev, "maxAttempts")));
     } else if (kiln_streq(e, "phase-end"))
         fprintf(stderr, "Phase %s: %s\n", kiln_json_get_str(ev, "phase"),
                 kiln_json_get_str(ev, "status"));
@@ -214,6 +218,21 @@ cmd_run(int argc, char **argv)
     }
     if (c.trace)
         kiln_log_set_level(KILN_LOG_TRACE);
+    if (c.documents) {
+        /* Every problem, unabridged (the engine's error message has a bounded size). */
+        struct kiln_diags diags = {0};
+        int v = kiln_documents_check(c.documents, &diags);
+        if (v < 0) {
+            _cleanup_free_ char *msg = kiln_diags_format(&diags);
+            fputs(msg, stderr);
+            fprintf(stderr, "kiln-agent run: invalid documents (%zu problem%s)\n",
+                    diags.n + diags.dropped, diags.n + diags.dropped == 1 ? "" : "s");
+            kiln_diags_clear(&diags);
+            cli_clear(&c);
+            return 1;
+        }
+        kiln_diags_clear(&diags);
+    }
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

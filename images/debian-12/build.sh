@@ -36,6 +36,7 @@ done | cut -d: -f1 | LC_ALL=C sort -u | tr '\n' ',' | sed 's/,$//')
 packages="systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,zstd,grub-pc-bin"
 packages+=",grub-efi-amd64-bin,grub2-common,e2fsprogs,dosfstools,iproute2,systemd-resolved"
 packages+=",ca-certificates,curl,less,procps,sudo,bash"
+packages+=",openssh-server"
 [ -z "$libpkgs" ] || packages+=",$libpkgs"
 
 sources=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
@@ -80,6 +81,7 @@ if [ ! -f "$tarball" ] || [ "${KILN_FORCE:-0}" = 1 ]; then
         --customize-hook='printf "LABEL=kiln-root / ext4 errors=remount-ro 0 1\nLABEL=KILN-ESP /boot/efi vfat umask=0077,nofail 0 2\n" > "$1/etc/fstab"' \
         --customize-hook='mkdir -p "$1/boot/efi" "$1/var/lib/kiln"' \
         --customize-hook='rm -f "$1/etc/machine-id"; : > "$1/etc/machine-id"' \
+        --hook-directory="$here/files/rootfs/hooks" \
         "$suite" "$tarball.tmp"
     mv "$tarball.tmp" "$tarball"
 fi
@@ -124,6 +126,7 @@ mkfs ext4 /dev/sda3 label:kiln-root
 set-uuid /dev/sda3 $root_uuid
 mount /dev/sda3 /
 tar-in $tarball / xattrs:true
+sh "mkfs.fat -i 4B1E00D2 -n KILN-ESP /dev/sda2 >/dev/null"
 mount /dev/sda2 /boot/efi
 upload $agent /usr/bin/kiln-agent
 chmod 0755 /usr/bin/kiln-agent

@@ -49,11 +49,14 @@ def normalize_path(path):
 
 
 def canonical_uri(path, service, normalize=True):
-    """Canonical URI.  For S3 the path is used as sent (already encoded once by the client).
+    """Canonical URI.  For S3 the path is encoded once, without normalisation.
     For every other service the path is normalised and URI-encoded again, so a wire path that
     the client encoded once ends up encoded twice, as AWS expects."""
     if service == "s3":
-        return path or "/"
+        # S3 encodes the (decoded) path once and never normalises it.  Re-encoding what
+        # arrived gives the same bytes for a correctly encoded request, and the canonical
+        # form AWS uses when a client left characters such as '(' or '!' unencoded.
+        return uri_encode(urllib.parse.unquote(path or "/"), safe="/~-_.") or "/"
     if normalize:
         path = normalize_path(path)
     return uri_encode(path, safe="/~-_.") or "/"

@@ -8,7 +8,7 @@ import unittest
 from clitest import CliTest
 
 
-class Ec2Cli(CliTest):
+class Ec2Base(CliTest):
     delay_scale = 0.05
 
     def public_image(self, region=None):
@@ -27,6 +27,9 @@ class Ec2Cli(CliTest):
         return self.aws("ec2", "describe-instances", "--instance-ids", iid, "--query",
                         "Reservations[0].Instances[0].State.Name", "--output", "text").strip()
 
+
+
+class Ec2Cli(Ec2Base):
     def test_describe_regions(self):
         out = self.aws_json("ec2", "describe-regions")
         names = {r["RegionName"] for r in out["Regions"]}
@@ -168,6 +171,37 @@ class Ec2Cli(CliTest):
         self.assertEqual(self.aws_json("ec2", "describe-snapshots", "--owner-ids",
                                        "self")["Snapshots"], [])
 
+    def test_pagination(self):
+        ids, _ = self.launch(count=7)
+        before = self.requests("ec2:DescribeInstances")
+        out = self.aws_json("ec2", "describe-instances", "--page-size", "5")
+        got = [i["InstanceId"] for r in out["Reservations"] for i in r["Instances"]]
+        self.assertEqual(sorted(got), sorted(ids))
+        self.assertEqual(self.requests("ec2:DescribeInstances") - before, 2)
+        tags = self.aws_json("ec2", "describe-tags", "--max-items", "3")
+        self.assertEqual(len(tags["Tags"]), 3)
+        self.assertIn("NextToken", tags)
+        code, err = self.aws_fail("ec2", "describe-instances", "--instance-ids", ids[0],
+                                  "--max-results", "5")
+        self.assertIn("InvalidParameterCombination", err)
+
+    def test_error_format(self):
+        code, err = self.aws_fail("ec2", "run-instances", "--image-id",
+                                  "ami-0000000000000000f", "--count", "1")
+        self.assertEqual(code, 254)
+        self.assertIn("An error occurred (InvalidAMIID.NotFound) when calling the RunInstances "
+                      "operation: The image id '[ami-0000000000000000f]' does not exist", err)
+        code, err = self.aws_fail("ec2", "describe-images", "--image-ids", "bogus")
+        self.assertIn("InvalidAMIID.Malformed", err)
+        code, err = self.aws_fail("ec2", "run-instances", "--image-id", self.public_image(),
+                                  "--count", "1", "--dry-run")
+        self.assertIn("DryRunOperation", err)
+
+
+class Ec2ImportCli(Ec2Base):
+    """Imports run with slower delays so that the active phase is seen under load."""
+    delay_scale = 0.25
+
     def test_import_snapshot_and_register(self):
         self.aws("s3", "mb", "s3://kiln-import")
         disk = bytearray(3 * 1024 * 1024)
@@ -229,32 +263,6 @@ class Ec2Cli(CliTest):
             time.sleep(0.3)
         self.assertEqual(t["Status"], "deleted")
         self.assertIn("ClientError", t["StatusMessage"])
-
-    def test_pagination(self):
-        ids, _ = self.launch(count=7)
-        before = self.requests("ec2:DescribeInstances")
-        out = self.aws_json("ec2", "describe-instances", "--page-size", "5")
-        got = [i["InstanceId"] for r in out["Reservations"] for i in r["Instances"]]
-        self.assertEqual(sorted(got), sorted(ids))
-        self.assertEqual(self.requests("ec2:DescribeInstances") - before, 2)
-        tags = self.aws_json("ec2", "describe-tags", "--max-items", "3")
-        self.assertEqual(len(tags["Tags"]), 3)
-        self.assertIn("NextToken", tags)
-        code, err = self.aws_fail("ec2", "describe-instances", "--instance-ids", ids[0],
-                                  "--max-results", "5")
-        self.assertIn("InvalidParameterCombination", err)
-
-    def test_error_format(self):
-        code, err = self.aws_fail("ec2", "run-instances", "--image-id",
-                                  "ami-0000000000000000f", "--count", "1")
-        self.assertEqual(code, 254)
-        self.assertIn("An error occurred (InvalidAMIID.NotFound) when calling the RunInstances "
-                      "operation: The image id '[ami-0000000000000000f]' does not exist", err)
-        code, err = self.aws_fail("ec2", "describe-images", "--image-ids", "bogus")
-        self.assertIn("InvalidAMIID.Malformed", err)
-        code, err = self.aws_fail("ec2", "run-instances", "--image-id", self.public_image(),
-                                  "--count", "1", "--dry-run")
-        self.assertIn("DryRunOperation", err)
 
 
 if __name__ == "__main__":

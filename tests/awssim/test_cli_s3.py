@@ -27,6 +27,13 @@ class S3Cli(CliTest):
         buckets = self.aws_json("s3api", "list-buckets")["Buckets"]
         self.assertEqual([b["Name"] for b in buckets], ["kiln-small"])
         self.aws("s3api", "head-bucket", "--bucket", "kiln-small")
+        odd = "dir/ünï c (1)!'*+=&$@,;~.txt"  # characters that exercise path encoding
+        self.aws("s3", "cp", self.path("small.txt"), "s3://kiln-small/" + odd)
+        self.aws("s3api", "get-object", "--bucket", "kiln-small", "--key", odd,
+                 self.path("odd.txt"))
+        self.assertEqual(self.read("odd.txt"), data)
+        self.assertIn(odd, self.sim.state()["s3"]["kiln-small"]["objects"])
+        self.aws("s3", "rm", "s3://kiln-small/" + odd)
         self.aws("s3", "rm", "s3://kiln-small/dir/small.txt")
         self.assertEqual(self.aws("s3", "ls", "s3://kiln-small/", "--recursive"), "")
         code, err = self.aws_fail("s3", "cp", "s3://kiln-small/dir/small.txt",
@@ -64,13 +71,38 @@ class S3Cli(CliTest):
         self.assertEqual(os.path.getsize(dst), size)
         subprocess.run(["cmp", src, dst], check=True)
 
+    def test_slow_one_gib_object(self):
+        """A 1 GiB object: streamed to disk, multipart up, ranged GETs down, byte-identical."""
+        self.aws("s3", "mb", "s3://kiln-gib")
+        size = 1 << 30
+        src = self.path("gib.bin")
+        h = hashlib.md5()
+        block = os.urandom(1 << 20)
+        with open(src, "wb") as f:
+            for i in range(size >> 20):
+                chunk = i.to_bytes(8, "big") + block[8:]
+                f.write(chunk)
+                h.update(chunk)
+        t0 = time.time()
+        self.aws("s3", "cp", src, "s3://kiln-gib/gib.bin", "--only-show-errors", timeout=1500)
+        t1 = time.time()
+        obj = self.sim.state()["s3"]["kiln-gib"]["objects"]["gib.bin"]
+        self.assertEqual((obj["size"], obj["md5"]), (size, h.hexdigest()))
+        dst = self.path("gib.out")
+        self.aws("s3", "cp", "s3://kiln-gib/gib.bin", dst, "--only-show-errors", timeout=1500)
+        t2 = time.time()
+        subprocess.run(["cmp", src, dst], check=True)
+        print("1 GiB: upload %.1f s, download %.1f s" % (t1 - t0, t2 - t1))
+
     def test_list_objects_v2(self):
         self.aws("s3", "mb", "s3://kiln-list")
-        self.write("x", b"x")
         keys = ["a/%02d" % i for i in range(23)] + ["b/one", "b/two", "c d+e.txt", "top"]
         for k in keys:
-            self.aws("s3api", "put-object", "--bucket", "kiln-list", "--key", k, "--body",
-                     self.path("x"))
+            os.makedirs(os.path.dirname(self.path("tree/" + k)), exist_ok=True)
+            self.write("tree/" + k, k.encode())
+        self.aws("s3", "cp", "--recursive", self.path("tree"), "s3://kiln-list/",
+                 "--only-show-errors")
+        self.assertEqual(self.requests("s3:PutObject"), len(keys))
         before = self.requests("s3:ListObjectsV2")
         out = self.aws_json("s3api", "list-objects-v2", "--bucket", "kiln-list",
                             "--page-size", "10")

@@ -297,7 +297,7 @@ def chunked_body(data, chunk, key=None, seed_sig=None, amz_date=None, scope=None
     return out + b"\r\n"
 
 
-class AwsChunked(unittest.TestCase):
+class RawS3(unittest.TestCase):
     def setUp(self):
         self.s = Simulator(delay_scale=0.01).start()
         self.addCleanup(self.s.stop)
@@ -348,6 +348,17 @@ class AwsChunked(unittest.TestCase):
             "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
         self.assertEqual(status, 403)
         self.assertIn(b"SignatureDoesNotMatch", body)
+
+    def test_virtual_host_style(self):
+        self.assertEqual(self.send("PUT", "/vhost", [], b"", sigv4.EMPTY_SHA256)[0], 200)
+        self.host = "vhost.localhost:%d" % self.s.port
+        data = b"virtual host"
+        status, body = self.send("PUT", "/dir/obj.txt", [], data,
+                                 hashlib.sha256(data).hexdigest())
+        self.assertEqual(status, 200, body)
+        self.assertIn("dir/obj.txt", self.s.state()["s3"]["vhost"]["objects"])
+        status, body = self.send("GET", "/dir/obj.txt", [], b"", sigv4.EMPTY_SHA256)
+        self.assertEqual((status, body), (200, data))
 
     def test_unsigned_trailer(self):
         self.send("PUT", "/chunky", [], b"", sigv4.EMPTY_SHA256)

@@ -1,6 +1,23 @@
 # AWS simulator tests (tests/awssim/): one ctest entry per Python test method.
 # test_unit_*.py -> label "unit" (no AWS CLI needed); test_cli_*.py -> label "cloud" (drive
-# /usr/bin/aws against a fresh simulator).
+# /usr/bin/aws against a fresh simulator); methods named test_slow_* also get label "slow".
+
+# kiln_add_awssim_test(NAME <name> COMMAND <cmd> [args...] [LABELS <extra labels>]
+#                      [SIM_ARGS <with-sim.sh options>])
+# Runs <cmd> under tests/awssim/with-sim.sh: a fresh simulator, with AWSSIM_ENDPOINT and the
+# AWS_* variables exported.  Label "cloud".  For C and shell tests of the cloud client.
+function(kiln_add_awssim_test)
+    cmake_parse_arguments(ARG "" "NAME;TIMEOUT" "COMMAND;LABELS;SIM_ARGS" ${ARGN})
+    if(NOT ARG_TIMEOUT)
+        set(ARG_TIMEOUT 600)
+    endif()
+    add_test(NAME ${ARG_NAME}
+             COMMAND ${PROJECT_SOURCE_DIR}/tests/awssim/with-sim.sh ${ARG_SIM_ARGS} --
+                     ${ARG_COMMAND})
+    set_tests_properties(${ARG_NAME} PROPERTIES LABELS "cloud;${ARG_LABELS}"
+                         TIMEOUT ${ARG_TIMEOUT})
+endfunction()
+
 find_package(Python3 COMPONENTS Interpreter)
 if(NOT Python3_Interpreter_FOUND)
     message(WARNING "python3 not found: AWS simulator tests are not registered")
@@ -25,12 +42,21 @@ foreach(src ${awssim_tests})
         if(item MATCHES "class ([A-Za-z0-9_]+)")
             set(cls ${CMAKE_MATCH_1})
         elseif(item MATCHES "def (test_[A-Za-z0-9_]+)")
-            set(id ${module}.${cls}.${CMAKE_MATCH_1})
+            set(method ${CMAKE_MATCH_1})
+            set(id ${module}.${cls}.${method})
+            set(test_labels "${labels}")
+            set(test_timeout ${timeout})
+            if(method MATCHES "^test_slow_")
+                # Long-running (large objects): also labelled slow, so "-L cloud -LE slow"
+                # keeps the quick set.
+                list(APPEND test_labels slow)
+                set(test_timeout 1800)
+            endif()
             add_test(NAME awssim.${id}
                      COMMAND ${Python3_EXECUTABLE} -m unittest -v ${id}
                      WORKING_DIRECTORY ${awssim_dir})
-            set_tests_properties(awssim.${id} PROPERTIES LABELS "${labels}" TIMEOUT ${timeout}
-                                 ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+            set_tests_properties(awssim.${id} PROPERTIES LABELS "${test_labels}"
+                                 TIMEOUT ${test_timeout} ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
         endif()
     endforeach()
 endforeach()
@@ -57,4 +83,11 @@ foreach(f ${boto_cases})
     string(REPLACE "/" "_" case ${rel})
     string(REPLACE "-" "_" case ${case})
     awssim_vector_test(test_unit_sigv4.BotocoreSuite.test_${case})
+endforeach()
+
+# Shell scripts in tests/awssim/sh/, each run under with-sim.sh (one ctest entry per script).
+file(GLOB awssim_sh CONFIGURE_DEPENDS ${awssim_dir}/sh/*.sh)
+foreach(script ${awssim_sh})
+    get_filename_component(name ${script} NAME_WE)
+    kiln_add_awssim_test(NAME awssim.sh.${name} COMMAND ${script})
 endforeach()

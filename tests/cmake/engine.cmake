@@ -1,5 +1,5 @@
 # The component engine's command line (kiln-agent validate/run) end to end, and its benchmark.
-foreach(case validate-ok validate-errors run-example run-failed run-reboot usage)
+foreach(case validate-ok validate-errors run-example run-failed run-reboot run-reboot-default-state usage)
     add_test(NAME agent-cli.${case}
              COMMAND ${PROJECT_SOURCE_DIR}/tests/engine/cli-test.sh $<TARGET_FILE:kiln-agent>
                      ${PROJECT_SOURCE_DIR} ${case})

@@ -19,7 +19,7 @@ if(CMOCKA_FOUND)
     foreach(case test_agent_over_virtio_serial test_reboot_and_resume_in_a_real_guest)
         add_test(NAME drivers-agent-vm-test.${case} COMMAND drivers-agent-vm-test)
         set_tests_properties(drivers-agent-vm-test.${case} PROPERTIES
-            LABELS "vm" TIMEOUT 900
+            LABELS "vm" RESOURCE_LOCK vm-guests TIMEOUT 900
             ENVIRONMENT "KILN_TEST_CASE=${case};KILN_SOURCE_DIR=${PROJECT_SOURCE_DIR};KILN_AGENT_BIN=$<TARGET_FILE:kiln-agent>")
     endforeach()
 endif()

@@ -69,6 +69,18 @@ run-reboot)
     grep -q '"status": "success"' "$work/out" || fail "resume status"
     [ "$(ls -d "$work"/logs/TOE_* | wc -l)" = 1 ] || fail "resume used another log folder"
     ;;
+run-reboot-default-state)
+    # Without --state-directory the same command resumes (state under the log directory).
+    printf 'name: r\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: K\n        action: ExecuteBash\n        inputs:\n          commands:\n            - echo run >> %s/count\n            - "[ -f %s/done ] || { touch %s/done; exit 194; }"\n' "$work" "$work" "$work" > "$work/k.yml"
+    rc=0
+    "$agent" run --documents "$work/k.yml" --log-directory "$work/logs" > /dev/null 2>&1 || rc=$?
+    [ $rc = 194 ] || fail "exit code $rc, expected 194"
+    [ -f "$work/logs/.kiln-agent-state/kiln-agent-state.json" ] || fail "no state saved"
+    "$agent" run --documents "$work/k.yml" --log-directory "$work/logs" > "$work/out" 2>/dev/null
+    grep -q '"status": "success"' "$work/out" || fail "resume status"
+    [ "$(cat "$work/count")" = "$(printf 'run\nrun')" ] || fail "step ran $(wc -l < "$work/count") times"
+    [ ! -f "$work/logs/.kiln-agent-state/kiln-agent-state.json" ] || fail "state left behind"
+    ;;
 usage)
     rc=0
     "$agent" run > /dev/null 2>&1 || rc=$?

@@ -594,6 +594,9 @@ test_read_file(void **state)
     /* not text */
     assert_int_equal(kiln_write_file_atomic(P("bin"), "\xff\xfe\xfd", 3, 0644, &e), 0);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@/bin\"}]"), -EILSEQ);
+    /* iconv passes "UTF-8" above U+10FFFF through; ReadFile does not (found by fuzzing) */
+    assert_int_equal(kiln_write_file_atomic(P("big"), "\xf7\xbf\xbb\xbb", 4, 0644, &e), 0);
+    assert_int_equal(run("ReadFile", "[{\"path\": \"@/big\"}]"), -EILSEQ);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@/missing\"}]"), -ENOENT);
     assert_int_equal(run("ReadFile", "[{\"path\": \"@\"}]"), -EISDIR);
 }
@@ -693,6 +696,40 @@ test_set_permissions(void **state)
         run("SetFilePermissions", "[{\"path\": \"@/none\", \"permissions\": \"0700\"}]"), -ENOENT);
 }
 
+/* Long copies and walks stop on cancellation and at the step's time limit. */
+static void
+test_cancel_and_timeout(void **state)
+{
+    for (int i = 0; i < 50; i++) {
+        char rel[64];
+        snprintf(rel, sizeof(rel), "big/d%d/f.txt", i);
+        write_file(P(rel), "x");
+    }
+    _cleanup_free_ char *text =
+        kiln_asprintf("[{\"source\": \"%s/big\", \"destination\": \"%s/copy\"}]", tmp, tmp);
+    _cleanup_json_ json_t *in = json_loads(text, 0, NULL);
+    assert_non_null(in);
+    const struct kiln_module *m = kiln_module_find("CopyFolder");
+    volatile sig_atomic_t cancel = 1;
+    struct kiln_module_ctx ctx = {.work_dir = tmp, .timeout_seconds = 60, .cancel = &cancel};
+    json_t *out = NULL;
+    struct kiln_error e = {0};
+    assert_int_equal(m->run(in, &ctx, &out, &e), -ECANCELED);
+    assert_string_equal(e.message, "CopyFolder: cancelled");
+    assert_null(out);
+    assert_false(exists(P("copy/d0/f.txt")));
+    /* no time left: the walk stops at once */
+    cancel = 0;
+    ctx.timeout_seconds = 0;
+    kiln_error_clear(&e);
+    const struct kiln_module *lf = kiln_module_find("ListFiles");
+    _cleanup_free_ char *lt = kiln_asprintf("[{\"path\": \"%s/big\", \"recursive\": true}]", tmp);
+    _cleanup_json_ json_t *lin = json_loads(lt, 0, NULL);
+    assert_int_equal(lf->run(lin, &ctx, &out, &e), -ETIMEDOUT);
+    assert_string_equal(e.message, "ListFiles: timed out after 0 seconds");
+    assert_null(out);
+}
+
 /* Items run in order; the first failure stops the step. */
 static void
 test_items_in_order(void **state)
@@ -705,7 +742,8 @@ test_items_in_order(void **state)
     assert_false(exists(P("3.txt")));
 }
 
-KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_append_file, setup, teardown),
+KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_cancel_and_timeout, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_append_file, setup, teardown),
                cmocka_unit_test_setup_teardown(test_create_file, setup, teardown),
                cmocka_unit_test_setup_teardown(test_create_file_owner, setup, teardown),
                cmocka_unit_test_setup_teardown(test_create_folder, setup, teardown),

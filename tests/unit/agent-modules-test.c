@@ -465,6 +465,11 @@ test_schema_rejects(void **state)
                                   "    destination: /tmp/\n    checksum: abc\n"
                                   "    algorithm: CRC32\n"),
                      1);
+    /* the documented spelling only (the validator's allowed list is exact) */
+    assert_int_equal(problems_for("action: WebDownload\ninputs:\n  - source: https://x/y\n"
+                                  "    destination: /tmp/\n    checksum: abc\n"
+                                  "    algorithm: sha256\n"),
+                     1);
     assert_int_equal(problems_for("action: S3Download\ninputs:\n  - source: /local\n"
                                   "    destination: /tmp/\n"),
                      1);

@@ -19,6 +19,7 @@
 #include "common/fs.h"
 #include "common/hash.h"
 #include "common/json.h"
+#include "common/yaml.h"
 #include "guest-agent/mod-common.h"
 #include "guest-agent/module.h"
 #include "guest-agent/proc.h"
@@ -388,6 +389,98 @@ test_bad_inputs(void **state)
     assert_int_equal(requests("/a.bin"), 0);
 }
 
+/* Replace every occurrence of from with to. */
+static char *
+replace_all(const char *s, const char *from, const char *to)
+{
+    struct kiln_buf b = {0};
+    size_t lf = strlen(from);
+    for (const char *p = s;;) {
+        const char *q = strstr(p, from);
+        if (!q) {
+            kiln_buf_append_str(&b, p);
+            break;
+        }
+        kiln_buf_append(&b, p, (size_t)(q - p));
+        kiln_buf_append_str(&b, to);
+        p = q + lf;
+    }
+    return kiln_buf_steal(&b);
+}
+
+/* The user guide's WebDownload example with its documented output, run against the local
+ * HTTPS server: its host and /tmp are rewritten, nothing else. */
+static void
+run_doc_snippet(const char *file, const char *host, json_t **ret_expected)
+{
+    _cleanup_free_ char *path =
+        kiln_asprintf("%s/tests/data/modules/doc-snippets/%s", kiln_test_source_dir(), file);
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    assert_int_equal(kiln_read_file(path, 1 << 20, &data, &len, NULL), 0);
+    char *out = strstr(data, "\nOutput:\n");
+    assert_non_null(out);
+    *out = '\0';
+    struct kiln_yaml_doc *doc = NULL;
+    struct kiln_error e = {0};
+    assert_int_equal(kiln_yaml_parse(data, strlen(data), file, NULL, &doc, &e), 0);
+    _cleanup_json_ json_t *inputs = kiln_yaml_to_json(kiln_yaml_map_get(doc->root, "inputs"));
+    kiln_yaml_doc_free(doc);
+    _cleanup_free_ char *text = json_dumps(inputs, 0);
+    _cleanup_free_ char *local = kiln_asprintf("https://127.0.0.1:%d", port);
+    _cleanup_free_ char *t1 = replace_all(text, host, local);
+    _cleanup_free_ char *tmpdir = kiln_asprintf("%s/", tmp);
+    _cleanup_free_ char *t2 = replace_all(t1, "/tmp/", tmpdir);
+    _cleanup_free_ char *expect_text = replace_all(out + strlen("\nOutput:\n"), "/tmp/", tmpdir);
+    *ret_expected = json_loads(expect_text, 0, NULL);
+    assert_non_null(*ret_expected);
+    /* the snippets download over HTTPS from a host whose certificate is not trusted here */
+    _cleanup_free_ char *t3 =
+        replace_all(t2, "\"source\"", "\"ignoreCertificateErrors\": true, \"source\"");
+    int r = run("%s", t3);
+    if (r < 0)
+        fail_msg("%s: %s (inputs %s)", file, err.message, t3);
+}
+
+static void
+test_doc_snippet_outputs(void **state)
+{
+    start_server(true);
+    _cleanup_free_ char *resource = kiln_path_join(root, "resource");
+    assert_int_equal(kiln_write_file_atomic(resource, "r", 1, 0644, NULL), 0);
+    _cleanup_free_ char *dir = kiln_path_join(root, "path/to");
+    _cleanup_free_ char *zip = kiln_path_join(root, "java14.zip");
+    assert_int_equal(kiln_write_file_atomic(zip, "z", 1, 0644, NULL), 0);
+
+    /* DownloadRemoteIgnoreValidation: a folder destination takes the URL's last name */
+    _cleanup_json_ json_t *expect = NULL;
+    run_doc_snippet("awsdocs__ec2-image-builder-user-guide__doc_source__image-builder-action-"
+                    "modules.md__block15.yml",
+                    "https://www.bad-ssl.com", &expect);
+    assert_true(json_equal(outputs, expect));
+    assert_content("downloads/resource", "r");
+
+    /* DownloadRemoteFiles: one destination per line. The guide's output has a typo in its
+     * first line ("/tmp/create_new_folder/java14_renamed.zip" for "/tmp/java14_renamed.zip"),
+     * so only the second line is compared as published. */
+    _cleanup_json_ json_t *expect2 = NULL;
+    assert_int_equal(kiln_mkdir_p(dir, 0755, NULL), 0);
+    _cleanup_free_ char *zip2 = kiln_path_join(dir, "java14.zip");
+    assert_int_equal(kiln_write_file_atomic(zip2, "z", 1, 0644, NULL), 0);
+    run_doc_snippet("awsdocs__ec2-image-builder-user-guide__doc_source__image-builder-action-"
+                    "modules.md__block13.yml",
+                    "https://testdomain", &expect2);
+    const char *got = kiln_json_get_str(outputs, "destination");
+    const char *want = kiln_json_get_str(expect2, "destination");
+    assert_non_null(got);
+    assert_non_null(want);
+    _cleanup_free_ char *first = kiln_asprintf("%s/java14_renamed.zip\n", tmp);
+    assert_int_equal(strncmp(got, first, strlen(first)), 0);
+    assert_string_equal(strchr(got, '\n'), strchr(want, '\n'));
+    assert_content("java14_renamed.zip", "z");
+    assert_content("create_new_folder_and_add_java14_as_zip/java14.zip", "z");
+}
+
 KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_file_and_folder_destinations, setup, teardown),
                cmocka_unit_test_setup_teardown(test_checksum_good, setup, teardown),
                cmocka_unit_test_setup_teardown(test_checksum_bad_leaves_nothing, setup, teardown),
@@ -396,4 +489,5 @@ KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_file_and_folder_destinations
                cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
                cmocka_unit_test_setup_teardown(test_https_self_signed, setup, teardown),
                cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
-               cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown))
+               cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_doc_snippet_outputs, setup, teardown))

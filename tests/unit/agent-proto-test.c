@@ -120,9 +120,9 @@ test_oversized_frame_rejected_then_recovers(void **state)
     /* The encoder refuses to build one. */
     _cleanup_buf_ struct kiln_buf big = {0};
     char *payload = calloc(1, KILN_PROTO_MAX_PAYLOAD + 1);
-    assert_int_equal(kiln_proto_encode(&big, KILN_MSG_EVENT, 0, 1, payload,
-                                       KILN_PROTO_MAX_PAYLOAD + 1),
-                     -KILN_E_LIMIT);
+    assert_int_equal(
+        kiln_proto_encode(&big, KILN_MSG_EVENT, 0, 1, payload, KILN_PROTO_MAX_PAYLOAD + 1),
+        -KILN_E_LIMIT);
     free(payload);
 }
 
@@ -176,7 +176,8 @@ test_stale_partial_frame_dropped(void **state)
     /* A frame cut short (its sender died), then a whole one: the decoder waits for the missing
      * bytes until told the partial frame is stale. */
     _cleanup_buf_ struct kiln_buf b = {0};
-    _cleanup_json_ json_t *j = json_pack("{s:s}", "pad", "0123456789012345678901234567890123456789");
+    _cleanup_json_ json_t *j =
+        json_pack("{s:s}", "pad", "0123456789012345678901234567890123456789");
     assert_int_equal(kiln_proto_encode_json(&b, KILN_MSG_EVENT, 0, 1, j), 0);
     b.len -= 20;
     assert_int_equal(kiln_proto_encode_json(&b, KILN_MSG_SYNC, 0, 2, j), 0);
@@ -239,11 +240,14 @@ test_find_sync(void **state)
 static void
 test_relpath_checks(void **state)
 {
-    static const char *const good[] = {"a", "TOE_2026-01-01_00-00-00_x/console.log",
-                                       "a/b/c.d", "cone.d", "COM", "COMX", "..a", "a..", ".hidden"};
-    static const char *const bad[] = {"",      "/etc/passwd", "../x",  "a/../../x", "a//b",
-                                      "a/",    "./a",         "a/.",   "a\\b",      "a\nb",
-                                      "CON",   "nul.txt",     "com1",  "LPT9.log",  ".."};
+    static const char *const good[] = {"a",       "TOE_2026-01-01_00-00-00_x/console.log",
+                                       "a/b/c.d", "cone.d",
+                                       "COM",     "COMX",
+                                       "..a",     "a..",
+                                       ".hidden"};
+    static const char *const bad[] = {"",    "/etc/passwd", "../x", "a/../../x", "a//b",
+                                      "a/",  "./a",         "a/.",  "a\\b",      "a\nb",
+                                      "CON", "nul.txt",     "com1", "LPT9.log",  ".."};
     for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
         struct kiln_error err = {0};
         if (kiln_proto_check_relpath(good[i], &err) != 0)
@@ -268,9 +272,11 @@ test_relpath_checks(void **state)
     assert_false(kiln_proto_valid_id(""));
 }
 
-KILN_TEST_MAIN(cmocka_unit_test(test_crc32_known_value), cmocka_unit_test(test_roundtrip_byte_by_byte),
+KILN_TEST_MAIN(cmocka_unit_test(test_crc32_known_value),
+               cmocka_unit_test(test_roundtrip_byte_by_byte),
                cmocka_unit_test(test_junk_is_skipped),
                cmocka_unit_test(test_oversized_frame_rejected_then_recovers),
-               cmocka_unit_test(test_bad_checksums), cmocka_unit_test(test_unknown_type_flags_version),
+               cmocka_unit_test(test_bad_checksums),
+               cmocka_unit_test(test_unknown_type_flags_version),
                cmocka_unit_test(test_stale_partial_frame_dropped), cmocka_unit_test(test_find_sync),
                cmocka_unit_test(test_relpath_checks))

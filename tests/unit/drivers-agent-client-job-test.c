@@ -44,8 +44,8 @@ start_agent(struct agent_thread *t, const char *state_dir, const char *boot_id)
     t->cfg.state_directory = state_dir;
     t->cfg.boot_id = boot_id;
     assert_int_equal(pthread_create(&t->thread, NULL, agent_main, t), 0);
-    struct kiln_agent_client_options o = {.connect_timeout_ms = 10000, .reply_timeout_ms = 10000,
-                                          .ping_interval_ms = 1000};
+    struct kiln_agent_client_options o = {
+        .connect_timeout_ms = 10000, .reply_timeout_ms = 10000, .ping_interval_ms = 1000};
     struct kiln_agent_client *c = NULL;
     struct kiln_error err = {0};
     if (kiln_agent_client_open_fd(sv[0], &o, &c, &err) < 0)
@@ -119,8 +119,8 @@ test_real_document_execute_bash(void **state)
     const char *docs[] = {doc, NULL};
     const char *phases[] = {"build", NULL};
     _cleanup_json_ json_t *params = json_pack("{s:s}", "greeting", "kiln");
-    struct kiln_agent_job job = {.execution_id = "real-1", .documents = docs, .phases = phases,
-                                 .parameters = params};
+    struct kiln_agent_job job = {
+        .execution_id = "real-1", .documents = docs, .phases = phases, .parameters = params};
     struct seen s = {0};
     struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
     struct kiln_agent_job_result res = {0};
@@ -155,13 +155,13 @@ test_real_reboot_cycle(void **state)
     _cleanup_free_ char *dir = tmpdir();
     _cleanup_free_ char *st = kiln_path_join(dir, "state");
     _cleanup_free_ char *marker = kiln_path_join(dir, "rebooted");
-    _cleanup_free_ char *text = kiln_asprintf(
-        "name: reboot\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
-        "      - name: RebootOnce\n        action: ExecuteBash\n        inputs:\n"
-        "          commands:\n"
-        "            - if [ ! -e %s ]; then touch %s; exit 194; fi\n"
-        "            - echo after-reboot\n",
-        marker, marker);
+    _cleanup_free_ char *text =
+        kiln_asprintf("name: reboot\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+                      "      - name: RebootOnce\n        action: ExecuteBash\n        inputs:\n"
+                      "          commands:\n"
+                      "            - if [ ! -e %s ]; then touch %s; exit 194; fi\n"
+                      "            - echo after-reboot\n",
+                      marker, marker);
     _cleanup_free_ char *doc = write_doc(dir, "reboot.yml", text);
     struct agent_thread t1 = {0};
     struct kiln_agent_client *c = start_agent(&t1, st, "boot-1");
@@ -234,17 +234,19 @@ static void
 test_real_cancel_mid_step(void **state)
 {
     _cleanup_free_ char *dir = tmpdir();
-    _cleanup_free_ char *doc = write_doc(
-        dir, "long.yml",
-        "name: long\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
-        "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
-        "          commands:\n            - echo started\n            - sleep 60\n");
+    _cleanup_free_ char *doc =
+        write_doc(dir, "long.yml",
+                  "name: long\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+                  "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
+                  "          commands:\n            - echo started\n            - sleep 60\n");
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     struct agent_thread t = {.fd = sv[1], .cfg = {.state_directory = dir}};
     assert_int_equal(pthread_create(&t.thread, NULL, agent_main, &t), 0);
-    struct kiln_agent_client_options o = {.connect_timeout_ms = 5000, .reply_timeout_ms = 10000,
-                                          .ping_interval_ms = 500, .cancel = &cancel_flag};
+    struct kiln_agent_client_options o = {.connect_timeout_ms = 5000,
+                                          .reply_timeout_ms = 10000,
+                                          .ping_interval_ms = 500,
+                                          .cancel = &cancel_flag};
     struct kiln_agent_client *c = NULL;
     struct kiln_error err = {0};
     assert_int_equal(kiln_agent_client_open_fd(sv[0], &o, &c, &err), 0);
@@ -267,11 +269,11 @@ static void
 test_real_dead_agent_mid_job(void **state)
 {
     _cleanup_free_ char *dir = tmpdir();
-    _cleanup_free_ char *doc = write_doc(
-        dir, "long.yml",
-        "name: long\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
-        "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
-        "          commands:\n            - echo started\n            - sleep 30\n");
+    _cleanup_free_ char *doc =
+        write_doc(dir, "long.yml",
+                  "name: long\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+                  "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
+                  "          commands:\n            - echo started\n            - sleep 30\n");
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     pid_t pid = fork();
@@ -279,12 +281,13 @@ test_real_dead_agent_mid_job(void **state)
     if (pid == 0) {
         close(sv[0]);
         setpgid(0, 0); /* the engine's children die with the agent's group */
+        setenv("TMPDIR", dir, 1); /* what the killed step leaves goes with the test's folder */
         struct kiln_agent_serve_config cfg = {.state_directory = dir};
         _exit(kiln_agent_serve_fd(sv[1], &cfg, NULL) < 0 ? 1 : 0);
     }
     close(sv[1]);
-    struct kiln_agent_client_options o = {.connect_timeout_ms = 5000, .reply_timeout_ms = 2000,
-                                          .ping_interval_ms = 500};
+    struct kiln_agent_client_options o = {
+        .connect_timeout_ms = 5000, .reply_timeout_ms = 2000, .ping_interval_ms = 500};
     struct kiln_agent_client *c = NULL;
     struct kiln_error err = {0};
     assert_int_equal(kiln_agent_client_open_fd(sv[0], &o, &c, &err), 0);

@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <pty.h>
 #include <signal.h>
@@ -127,14 +128,14 @@ count_entries(const char *dir)
     return n;
 }
 
-/* --- a scripted job runner (stands in for the engine; the serve loop around it is real) -------- */
+/* --- a scripted job runner (stands in for the engine; the serve loop around it is real) --------
+ */
 
 static volatile int runner_sleep_ms;
 static volatile int runner_started;
 
 static int
-scripted_run(const struct kiln_run_options *o, struct kiln_run_result *res,
-             struct kiln_error *err)
+scripted_run(const struct kiln_run_options *o, struct kiln_run_result *res, struct kiln_error *err)
 {
     runner_started = 1;
     /* Prove the documents arrived intact: their digests go into the log. */
@@ -153,9 +154,9 @@ scripted_run(const struct kiln_run_options *o, struct kiln_run_result *res,
     const char *p = json_string_value(json_object_get(o->parameters, "greeting"));
     write_text(sub, "parameter.txt", p ? p : "(none)");
 
-    _cleanup_json_ json_t *start = json_pack("{s:s, s:s, s:s}", "event", "step-start", "phase",
-                                             o->phases && o->phases[0] ? o->phases[0] : "build",
-                                             "step", "Hello");
+    _cleanup_json_ json_t *start =
+        json_pack("{s:s, s:s, s:s}", "event", "step-start", "phase",
+                  o->phases && o->phases[0] ? o->phases[0] : "build", "step", "Hello");
     o->events->event(o->events->userdata, start);
     o->events->console(o->events->userdata, "stdout", "hello\n", 6);
     o->events->console(o->events->userdata, "stderr", "warn\0ing\n", 9);
@@ -177,8 +178,8 @@ scripted_run(const struct kiln_run_options *o, struct kiln_run_result *res,
         }
         usleep(20 * 1000);
     }
-    _cleanup_json_ json_t *end = json_pack("{s:s, s:s, s:s}", "event", "step-end", "step",
-                                           "Hello", "status", "success");
+    _cleanup_json_ json_t *end =
+        json_pack("{s:s, s:s, s:s}", "event", "step-end", "step", "Hello", "status", "success");
     o->events->event(o->events->userdata, end);
     res->status = KILN_RUN_SUCCESS;
     res->log_folder = kiln_strdup(folder);
@@ -273,8 +274,8 @@ static void *
 port_main(void *arg)
 {
     struct port_thread *p = arg;
-    struct kiln_agent_serve_config cfg = {.state_directory = p->state, .poweroff = note_poweroff,
-                                          .run = scripted_run};
+    struct kiln_agent_serve_config cfg = {
+        .state_directory = p->state, .poweroff = note_poweroff, .run = scripted_run};
     struct kiln_error err = {0};
     p->result = kiln_agent_serve_port(p->path, &cfg, &err);
     if (p->result < 0)
@@ -336,8 +337,8 @@ test_agent_answers_pings_during_a_long_job(void **state)
     runner_sleep_ms = 3000;
     struct agent_thread t = {0};
     int fd = agent_pair(&t, dir, "b", scripted_run);
-    struct kiln_agent_client_options o = {.connect_timeout_ms = 5000, .reply_timeout_ms = 800,
-                                          .ping_interval_ms = 200};
+    struct kiln_agent_client_options o = {
+        .connect_timeout_ms = 5000, .reply_timeout_ms = 800, .ping_interval_ms = 200};
     struct kiln_agent_client *c = NULL;
     struct kiln_error err = {0};
     assert_int_equal(kiln_agent_client_open_fd(fd, &o, &c, &err), 0);
@@ -421,8 +422,8 @@ test_job_streams_events_console_and_logs(void **state)
     const char *docs[] = {doc1, doc2, NULL};
     const char *phases[] = {"build", NULL};
     _cleanup_json_ json_t *params = json_pack("{s:s}", "greeting", "hi there");
-    struct kiln_agent_job job = {.execution_id = "exec-1", .documents = docs, .phases = phases,
-                                 .parameters = params};
+    struct kiln_agent_job job = {
+        .execution_id = "exec-1", .documents = docs, .phases = phases, .parameters = params};
     struct seen s = {0};
     struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
     struct kiln_agent_job_result res = {0};
@@ -482,8 +483,7 @@ test_reboot_cycle(void **state)
     assert_int_equal(kiln_agent_client_open_fd(fd, &fast, &c, &err), 0);
     const char *docs[] = {doc, NULL};
     _cleanup_json_ json_t *params = json_pack("{s:s}", "reboot", "yes");
-    struct kiln_agent_job job = {.execution_id = "exec-r", .documents = docs,
-                                 .parameters = params};
+    struct kiln_agent_job job = {.execution_id = "exec-r", .documents = docs, .parameters = params};
     struct seen s = {0};
     struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
     struct kiln_agent_job_result res = {0};
@@ -551,6 +551,106 @@ test_cancel_flag_cancels_the_job(void **state)
     kiln_rm_rf(dir, NULL);
 }
 
+/* A man in the middle that corrupts one byte of the first agent frame holding a needle. */
+struct proxy {
+    pthread_t thread;
+    int host_fd, agent_fd;
+    const char *needle;
+    int corrupted;
+};
+
+static void *
+proxy_main(void *arg)
+{
+    struct proxy *p = arg;
+    for (;;) {
+        struct pollfd pf[2] = {{.fd = p->host_fd, .events = POLLIN},
+                               {.fd = p->agent_fd, .events = POLLIN}};
+        if (poll(pf, 2, 10000) <= 0)
+            break;
+        for (int i = 0; i < 2; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP)))
+                continue;
+            char buf[65536];
+            ssize_t n = read(pf[i].fd, buf, sizeof(buf));
+            if (n <= 0)
+                goto out;
+            if (i == 1 && !p->corrupted) {
+                char *hit = memmem(buf, (size_t)n, p->needle, strlen(p->needle));
+                if (hit) {
+                    hit[0] ^= 0x20;
+                    p->corrupted = 1;
+                }
+            }
+            int to = i == 0 ? p->agent_fd : p->host_fd;
+            if (kiln_proto_write_all(to, buf, (size_t)n, kiln_proto_now_ms() + 5000) < 0)
+                goto out;
+        }
+    }
+out:
+    close(p->host_fd);
+    close(p->agent_fd);
+    return NULL;
+}
+
+static void
+corrupted_job(const char *needle, bool reboot)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *doc = make_document(dir, "hello.yml");
+    runner_sleep_ms = 600;
+    struct agent_thread t = {0};
+    int to_agent[2], to_host[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, to_agent), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, to_host), 0);
+    t.fd = to_agent[1];
+    agent_start(&t, dir, "b", scripted_run);
+    struct proxy p = {.host_fd = to_host[1], .agent_fd = to_agent[0], .needle = needle};
+    assert_int_equal(pthread_create(&p.thread, NULL, proxy_main, &p), 0);
+
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_open_fd(to_host[0], &fast, &c, &err), 0);
+    const char *docs[] = {doc, NULL};
+    _cleanup_json_ json_t *params = reboot ? json_pack("{s:s}", "reboot", "yes") : NULL;
+    struct kiln_agent_job job = {.execution_id = "exec-x", .documents = docs, .parameters = params};
+    struct seen s = {0};
+    struct kiln_agent_client_callbacks cb = {on_event, on_console, &s};
+    struct kiln_agent_job_result res = {0};
+    if (kiln_agent_client_run_job(c, &job, &cb, &res, &err) < 0)
+        fail_msg("run_job: %s", err.message);
+    assert_int_equal(p.corrupted, 1);
+    if (reboot) {
+        /* The lost reboot-required is repeated on attach; the job is not run again (a second
+         * run would find the reboot marker and succeed). */
+        assert_int_equal(res.status, KILN_AGENT_JOB_REBOOT_REQUIRED);
+    } else {
+        /* The corrupted step-start is lost; the client re-synced, re-attached, saw the rest. */
+        assert_int_equal(res.status, KILN_AGENT_JOB_SUCCESS);
+        assert_int_equal(s.events, 1);
+        assert_string_equal(s.last_event, "step-end");
+    }
+    kiln_agent_job_result_clear(&res);
+    kiln_buf_clear(&s.out);
+    kiln_buf_clear(&s.errout);
+    kiln_agent_client_free(c);
+    pthread_join(p.thread, NULL);
+    pthread_join(t.thread, NULL);
+    kiln_rm_rf(dir, NULL);
+}
+
+static void
+test_job_survives_a_corrupted_frame(void **state)
+{
+    corrupted_job("step-start", false);
+}
+
+static void
+test_lost_reboot_required_is_repeated(void **state)
+{
+    corrupted_job("reboot-required", true);
+}
+
 /* The agent in a child process, so that the test can stop or kill it mid-job. */
 static pid_t
 agent_child(const char *state_dir, int *ret_fd)
@@ -590,8 +690,8 @@ dead_agent(int sig, int want, const char *message)
     int fd;
     victim = agent_child(dir, &fd);
     victim_signal = sig;
-    struct kiln_agent_client_options o = {.connect_timeout_ms = 5000, .reply_timeout_ms = 2000,
-                                          .ping_interval_ms = 500};
+    struct kiln_agent_client_options o = {
+        .connect_timeout_ms = 5000, .reply_timeout_ms = 2000, .ping_interval_ms = 500};
     struct kiln_agent_client *c = NULL;
     struct kiln_error err = {0};
     assert_int_equal(kiln_agent_client_open_fd(fd, &o, &c, &err), 0);
@@ -677,8 +777,8 @@ hostile_main(void *arg)
                 kiln_buf_append(&b, h->junk, h->junk_len);
             kiln_proto_encode_sync_reply(&b, strtoull(nonce, NULL, 16));
             _cleanup_json_ json_t *hello =
-                json_pack("{s:s, s:i, s:s, s:s}", "agent", "evil", "protocol",
-                          KILN_PROTO_VERSION, "nonce", nonce, "boot-id", "x");
+                json_pack("{s:s, s:i, s:s, s:s}", "agent", "evil", "protocol", KILN_PROTO_VERSION,
+                          "nonce", nonce, "boot-id", "x");
             kiln_proto_encode_json(&b, KILN_MSG_HELLO, KILN_PROTO_FLAG_REPLY, f.seq, hello);
             hostile_send(h, &b);
             continue;
@@ -748,8 +848,8 @@ answer_oversized_once(struct hostile *h, const struct kiln_proto_frame *f)
     if (h->pings++ > 0)
         return answer_pong(h, f);
     /* A pong whose header, checksum included, claims 64 MiB. */
-    uint8_t hd[KILN_PROTO_HEADER_SIZE] = {'K', 'I', 'L', 'N', KILN_PROTO_VERSION, KILN_MSG_PONG,
-                                          0, 1};
+    uint8_t hd[KILN_PROTO_HEADER_SIZE] = {'K',           'I', 'L', 'N', KILN_PROTO_VERSION,
+                                          KILN_MSG_PONG, 0,   1};
     hd[8] = (uint8_t)(f->seq >> 24), hd[9] = (uint8_t)(f->seq >> 16);
     hd[10] = (uint8_t)(f->seq >> 8), hd[11] = (uint8_t)f->seq;
     hd[12] = 4; /* 0x04000000 */
@@ -832,8 +932,8 @@ evil_entry(const char *name, const char *type)
 {
     char hex[KILN_HASH_MAX_HEX];
     kiln_hash_buf_hex(KILN_HASH_SHA256, evil_data, strlen(evil_data), hex);
-    return json_pack("{s:s, s:I, s:s, s:s?}", "name", name, "size",
-                     (json_int_t)strlen(evil_data), "sha256", hex, "type", type);
+    return json_pack("{s:s, s:I, s:s, s:s?}", "name", name, "size", (json_int_t)strlen(evil_data),
+                     "sha256", hex, "type", type);
 }
 
 static void
@@ -865,8 +965,10 @@ test_malicious_fetch_rejected(void **state)
         {json_pack("[o]", evil_entry("link", NULL)), "cannot create", {0}},
         {json_pack("[o]", evil_entry("NUL", NULL)), "device name", {0}},
         {json_pack("[o,o,o]", evil_entry("1", NULL), evil_entry("2", NULL), evil_entry("3", NULL)),
-         "offers 3 files", {.max_files = 2}},
-        {json_pack("[o,o]", evil_entry("4", NULL), evil_entry("5", NULL)), "more than 10 bytes",
+         "offers 3 files",
+         {.max_files = 2}},
+        {json_pack("[o,o]", evil_entry("4", NULL), evil_entry("5", NULL)),
+         "more than 10 bytes",
          {.max_bytes = 10}},
         {json_pack("[o,o]", evil_entry("6", NULL), evil_entry("6", NULL)), "listed twice", {0}},
     };
@@ -913,6 +1015,8 @@ KILN_TEST_MAIN(cmocka_unit_test(test_hello_over_unix_socket_waits_for_agent),
                cmocka_unit_test(test_job_streams_events_console_and_logs),
                cmocka_unit_test(test_reboot_cycle),
                cmocka_unit_test(test_cancel_flag_cancels_the_job),
+               cmocka_unit_test(test_job_survives_a_corrupted_frame),
+               cmocka_unit_test(test_lost_reboot_required_is_repeated),
                cmocka_unit_test(test_dead_agent_killed_mid_job),
                cmocka_unit_test(test_dead_agent_frozen_mid_job),
                cmocka_unit_test(test_client_skips_junk_before_sync),

@@ -571,6 +571,49 @@ test_success(void **state)
     kiln_build_result_clear(&res);
 }
 
+/* parentImage by name: the base image images/tiny/build.sh writes under the Kiln home. */
+static void
+test_parent_from_catalog(void **state)
+{
+    struct fx *f = *state;
+    put(f, "home/images/tiny/abc123/disk.qcow2", "disk");
+    put(f, "home/images/tiny/abc123/vmlinux", "kernel");
+    put(f, "home/images/tiny/abc123/initrd.img", "initrd");
+    put(f, "home/images/tiny/abc123/image.json",
+        "{\"name\": \"tiny\", \"format\": \"qcow2\", \"disk\": \"disk.qcow2\", "
+        "\"kernel\": \"vmlinux\", \"initrd\": \"initrd.img\", \"cmdline\": \"console=ttyS0\"}");
+    char *link = kiln_path_join(f->home, "images/tiny/current");
+    assert_int_equal(symlink("abc123", link), 0);
+    free(link);
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: tiny\ncomponents:\n"
+        "  - path: components/hello.yml\n");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_non_null(strstr(kiln_json_get_str(json_array_get(fk.jobs, 0), "instance"),
+                           "images/tiny/abc123/disk.qcow2"));
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    json_t *parent = json_object_get(m, "parentImage");
+    assert_non_null(strstr(kiln_json_get_str(parent, "kernel"), "images/tiny/abc123/vmlinux"));
+    assert_string_equal(kiln_json_get_str(parent, "kind"), "qcow2");
+    json_decref(m);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+
+    /* A catalog name that was never built says how to build it. */
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: debian-12\ncomponents:\n"
+        "  - path: components/hello.yml\n");
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_build_validate(&f->opts, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "recipe.yml:3:14: parentImage 'debian-12': no image named "
+                                        "debian-12"));
+    assert_non_null(strstr(err.message, "scripts/prepare-images"));
+}
+
 static void
 test_failing_component(void **state)
 {
@@ -583,6 +626,7 @@ test_failing_component(void **state)
     assert_non_null(strstr(res.reason, "component 2 (second,"));
     assert_non_null(strstr(res.reason, "exit status 3"));
     assert_non_null(strstr(res.reason, "logs: "));
+    assert_non_null(strstr(res.reason, "last output: fake run")); /* the guest's last words */
     assert_released(f, &res);
     struct kiln_image_record *rec = record(f, &res);
     assert_int_equal(rec->status, KILN_IMAGE_FAILED);
@@ -680,6 +724,124 @@ test_terminate_failure(void **state)
     assert_int_equal(fk.launches, 2);
     assert_released(f, &res);
     kiln_build_result_clear(&res);
+}
+
+static void
+test_distribution_failure(void **state)
+{
+    struct fx *f = *state;
+    /* qemu-img fails: FAILED, no output recorded, no partial file left. */
+    f->opts.qemu_img = "false";
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "qemu-img convert to qcow2 failed"));
+    assert_released(f, &res);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->n_outputs, 0);
+    kiln_image_record_free(rec);
+    DIR *d = opendir(f->out);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        assert_true(de->d_name[0] == '.');
+    closedir(d);
+    kiln_build_result_clear(&res);
+
+    /* The target folder cannot be made: the reason names the distribution. */
+    fk_reset();
+    f->opts.qemu_img = NULL;
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/parent.qcow2/x\n",
+                               f->root);
+    put(f, "dist.yml", dist);
+    free(dist);
+    kiln_error_clear(&err);
+    assert_true(kiln_build_run(&f->opts, &res, &err) < 0);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "distribution 1: "));
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static size_t
+count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The layer cache: a first build keeps each component's result; the same recipe again boots
+ * from the last layer and runs no component; a changed parameter of the second component
+ * resumes after the first. */
+static void
+test_layer_cache(void **state)
+{
+    struct fx *f = *state;
+    f->opts.layer_cache = true;
+    char *layers = kiln_path_join(f->home, "cache/layers");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    /* build instance, a fresh one after each of the 2 components, the test instance */
+    assert_int_equal(fk.launches, 4);
+    assert_int_equal(count_files(layers), 2);
+    assert_released(f, &res);
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "layerCache"),
+                                                        "reused")),
+                     0);
+    json_decref(m);
+    kiln_build_result_clear(&res);
+
+    fk_reset();
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(fk.launches, 2); /* from the last layer, then the test instance */
+    assert_int_equal(json_array_size(fk.jobs), 2);
+    json_t *j0 = json_array_get(fk.jobs, 0);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
+                           "kiln-linux-cleanup.yml"));
+    assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "/cache/layers/"));
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "layerCache"),
+                                                        "reused")),
+                     2);
+    json_decref(m);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+
+    /* The second component gets a parameter: its layer (and only its) is rebuilt. */
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: parent.qcow2\ncomponents:\n"
+        "  - path: components/hello.yml\n    parameters:\n      - name: greeting\n"
+        "        value: [bonjour]\n  - path: components/second.yml\n    parameters:\n"
+        "      - name: extra\n        value: [x]\n");
+    put(f, "components/second.yml",
+        "name: second\nschemaVersion: 1.0\nparameters:\n  - extra:\n      type: string\n"
+        "      default: none\nphases:\n  - name: build\n    steps:\n      - name: Two\n"
+        "        action: ExecuteBash\n        inputs:\n          commands: [\"echo two\"]\n");
+    fk_reset();
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(fk.launches, 3); /* layer 1, a fresh one after component 2, test */
+    assert_int_equal(json_array_size(fk.jobs), 3);
+    j0 = json_array_get(fk.jobs, 0);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
+                           "second.yml"));
+    assert_int_equal(count_files(layers), 3);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+    free(layers);
 }
 
 static void
@@ -781,8 +943,7 @@ test_invalid_documents_start_nothing(void **state)
                               "second.yml:4:3: phases: must contain at least one of the phases",
                               "second.yml:6:9: phases[0].steps[0]: missing required key 'action'",
                               "second.yml:7:20: phases[0].steps[0].onFailure: must be one of",
-                              "recipe.yml:3:14: parentImage 'missing.qcow2': not an image in the "
-                              "catalog",
+                              "recipe.yml:3:14: parentImage 'missing.qcow2': ",
                               NULL};
     for (size_t i = 0; expected[i]; i++)
         if (!strstr(err.message, expected[i]))
@@ -953,12 +1114,15 @@ test_examples_validate(void **state)
 
 KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_snapshot_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_test_phase_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_terminate_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_distribution_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_tests_disabled, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_layer_cache, setup, teardown),
                cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
                cmocka_unit_test_setup_teardown(test_keep_instance_on_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_invalid_documents_start_nothing, setup,

@@ -261,7 +261,42 @@ test_build_fails(void **state)
     free(comp);
 }
 
+/* A build that died while BUILDING (no lock held) is reaped by `kiln reap` through its driver. */
+static void
+test_reap_crashed(void **state)
+{
+    struct kiln_store *s = NULL;
+    struct kiln_error e = {0};
+    assert_int_equal(kiln_store_open(home, &s, &e), 0);
+    struct kiln_image_record *r = NULL;
+    assert_int_equal(kiln_store_image_create(s, "web", "1.0.0", "fake", NULL, NULL, &r, &e), 0);
+    assert_int_equal(kiln_store_image_set_status(s, r->id, KILN_IMAGE_BUILDING, NULL, &e), 0);
+    assert_int_equal(kiln_store_resource_add(s, r->build_id, "fake-instance", "i-1", "fake", &e),
+                     0);
+    char *out = NULL;
+    assert_int_equal(kiln(&out, NULL, "reap"), 0);
+    assert_non_null(strstr(out, r->build_id));
+    assert_non_null(strstr(out, "crashed or was killed"));
+    free(out);
+    struct kiln_image_record *got = NULL;
+    assert_int_equal(kiln_store_image_get_by_build_id(s, r->build_id, &got, &e), 0);
+    assert_int_equal(got->status, KILN_IMAGE_FAILED);
+    kiln_image_record_free(got);
+    struct kiln_resource_record *list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_store_resource_list(s, NULL, &list, &n, &e), 0);
+    assert_int_equal(n, 0);
+    kiln_resource_record_list_free(list, n);
+    /* Nothing left: a second reap says so. */
+    assert_int_equal(kiln(&out, NULL, "reap"), 0);
+    assert_non_null(strstr(out, "nothing to reap"));
+    free(out);
+    kiln_image_record_free(r);
+    kiln_store_free(s);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_validate, setup, teardown),
                cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
                cmocka_unit_test_setup_teardown(test_image_commands, setup, teardown),
-               cmocka_unit_test_setup_teardown(test_build_fails, setup, teardown))
+               cmocka_unit_test_setup_teardown(test_build_fails, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_reap_crashed, setup, teardown))

@@ -82,6 +82,9 @@ struct vm {
     pid_t pid;
 };
 
+/* The guest of the running case, killed by the teardown even when an assertion fails. */
+static struct vm *current_vm;
+
 static void
 vm_kill(struct vm *vm)
 {
@@ -124,11 +127,26 @@ vm_boot(struct vm *vm, bool with_disk)
     _cleanup_free_ char *chardev =
         kiln_asprintf("socket,id=agent,path=%s,server=on,wait=off", vm->sock);
     _cleanup_free_ char *mon = kiln_asprintf("unix:%s,server=on,wait=off", vm->monitor);
-    char *argv[40] = {"qemu-system-x86_64", "-machine", "q35,accel=tcg", "-m", "512",
-                      "-nographic", "-kernel", kernel, "-initrd", initrd, "-append",
-                      "console=ttyS0 panic=-1 quiet", "-device", "virtio-serial-pci",
-                      "-chardev", chardev, "-device",
-                      "virtserialport,chardev=agent,name=org.kiln.agent.0", "-monitor", mon};
+    char *argv[40] = {"qemu-system-x86_64",
+                      "-machine",
+                      "q35,accel=tcg",
+                      "-m",
+                      "512",
+                      "-nographic",
+                      "-kernel",
+                      kernel,
+                      "-initrd",
+                      initrd,
+                      "-append",
+                      "console=ttyS0 panic=-1 quiet",
+                      "-device",
+                      "virtio-serial-pci",
+                      "-chardev",
+                      chardev,
+                      "-device",
+                      "virtserialport,chardev=agent,name=org.kiln.agent.0",
+                      "-monitor",
+                      mon};
     size_t n = 20;
     if (with_disk) {
         argv[n++] = "-drive";
@@ -139,11 +157,13 @@ vm_boot(struct vm *vm, bool with_disk)
     argv[n] = NULL;
     vm->pid = spawn(argv, vm->serial);
     assert_true(vm->pid > 0);
+    current_vm = vm;
 }
 
 static void
 vm_free(struct vm *vm)
 {
+    current_vm = NULL;
     vm_kill(vm);
     if (vm->dir)
         kiln_rm_rf(vm->dir, NULL);
@@ -152,12 +172,19 @@ vm_free(struct vm *vm)
     free(vm->monitor);
     free(vm->serial);
 }
+static int
+teardown(void **state)
+{
+    if (current_vm)
+        vm_free(current_vm);
+    return 0;
+}
 
 static struct kiln_agent_client *
 vm_connect(struct vm *vm, int timeout_ms)
 {
-    struct kiln_agent_client_options o = {.connect_timeout_ms = timeout_ms,
-                                          .reply_timeout_ms = 60000, .ping_interval_ms = 5000};
+    struct kiln_agent_client_options o = {
+        .connect_timeout_ms = timeout_ms, .reply_timeout_ms = 60000, .ping_interval_ms = 5000};
     struct kiln_agent_client *c = NULL;
     struct kiln_error err = {0};
     int64_t t0 = kiln_proto_now_ms();
@@ -187,7 +214,9 @@ vm_reset(struct vm *vm)
 static void
 test_agent_over_virtio_serial(void **state)
 {
-    struct vm vm = {0};
+    /* Static: the teardown reaches it after a failed assertion left this frame. */
+    static struct vm vm;
+    memset(&vm, 0, sizeof(vm));
     vm_boot(&vm, false);
     const char *dir = vm.dir;
 
@@ -201,7 +230,8 @@ test_agent_over_virtio_serial(void **state)
     _cleanup_free_ char *doc = kiln_path_join(dir, "hello.yml");
     const char *text = "name: hello\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
                        "      - name: Uname\n        action: ExecuteBash\n        inputs:\n"
-                       "          commands:\n            - echo \"in guest $(cat /proc/sys/kernel/random/boot_id)\"\n";
+                       "          commands:\n            - echo \"in guest $(cat "
+                       "/proc/sys/kernel/random/boot_id)\"\n";
     assert_int_equal(kiln_write_file_atomic(doc, text, strlen(text), 0644, NULL), 0);
     const char *docs[] = {doc, NULL};
     struct kiln_agent_job job = {.execution_id = "vm-1", .documents = docs};
@@ -245,7 +275,9 @@ test_agent_over_virtio_serial(void **state)
 static void
 test_reboot_and_resume_in_a_real_guest(void **state)
 {
-    struct vm vm = {0};
+    /* Static: the teardown reaches it after a failed assertion left this frame. */
+    static struct vm vm;
+    memset(&vm, 0, sizeof(vm));
     vm_boot(&vm, true);
     struct kiln_agent_client *c = vm_connect(&vm, 240000);
     _cleanup_free_ char *boot1 =
@@ -254,12 +286,12 @@ test_reboot_and_resume_in_a_real_guest(void **state)
 
     /* Exit code 194 asks for a reboot; the marker lives on the state disk. */
     _cleanup_free_ char *doc = kiln_path_join(vm.dir, "reboot.yml");
-    const char *text =
-        "name: reboot\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
-        "      - name: RebootOnce\n        action: ExecuteBash\n        inputs:\n"
-        "          commands:\n"
-        "            - if [ ! -e /var/lib/kiln-agent/marker ]; then touch /var/lib/kiln-agent/marker; exit 194; fi\n"
-        "            - echo \"resumed in $(cat /proc/sys/kernel/random/boot_id)\"\n";
+    const char *text = "name: reboot\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+                       "      - name: RebootOnce\n        action: ExecuteBash\n        inputs:\n"
+                       "          commands:\n"
+                       "            - if [ ! -e /var/lib/kiln-agent/marker ]; then touch "
+                       "/var/lib/kiln-agent/marker; exit 194; fi\n"
+                       "            - echo \"resumed in $(cat /proc/sys/kernel/random/boot_id)\"\n";
     assert_int_equal(kiln_write_file_atomic(doc, text, strlen(text), 0644, NULL), 0);
     const char *docs[] = {doc, NULL};
     struct kiln_agent_job job = {.execution_id = "vm-r", .documents = docs};
@@ -303,5 +335,5 @@ test_reboot_and_resume_in_a_real_guest(void **state)
     assert_int_equal(st, 0);
 }
 
-KILN_TEST_MAIN(cmocka_unit_test(test_agent_over_virtio_serial),
-               cmocka_unit_test(test_reboot_and_resume_in_a_real_guest))
+KILN_TEST_MAIN(cmocka_unit_test_teardown(test_agent_over_virtio_serial, teardown),
+               cmocka_unit_test_teardown(test_reboot_and_resume_in_a_real_guest, teardown))

@@ -35,7 +35,7 @@ def main():
 
         def send_file(self, name):
             path = os.path.join(args.root, name)
-            if "/" in name or not os.path.isfile(path):
+            if ".." in name.split("/") or not os.path.isfile(path):
                 self.send_error(404)
                 return
             with open(path, "rb") as f:

@@ -1,0 +1,312 @@
+/* VM tests of the whole build lifecycle: the factory with the libvirt driver and the tiny image,
+ * real guests under TCG (KILN_TEST_ACCEL to change it). Success (the greeting written in the
+ * build survives the snapshot and is checked on a fresh test instance), a failing component,
+ * and a kept instance reaped afterwards. After each: no domain of the build is left in libvirt
+ * and no resource in the store. Labels: vm. */
+#include "kiln-test.h"
+
+#include <fcntl.h>
+#include <libvirt/libvirt.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/fs.h"
+#include "common/json.h"
+#include "factory/build.h"
+#include "images/catalog.h"
+
+static const char *
+uri(void)
+{
+    const char *u = getenv("KILN_TEST_URI");
+    return u && *u ? u : "qemu:///system";
+}
+
+struct fx {
+    char *dir;
+    struct kiln_store *store;
+    char *infra;
+    char *dist;
+    char *recipe;
+};
+
+/* The tiny image as tests/vm/setup built it in the default Kiln home. */
+static int
+resolve_tiny(void *userdata, const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
+             struct kiln_error *err)
+{
+    return kiln_catalog_resolve(NULL, recipe->parent_image, ret, err);
+}
+
+static void
+put(const char *dir, const char *name, const char *text)
+{
+    char *p = kiln_path_join(dir, name);
+    char *d = kiln_strdup(p);
+    *strrchr(d, '/') = '\0';
+    assert_int_equal(kiln_mkdir_p(d, 0755, NULL), 0);
+    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
+    free(d);
+    free(p);
+}
+
+static int
+setup(void **state)
+{
+    struct fx *f = kiln_new(struct fx, 1);
+    struct kiln_error err = {0};
+    if (kiln_mkdtemp("kiln-build-vm", &f->dir, &err) < 0 ||
+        kiln_store_open(f->dir, &f->store, &err) < 0) {
+        fprintf(stderr, "%s\n", err.message);
+        return -1;
+    }
+    const char *accel = getenv("KILN_TEST_ACCEL");
+    char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: %s\nvcpus: 1\n"
+                                "memoryMiB: 256\n",
+                                uri(), accel && *accel ? accel : "tcg");
+    put(f->dir, "infra.yml", infra);
+    free(infra);
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/out\n"
+                               "      formats: [qcow2, raw]\n",
+                               f->dir);
+    put(f->dir, "dist.yml", dist);
+    free(dist);
+    f->infra = kiln_path_join(f->dir, "infra.yml");
+    f->dist = kiln_path_join(f->dir, "dist.yml");
+    f->recipe = kiln_path_join(f->dir, "recipe.yml");
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+    kiln_store_free(f->store);
+    kiln_rm_rf(f->dir, NULL);
+    free(f->dir);
+    free(f->infra);
+    free(f->dist);
+    free(f->recipe);
+    free(f);
+    return 0;
+}
+
+/* Domains whose name carries the build id (every domain of a build does). */
+static int
+domains_of(const char *build_id)
+{
+    virConnectPtr c = virConnectOpen(uri());
+    assert_non_null(c);
+    virDomainPtr *doms = NULL;
+    int n = virConnectListAllDomains(c, &doms, 0);
+    assert_true(n >= 0);
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = virDomainGetName(doms[i]);
+        if (name && strstr(name, build_id))
+            found++;
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    virConnectClose(c);
+    return found;
+}
+
+static void
+assert_no_resources(struct fx *f, const char *build_id)
+{
+    struct kiln_resource_record *list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
+    assert_int_equal(n, 0);
+    kiln_resource_record_list_free(list, n);
+    assert_int_equal(domains_of(build_id), 0);
+}
+
+static struct kiln_build_options
+options(struct fx *f)
+{
+    return (struct kiln_build_options){
+        .recipe_path = f->recipe,
+        .infrastructure_path = f->infra,
+        .distribution_path = f->dist,
+        .home = f->dir,
+        .store = f->store,
+        .resolve_parent = resolve_tiny,
+        .ready_timeout_seconds = 300,
+    };
+}
+
+static void
+test_build_tiny(void **state)
+{
+    struct fx *f = *state;
+    char *comp =
+        kiln_asprintf("%s/examples/recipes/components/hello-world.yml", kiln_test_source_dir());
+    char *recipe = kiln_asprintf("name: vm-hello\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
+                                 "components:\n  - path: %s\n    parameters:\n"
+                                 "      - name: greeting\n        value: [hello from a vm test]\n",
+                                 comp);
+    put(f->dir, "recipe.yml", recipe);
+    struct kiln_build_options opts = options(f);
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    assert_no_resources(f, res.build_id);
+
+    struct kiln_image_record *rec = NULL;
+    assert_int_equal(kiln_store_image_get_by_build_id(f->store, res.build_id, &rec, NULL), 0);
+    assert_int_equal(rec->n_outputs, 2);
+    for (size_t i = 0; i < rec->n_outputs; i++) {
+        struct stat st;
+        assert_int_equal(stat(rec->outputs[i].path, &st), 0);
+        assert_true(st.st_size > 1 << 20);
+    }
+    /* Both instances' console logs and the agent's TOE folders are kept. */
+    char *console = kiln_asprintf("%s/%s-build.console.log", rec->log_dir, res.build_id);
+    assert_int_equal(access(console, R_OK), 0);
+    free(console);
+    console = kiln_asprintf("%s/%s-test.console.log", rec->log_dir, res.build_id);
+    assert_int_equal(access(console, R_OK), 0);
+    free(console);
+    char *work = kiln_asprintf("%s/builds/%s", f->dir, res.build_id);
+    assert_int_equal(access(work, F_OK), -1);
+    free(work);
+    kiln_image_record_free(rec);
+    kiln_build_result_clear(&res);
+    free(recipe);
+    free(comp);
+}
+
+static void
+test_failing_component(void **state)
+{
+    struct fx *f = *state;
+    put(f->dir, "fails.yml",
+        "name: fails\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+        "      - name: Fail\n        action: ExecuteBash\n        inputs:\n"
+        "          commands: [\"echo about to fail\", \"exit 7\"]\n");
+    put(f->dir, "recipe.yml",
+        "name: vm-fails\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+        "  - path: fails.yml\n");
+    struct kiln_build_options opts = options(f);
+    opts.skip_tests = true;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_true(kiln_build_run(&opts, &res, &err) < 0);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "component 1 (fails,"));
+    /* The reason names the step and quotes the guest's last output. */
+    assert_non_null(strstr(res.reason, "failed in build/Fail"));
+    assert_non_null(strstr(res.reason, "exit status 7"));
+    assert_non_null(strstr(res.reason, "last output: about to fail"));
+    assert_no_resources(f, res.build_id);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_keep_and_reap(void **state)
+{
+    struct fx *f = *state;
+    char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: tcg\nvcpus: 1\n"
+                                "memoryMiB: 256\nterminateInstanceOnFailure: false\n",
+                                uri());
+    put(f->dir, "infra.yml", infra);
+    free(infra);
+    put(f->dir, "fails.yml",
+        "name: fails\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+        "      - name: Fail\n        action: ExecuteBash\n        inputs:\n"
+        "          commands: [\"exit 7\"]\n");
+    put(f->dir, "recipe.yml",
+        "name: vm-keep\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+        "  - path: fails.yml\n");
+    struct kiln_build_options opts = options(f);
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_true(kiln_build_run(&opts, &res, &err) < 0);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(res.kept_instance);
+    /* The failed guest is still there, and a plain reap leaves it alone. */
+    assert_int_equal(domains_of(res.build_id), 1);
+    assert_int_equal(kiln_build_reap(f->store, NULL, false, NULL, NULL, &err), 0);
+    assert_int_equal(domains_of(res.build_id), 1);
+    assert_int_equal(kiln_build_reap(f->store, NULL, true, NULL, NULL, &err), 1);
+    assert_no_resources(f, res.build_id);
+    kiln_build_result_clear(&res);
+}
+
+extern char **environ;
+
+/* Ctrl-C in the middle of a step: `kiln build` ends CANCELLED with exit code 130 within
+ * seconds, and the guest is gone. */
+static void
+test_cli_cancel(void **state)
+{
+    struct fx *f = *state;
+    put(f->dir, "slow.yml",
+        "name: slow\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+        "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
+        "          commands: [\"echo sleeping\", \"sleep 300\"]\n");
+    put(f->dir, "recipe.yml",
+        "name: vm-cancel\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+        "  - path: slow.yml\n");
+    /* The CLI resolves tiny in its own home: give it the catalog's images folder. */
+    char *catalog = kiln_catalog_home();
+    char *images = kiln_path_join(catalog, "images");
+    char *link = kiln_path_join(f->dir, "images");
+    assert_int_equal(symlink(images, link), 0);
+    const char *bdir = getenv("KILN_BUILD_DIR");
+    char *bin = kiln_asprintf("%s/factory/kiln", bdir ? bdir : "build");
+    char *errpath = kiln_path_join(f->dir, "stderr");
+    const char *argv[] = {bin,       "--home",           f->dir,   "build",          "--recipe",
+                          f->recipe, "--infrastructure", f->infra, "--distribution", f->dist,
+                          NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    bool running = false;
+    for (int i = 0; i < 600 && !running; i++) {
+        char *text = NULL;
+        if (kiln_read_file(errpath, 1 << 20, &text, NULL, NULL) == 0)
+            running = strstr(text, "build/Sleep") != NULL;
+        free(text);
+        if (!running)
+            usleep(200 * 1000);
+    }
+    assert_true(running);
+    sleep(1);
+    time_t t0 = time(NULL);
+    assert_int_equal(kill(pid, SIGINT), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 130);
+    assert_true(time(NULL) - t0 < 60);
+    struct kiln_image_record *rec = NULL;
+    assert_int_equal(kiln_store_image_get(f->store, "vm-cancel", "1.0.0", 1, &rec, NULL), 0);
+    assert_int_equal(rec->status, KILN_IMAGE_CANCELLED);
+    assert_no_resources(f, rec->build_id);
+    kiln_image_record_free(rec);
+    free(errpath);
+    free(bin);
+    free(link);
+    free(images);
+    free(catalog);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_build_tiny, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_keep_and_reap, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_cli_cancel, setup, teardown))
