@@ -61,7 +61,13 @@ for _ in $(seq 100); do
     [ "$st" = completed ] && break; sleep 0.2
 done
 "$kiln_aws" --endpoint-url "$ep" ebs-download "$snap" "$work/back.raw" >/dev/null
-cmp -s "$img" "$work/back.raw" || { echo "bench: snapshot differs from the image" >&2; exit 1; }
+# The volume is the image rounded up to GiB: compare the image's length, the rest must be zero.
+cmp -s -n "$size_bytes" "$img" "$work/back.raw" || { echo "bench: snapshot differs from the image" >&2; exit 1; }
+vol_bytes=$(stat -c %s "$work/back.raw")
+if [ "$vol_bytes" -gt "$size_bytes" ]; then
+    cmp -s -n $((vol_bytes - size_bytes)) -i "$size_bytes:0" "$work/back.raw" /dev/zero ||
+        { echo "bench: snapshot has data beyond the image" >&2; exit 1; }
+fi
 rm -f "$work/back.raw"
 
 # AWS CLI: S3 multipart upload of the same file (the ImportSnapshot route's first half).

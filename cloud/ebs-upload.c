@@ -105,6 +105,74 @@ pread_block(int fd, uint64_t index, uint64_t size, uint8_t *buf, size_t *ret_rea
     return 0;
 }
 
+struct upload_ctx {
+    struct kiln_aws_client *c;
+    int fd;
+    const char *path;
+    uint64_t size;
+    const uint64_t *blocks;
+    size_t n_blocks;
+    size_t next;
+    double deadline;
+    double budget;
+    double client_budget;
+    uint8_t (*digests)[32];
+    size_t n_digests;
+    uint8_t *bufs;
+    struct kiln_aws_request *reqs;
+    char **paths;
+    struct kiln_ebs_upload_result *ret;
+};
+
+/* Next non-zero allocated block into the slot's buffer, as a PutSnapshotBlock request. */
+static int
+upload_feed(void *ctx, size_t slot, const struct kiln_aws_request **req, struct kiln_error *err)
+{
+    struct upload_ctx *u = ctx;
+    double left = u->deadline - mono();
+    if (u->next < u->n_blocks && left <= 0)
+        return kiln_error_set(err, -ETIMEDOUT, "time budget of %.0f s used up after %" PRIu64
+                                               " blocks", u->budget, u->ret->blocks_sent);
+    /* No call may outlive the overall budget. */
+    kiln_aws_client_set_budget(u->c, left < u->client_budget ? left : u->client_budget);
+    uint8_t *buf = u->bufs + slot * (size_t)KILN_EBS_BLOCK_SIZE;
+    while (u->next < u->n_blocks) {
+        uint64_t index = u->blocks[u->next++];
+        size_t got = 0;
+        int r = pread_block(u->fd, index, u->size, buf, &got);
+        if (r < 0)
+            return kiln_error_errno(err, r, "reading %s", u->path);
+        u->ret->bytes_read += got;
+        if (all_zero(buf, KILN_EBS_BLOCK_SIZE)) {
+            u->ret->blocks_zero++;
+            continue;
+        }
+        /* Blocks are fed in index order: the digests line up for the linear aggregate. One
+         * SHA-256 per block serves both its header and the aggregate. */
+        uint8_t *digest = u->digests[u->n_digests++];
+        kiln_hash_buf(KILN_HASH_SHA256, buf, KILN_EBS_BLOCK_SIZE, digest);
+        unsigned progress = (unsigned)(u->next * 100 / u->n_blocks);
+        kiln_aws_request_clear(&u->reqs[slot]);
+        free(u->paths[slot]);
+        kiln_ebs_put_block_request(u->ret->snapshot_id, index, buf, KILN_EBS_BLOCK_SIZE, digest,
+                                   progress, &u->reqs[slot], &u->paths[slot]);
+        *req = &u->reqs[slot];
+        return 1;
+    }
+    return 0;
+}
+
+static int
+upload_done(void *ctx, size_t slot, struct kiln_aws_response *resp, int result,
+            struct kiln_error *xerr)
+{
+    struct upload_ctx *u = ctx;
+    if (result < 0)
+        return result;
+    u->ret->blocks_sent++;
+    return 0;
+}
+
 int
 kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
                       const struct kiln_ebs_upload_options *opts,
@@ -155,62 +223,29 @@ kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
 
     struct kiln_aws_stats st0;
     kiln_aws_client_stats(c, &st0);
-    uint8_t (*digests)[32] = kiln_calloc(n_blocks + 1, 32);
-    size_t n_digests = 0;
-    size_t wave = parallel * 4;
-    uint8_t *bufs = kiln_malloc(wave * (size_t)KILN_EBS_BLOCK_SIZE);
-    struct kiln_aws_request *reqs = kiln_new(struct kiln_aws_request, wave);
-    struct kiln_aws_response *resps = kiln_new(struct kiln_aws_response, wave);
-    char **paths = kiln_new(char *, wave);
-    size_t next = 0;
-    while (next < n_blocks && r == 0) {
-        double left = deadline - mono();
-        if (left <= 0) {
-            r = kiln_error_set(err, -ETIMEDOUT, "upload of %s: time budget of %.0f s used up "
-                                                "after %" PRIu64 " blocks", path, budget,
-                               ret->blocks_sent);
-            break;
-        }
-        kiln_aws_client_set_budget(c, left < old_budget ? left : old_budget);
-        size_t cnt = 0;
-        while (next < n_blocks && cnt < wave) {
-            uint8_t *buf = bufs + cnt * (size_t)KILN_EBS_BLOCK_SIZE;
-            size_t got = 0;
-            int rr = pread_block(fd, blocks[next], size, buf, &got);
-            if (rr < 0) {
-                r = kiln_error_errno(err, rr, "upload: reading %s", path);
-                break;
-            }
-            ret->bytes_read += got;
-            if (all_zero(buf, KILN_EBS_BLOCK_SIZE)) {
-                ret->blocks_zero++;
-                next++;
-                continue;
-            }
-            /* One SHA-256 per block serves both its header and the aggregate. */
-            uint8_t *digest = digests[n_digests++];
-            kiln_hash_buf(KILN_HASH_SHA256, buf, KILN_EBS_BLOCK_SIZE, digest);
-            unsigned progress = (unsigned)((next + 1) * 100 / n_blocks);
-            kiln_ebs_put_block_request(ret->snapshot_id, blocks[next], buf, KILN_EBS_BLOCK_SIZE,
-                                       digest, progress, &reqs[cnt], &paths[cnt]);
-            cnt++;
-            next++;
-        }
-        if (r == 0 && cnt > 0)
-            r = kiln_aws_call_many(c, reqs, resps, cnt, true, NULL, err);
-        if (r == 0)
-            ret->blocks_sent += cnt;
-        for (size_t i = 0; i < cnt; i++) {
-            kiln_aws_request_clear(&reqs[i]);
-            kiln_aws_response_clear(&resps[i]);
-            free(paths[i]);
-        }
+    struct upload_ctx u = {.c = c, .fd = fd, .path = path, .size = size, .blocks = blocks,
+                           .n_blocks = n_blocks, .deadline = deadline, .budget = budget,
+                           .client_budget = old_budget, .ret = ret};
+    u.digests = kiln_calloc(n_blocks + 1, 32);
+    u.bufs = kiln_malloc((size_t)parallel * KILN_EBS_BLOCK_SIZE);
+    u.reqs = kiln_new(struct kiln_aws_request, parallel);
+    u.paths = kiln_new(char *, parallel);
+    r = kiln_aws_call_stream(c, parallel, upload_feed, upload_done, &u, err);
+    for (size_t i = 0; i < parallel; i++) {
+        kiln_aws_request_clear(&u.reqs[i]);
+        free(u.paths[i]);
     }
-    free(bufs);
-    free(reqs);
-    free(resps);
-    free(paths);
+    free(u.bufs);
+    free(u.reqs);
+    free(u.paths);
+    uint8_t (*digests)[32] = u.digests;
+    size_t n_digests = u.n_digests;
+    if (r == 0 && mono() >= deadline)
+        r = kiln_error_set(err, -ETIMEDOUT, "time budget of %.0f s used up before "
+                                            "CompleteSnapshot", budget);
     if (r == 0) {
+        double left = deadline - mono();
+        kiln_aws_client_set_budget(c, left < old_budget ? left : old_budget);
         char agg[45];
         kiln_ebs_aggregate_checksum((const uint8_t(*)[32])digests, n_digests, agg);
         _cleanup_free_ char *status = NULL;
@@ -226,6 +261,66 @@ kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
         return kiln_error_prefix(err, r, "upload of %s to snapshot %s", path, ret->snapshot_id);
     kiln_debug("ebs upload: %s -> %s, %" PRIu64 " blocks sent, %" PRIu64 " zero blocks skipped",
                path, ret->snapshot_id, ret->blocks_sent, ret->blocks_zero);
+    return 0;
+}
+
+struct download_ctx {
+    const struct kiln_ebs_block_list *l;
+    const char *snapshot_id;
+    const char *path;
+    int fd;
+    size_t next;
+    size_t *slot_block;
+    char **strs;
+    struct kiln_aws_request *reqs;
+    uint64_t written;
+};
+
+static int
+download_feed(void *ctx, size_t slot, const struct kiln_aws_request **req, struct kiln_error *err)
+{
+    struct download_ctx *d = ctx;
+    if (d->next >= d->l->n)
+        return 0;
+    const struct kiln_ebs_block *b = &d->l->v[d->next];
+    if (b->index >= (uint64_t)d->l->volume_size * (GIB / KILN_EBS_BLOCK_SIZE))
+        return kiln_error_set(err, -KILN_E_PARSE, "block %" PRIu64 " lies beyond the %lld GiB "
+                                                  "volume", b->index, d->l->volume_size);
+    d->slot_block[slot] = d->next++;
+    free(d->strs[2 * slot]);
+    free(d->strs[2 * slot + 1]);
+    d->strs[2 * slot] = kiln_asprintf("/snapshots/%s/blocks/%" PRIu64, d->snapshot_id, b->index);
+    struct kiln_buf q;
+    kiln_buf_init(&q);
+    kiln_buf_append_str(&q, "blockToken=");
+    kiln_aws_uri_encode(&q, b->token, strlen(b->token), false);
+    d->strs[2 * slot + 1] = kiln_buf_steal(&q);
+    d->reqs[slot] = (struct kiln_aws_request){.service = "ebs", .method = "GET",
+                                              .path = d->strs[2 * slot],
+                                              .query = d->strs[2 * slot + 1]};
+    *req = &d->reqs[slot];
+    return 1;
+}
+
+static int
+download_done(void *ctx, size_t slot, struct kiln_aws_response *resp, int result,
+              struct kiln_error *xerr)
+{
+    struct download_ctx *d = ctx;
+    if (result < 0)
+        return result;
+    const struct kiln_ebs_block *b = &d->l->v[d->slot_block[slot]];
+    const char *sum = kiln_aws_headers_get(&resp->headers, "x-amz-Checksum");
+    char mine[45];
+    kiln_ebs_checksum(resp->body.data, resp->body.len, mine);
+    if (resp->body.len != KILN_EBS_BLOCK_SIZE || !sum || strcmp(sum, mine) != 0)
+        return kiln_error_set(xerr, -EIO, "block %" PRIu64 ": %zu bytes, checksum %s, "
+                                          "computed %s", b->index, resp->body.len,
+                              sum ? sum : "missing", mine);
+    if (pwrite(d->fd, resp->body.data, KILN_EBS_BLOCK_SIZE,
+               (off_t)(b->index * KILN_EBS_BLOCK_SIZE)) != KILN_EBS_BLOCK_SIZE)
+        return kiln_error_errno(xerr, errno ? -errno : -EIO, "writing %s", d->path);
+    d->written++;
     return 0;
 }
 
@@ -255,56 +350,20 @@ kiln_ebs_download_snapshot(struct kiln_aws_client *c, const char *snapshot_id, c
         kiln_ebs_block_list_clear(&l);
         return kiln_error_errno(err, -errno, "download: sizing %s", path);
     }
-    size_t wave = parallel * 2;
-    struct kiln_aws_request *reqs = kiln_new(struct kiln_aws_request, wave);
-    struct kiln_aws_response *resps = kiln_new(struct kiln_aws_response, wave);
-    char **strs = kiln_new(char *, 2 * wave);
-    for (size_t first = 0; first < l.n && r == 0; first += wave) {
-        size_t cnt = l.n - first < wave ? l.n - first : wave;
-        for (size_t i = 0; i < cnt; i++) {
-            const struct kiln_ebs_block *b = &l.v[first + i];
-            if (b->index >= (uint64_t)l.volume_size * (GIB / KILN_EBS_BLOCK_SIZE)) {
-                r = kiln_error_set(err, -KILN_E_PARSE, "block %" PRIu64 " beyond the volume",
-                                   b->index);
-                cnt = i;
-                break;
-            }
-            strs[2 * i] = kiln_asprintf("/snapshots/%s/blocks/%" PRIu64, snapshot_id, b->index);
-            struct kiln_buf q;
-            kiln_buf_init(&q);
-            kiln_buf_append_str(&q, "blockToken=");
-            kiln_aws_uri_encode(&q, b->token, strlen(b->token), false);
-            strs[2 * i + 1] = kiln_buf_steal(&q);
-            reqs[i] = (struct kiln_aws_request){.service = "ebs", .method = "GET",
-                                                .path = strs[2 * i], .query = strs[2 * i + 1]};
-        }
-        if (r == 0)
-            r = kiln_aws_call_many(c, reqs, resps, cnt, true, NULL, err);
-        for (size_t i = 0; i < cnt; i++) {
-            if (r == 0) {
-                const struct kiln_ebs_block *b = &l.v[first + i];
-                const char *sum = kiln_aws_headers_get(&resps[i].headers, "x-amz-Checksum");
-                char mine[45];
-                kiln_ebs_checksum(resps[i].body.data, resps[i].body.len, mine);
-                if (resps[i].body.len != KILN_EBS_BLOCK_SIZE || !sum || strcmp(sum, mine) != 0)
-                    r = kiln_error_set(err, -EIO, "block %" PRIu64 ": bad length or checksum",
-                                       b->index);
-                else if (pwrite(fd, resps[i].body.data, KILN_EBS_BLOCK_SIZE,
-                                (off_t)(b->index * KILN_EBS_BLOCK_SIZE)) != KILN_EBS_BLOCK_SIZE)
-                    r = kiln_error_errno(err, -EIO, "download: writing %s", path);
-                else if (ret_blocks)
-                    (*ret_blocks)++;
-            }
-            kiln_aws_response_clear(&resps[i]);
-            free(strs[2 * i]);
-            free(strs[2 * i + 1]);
-        }
-    }
-    free(reqs);
-    free(resps);
-    free(strs);
+    struct download_ctx d = {.l = &l, .snapshot_id = snapshot_id, .path = path, .fd = fd};
+    d.slot_block = kiln_new(size_t, parallel);
+    d.strs = kiln_new(char *, 2 * (size_t)parallel);
+    d.reqs = kiln_new(struct kiln_aws_request, parallel);
+    r = kiln_aws_call_stream(c, parallel, download_feed, download_done, &d, err);
+    for (size_t i = 0; i < 2 * (size_t)parallel; i++)
+        free(d.strs[i]);
+    free(d.strs);
+    free(d.reqs);
+    free(d.slot_block);
     kiln_ebs_block_list_clear(&l);
     if (r == 0 && fsync(fd) < 0)
         r = kiln_error_errno(err, -errno, "download: writing %s", path);
+    if (r == 0 && ret_blocks)
+        *ret_blocks = d.written;
     return r < 0 ? kiln_error_prefix(err, r, "download of snapshot %s", snapshot_id) : 0;
 }

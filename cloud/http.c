@@ -376,7 +376,6 @@ kiln_aws_redact(const char *text)
 struct xfer {
     const struct kiln_aws_request *req;
     struct kiln_aws_response *resp;
-    struct kiln_error *err;
     struct kiln_aws_client *c;
     CURL *easy;
     struct curl_slist *hdrs;
@@ -386,8 +385,6 @@ struct xfer {
     double deadline;
     double next_try;
     bool active;
-    bool done;
-    int result;
     bool too_big;
     bool to_file;
     int write_errno;
@@ -621,69 +618,83 @@ xfer_free(struct xfer *x)
     free(x->url);
 }
 
+/* The transfer engine: up to `slots` requests in flight, new ones taken from feed as slots
+ * free up (so reading the next block overlaps sending the others), each retried on its own
+ * schedule inside its own time budget, finished ones handed to done. */
 int
-kiln_aws_call_many(struct kiln_aws_client *c, const struct kiln_aws_request *reqs,
-                   struct kiln_aws_response *resps, size_t n, bool stop_on_error,
-                   struct kiln_error *errs, struct kiln_error *err)
+kiln_aws_call_stream(struct kiln_aws_client *c, size_t slots, kiln_aws_feed_fn feed,
+                     kiln_aws_done_fn done, void *ctx, struct kiln_error *err)
 {
-    if (n == 0)
-        return 0;
-    struct xfer *xs = kiln_new(struct xfer, n);
-    double start = mono_now();
-    for (size_t i = 0; i < n; i++) {
-        xs[i].req = &reqs[i];
-        xs[i].resp = &resps[i];
-        memset(&resps[i], 0, sizeof(resps[i]));
-        kiln_buf_init(&resps[i].body);
-        xs[i].err = errs ? &errs[i] : NULL;
-        xs[i].c = c;
-        xs[i].deadline = start + c->budget;
-        xs[i].next_try = start;
-        c->stats.requests++;
-    }
-    size_t done = 0, active = 0, next_new = 0;
+    if (slots == 0)
+        slots = c->max_parallel;
+    struct xfer *xs = kiln_new(struct xfer, slots);
+    struct kiln_aws_response *resps = kiln_new(struct kiln_aws_response, slots);
+    bool *used = kiln_new(bool, slots);
+    size_t in_use = 0, active = 0;
+    bool exhausted = false, stopping = false;
     int first_fail = 0;
-    bool stopping = false;
-    while (done < n) {
+
+    for (;;) {
         double now = mono_now();
         if (c->cancel && *c->cancel && !stopping) {
             stopping = true;
             if (!first_fail)
                 first_fail = kiln_error_set(err, -ECANCELED, "AWS calls cancelled");
         }
-        /* Start (or restart) transfers that are due, up to max_parallel at once. */
-        for (size_t i = 0; i < n && active < c->max_parallel; i++) {
-            struct xfer *x = &xs[i];
-            if (x->done || x->active || x->next_try > now)
+        /* Fill free slots from the feed. */
+        for (size_t i = 0; i < slots && !exhausted && !stopping; i++) {
+            if (used[i])
                 continue;
-            if (x->attempt == 0 && i > next_new)
-                continue; /* start new ones in order */
-            if (stopping) {
-                x->done = true;
-                x->result = -ECANCELED;
-                kiln_error_set(x->err, -ECANCELED, "not started: an earlier transfer failed or "
-                                                   "the call was cancelled");
-                done++;
-                if (x->attempt == 0)
-                    next_new = i + 1;
-                continue;
-            }
-            struct kiln_error perr = {0};
-            int r = xfer_prepare(x, &perr);
-            if (x->attempt == 0)
-                next_new = i + 1;
+            const struct kiln_aws_request *req = NULL;
+            struct kiln_error ferr = {0};
+            int r = feed(ctx, i, &req, &ferr);
             if (r < 0) {
-                x->done = true;
-                x->result = r;
-                if (x->err)
-                    *x->err = perr;
                 if (!first_fail) {
                     first_fail = r;
-                    if (err)
+                    if (err && !err->code)
+                        *err = ferr;
+                }
+                stopping = true;
+                break;
+            }
+            if (r == 0 || !req) {
+                exhausted = true;
+                break;
+            }
+            struct xfer *x = &xs[i];
+            x->req = req;
+            x->resp = &resps[i];
+            x->c = c;
+            x->attempt = 0;
+            x->deadline = now + c->budget;
+            x->next_try = now;
+            x->active = false;
+            kiln_buf_init(&resps[i].body);
+            used[i] = true;
+            in_use++;
+            c->stats.requests++;
+        }
+        /* Start (or restart) what is due. */
+        for (size_t i = 0; i < slots; i++) {
+            struct xfer *x = &xs[i];
+            if (!used[i] || x->active || x->next_try > now)
+                continue;
+            struct kiln_error perr = {0};
+            int r = stopping ? kiln_error_set(&perr, -ECANCELED, "cancelled") : 0;
+            if (r == 0)
+                r = xfer_prepare(x, &perr);
+            if (r < 0) {
+                resps[i].attempts = x->attempt;
+                int dr = done(ctx, i, &resps[i], r, &perr);
+                kiln_aws_response_clear(&resps[i]);
+                used[i] = false;
+                in_use--;
+                if (!first_fail && dr < 0) {
+                    first_fail = dr;
+                    if (err && !err->code)
                         *err = perr;
                 }
-                stopping = stopping || stop_on_error;
-                done++;
+                stopping = stopping || dr < 0;
                 continue;
             }
             x->attempt++;
@@ -695,8 +706,9 @@ kiln_aws_call_many(struct kiln_aws_client *c, const struct kiln_aws_request *req
             x->active = true;
             active++;
         }
-        if (done >= n)
+        if (in_use == 0 && (exhausted || stopping))
             break;
+
         int running = 0;
         curl_multi_perform(c->multi, &running);
         CURLMsg *m;
@@ -704,12 +716,13 @@ kiln_aws_call_many(struct kiln_aws_client *c, const struct kiln_aws_request *req
         while ((m = curl_multi_info_read(c->multi, &left))) {
             if (m->msg != CURLMSG_DONE)
                 continue;
-            struct xfer *x = NULL;
-            for (size_t i = 0; i < n; i++)
-                if (xs[i].easy == m->easy_handle && xs[i].active)
-                    x = &xs[i];
-            if (!x)
+            size_t i = slots;
+            for (size_t k = 0; k < slots; k++)
+                if (used[k] && xs[k].active && xs[k].easy == m->easy_handle)
+                    i = k;
+            if (i == slots)
                 continue;
+            struct xfer *x = &xs[i];
             CURLcode cc = m->data.result;
             curl_multi_remove_handle(c->multi, x->easy);
             x->active = false;
@@ -731,28 +744,29 @@ kiln_aws_call_many(struct kiln_aws_client *c, const struct kiln_aws_request *req
             } else if (r == 1) {
                 kiln_error_prefix(&aerr, aerr.code, "gave up after %u attempts", x->attempt);
             }
-            x->done = true;
-            done++;
-            x->result = r == 1 ? (aerr.code ? aerr.code : -KILN_E_REMOTE) : r;
-            if (x->result < 0) {
-                if (x->err)
-                    *x->err = aerr;
+            int result = r == 1 ? (aerr.code ? aerr.code : -KILN_E_REMOTE) : r;
+            int dr = done(ctx, i, &resps[i], result, &aerr);
+            kiln_aws_response_clear(&resps[i]);
+            used[i] = false;
+            in_use--;
+            if (dr < 0) {
                 if (!first_fail) {
-                    first_fail = x->result;
-                    if (err)
+                    first_fail = dr;
+                    if (!aerr.code)
+                        kiln_error_set(&aerr, dr, "%s %s: handling the response failed",
+                                       x->req->method, x->req->service);
+                    if (err && !err->code)
                         *err = aerr;
                 }
-                if (stop_on_error)
-                    stopping = true;
+                stopping = true;
             }
         }
-        if (done >= n)
-            break;
-        /* Sleep until network activity or the next due retry, at most 100 ms. */
-        double wait = 0.1;
+        /* Sleep until network activity or the next due retry, at most 100 ms; no sleep when
+         * a slot is free and the feed has more. */
+        double wait = (!exhausted && !stopping && in_use < slots) ? 0 : 0.1;
         now = mono_now();
-        for (size_t i = 0; i < n; i++)
-            if (!xs[i].done && !xs[i].active && xs[i].next_try - now < wait)
+        for (size_t i = 0; i < slots; i++)
+            if (used[i] && !xs[i].active && xs[i].next_try - now < wait)
                 wait = xs[i].next_try - now;
         if (wait < 0)
             wait = 0;
@@ -761,13 +775,85 @@ kiln_aws_call_many(struct kiln_aws_client *c, const struct kiln_aws_request *req
         else if (wait > 0)
             usleep((useconds_t)(wait * 1e6));
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < slots; i++) {
         if (xs[i].active)
             curl_multi_remove_handle(c->multi, xs[i].easy);
         xfer_free(&xs[i]);
+        if (used[i])
+            kiln_aws_response_clear(&resps[i]);
     }
     free(xs);
+    free(resps);
+    free(used);
     return first_fail;
+}
+
+struct many_ctx {
+    const struct kiln_aws_request *reqs;
+    struct kiln_aws_response *resps;
+    struct kiln_error *errs;
+    size_t n;
+    size_t next;
+    size_t *slot_index;
+    bool stop_on_error;
+};
+
+static int
+many_feed(void *ctx, size_t slot, const struct kiln_aws_request **req, struct kiln_error *err)
+{
+    struct many_ctx *m = ctx;
+    if (m->next >= m->n)
+        return 0;
+    m->slot_index[slot] = m->next;
+    *req = &m->reqs[m->next++];
+    return 1;
+}
+
+static int
+many_done(void *ctx, size_t slot, struct kiln_aws_response *resp, int result,
+          struct kiln_error *xerr)
+{
+    struct many_ctx *m = ctx;
+    size_t i = m->slot_index[slot];
+    /* Move the response out: the engine clears its copy. */
+    m->resps[i] = *resp;
+    memset(resp, 0, sizeof(*resp));
+    if (result < 0 && m->errs)
+        m->errs[i] = *xerr;
+    return result < 0 && m->stop_on_error ? result : 0;
+}
+
+int
+kiln_aws_call_many(struct kiln_aws_client *c, const struct kiln_aws_request *reqs,
+                   struct kiln_aws_response *resps, size_t n, bool stop_on_error,
+                   struct kiln_error *errs, struct kiln_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        memset(&resps[i], 0, sizeof(resps[i]));
+        kiln_buf_init(&resps[i].body);
+    }
+    size_t slots = n < c->max_parallel ? n : c->max_parallel;
+    if (slots == 0)
+        return 0;
+    struct many_ctx m = {reqs, resps, errs, n, 0, kiln_new(size_t, slots), stop_on_error};
+    struct kiln_error first = {0};
+    int r = kiln_aws_call_stream(c, slots, many_feed, many_done, &m, &first);
+    free(m.slot_index);
+    /* Without stop_on_error failures do not stop the stream: report the first one. */
+    if (r == 0 && errs)
+        for (size_t i = 0; i < n && r == 0; i++)
+            if (errs[i].code) {
+                r = errs[i].code;
+                first = errs[i];
+            }
+    if (r < 0) {
+        if (err && !err->code)
+            *err = first;
+        /* Transfers never started count as cancelled. */
+        for (size_t i = m.next; errs && i < n; i++)
+            kiln_error_set(&errs[i], -ECANCELED, "not started: an earlier transfer failed");
+    }
+    return r;
 }
 
 int

@@ -93,6 +93,18 @@ int kiln_aws_call_many(struct kiln_aws_client *c, const struct kiln_aws_request 
                        struct kiln_aws_response *resps, size_t n, bool stop_on_error,
                        struct kiln_error *errs, struct kiln_error *err);
 
+/* Streaming: keep up to `slots` transfers in flight (0: max_parallel). feed(ctx, slot, &req)
+ * returns 1 with a request for that slot (valid until done() for the slot), 0 when there is
+ * no more, <0 to fail; done(ctx, slot, resp, result, xerr) gets each finished transfer
+ * (result 0, or its error after retries, in xerr) and may take the response's contents; a
+ * negative return stops everything (done explains its own failures in xerr). Returns the first failure, or 0. */
+typedef int (*kiln_aws_feed_fn)(void *ctx, size_t slot, const struct kiln_aws_request **req,
+                                struct kiln_error *err);
+typedef int (*kiln_aws_done_fn)(void *ctx, size_t slot, struct kiln_aws_response *resp,
+                                int result, struct kiln_error *xerr);
+int kiln_aws_call_stream(struct kiln_aws_client *c, size_t slots, kiln_aws_feed_fn feed,
+                         kiln_aws_done_fn done, void *ctx, struct kiln_error *err);
+
 /* Error parsing (exposed for tests and fuzzers): fill err from an AWS error response. */
 void kiln_aws_parse_error(long status, const struct kiln_aws_headers *headers, const char *body,
                           size_t len, struct kiln_error *err, char **ret_request_id);

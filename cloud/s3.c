@@ -518,6 +518,61 @@ read_full(int fd, void *buf, size_t len, off_t off)
     return 0;
 }
 
+struct part_ctx {
+    int fd;
+    const char *path;
+    unsigned long long size;
+    unsigned long long part_size;
+    size_t n_parts;
+    size_t next;
+    const char *upload_id;
+    char *opath;
+    char **etags;
+    char **bufs;      /* one part buffer per slot: memory stays slots x part size */
+    char **queries;
+    struct kiln_aws_request *reqs;
+    size_t *slot_part;
+};
+
+static int
+part_feed(void *ctx, size_t slot, const struct kiln_aws_request **req, struct kiln_error *err)
+{
+    struct part_ctx *pc = ctx;
+    if (pc->next >= pc->n_parts)
+        return 0;
+    size_t part = pc->next++;
+    unsigned long long off = part * pc->part_size;
+    size_t len = (size_t)(pc->size - off < pc->part_size ? pc->size - off : pc->part_size);
+    if (!pc->bufs[slot])
+        pc->bufs[slot] = kiln_malloc((size_t)pc->part_size);
+    int r = read_full(pc->fd, pc->bufs[slot], len, (off_t)off);
+    if (r < 0)
+        return kiln_error_errno(err, r, "reading %s", pc->path);
+    free(pc->queries[slot]);
+    pc->queries[slot] = upload_query(pc->upload_id, (unsigned)part + 1);
+    s3_request(&pc->reqs[slot], "PUT", pc->opath, pc->queries[slot]);
+    pc->reqs[slot].body = pc->bufs[slot];
+    pc->reqs[slot].body_len = len;
+    pc->slot_part[slot] = part;
+    *req = &pc->reqs[slot];
+    return 1;
+}
+
+static int
+part_done(void *ctx, size_t slot, struct kiln_aws_response *resp, int result,
+          struct kiln_error *xerr)
+{
+    struct part_ctx *pc = ctx;
+    if (result < 0)
+        return kiln_error_prefix(xerr, result, "UploadPart %zu", pc->slot_part[slot] + 1);
+    const char *e = kiln_aws_headers_get(&resp->headers, "ETag");
+    if (!e || !*e)
+        return kiln_error_set(xerr, -KILN_E_PARSE, "UploadPart %zu: no ETag",
+                              pc->slot_part[slot] + 1);
+    pc->etags[pc->slot_part[slot]] = kiln_strdup(e);
+    return 0;
+}
+
 int
 kiln_s3_upload_file(struct kiln_aws_client *c, const char *bucket, const char *key,
                     const char *path, unsigned long long part_size, struct kiln_error *err)
@@ -547,53 +602,26 @@ kiln_s3_upload_file(struct kiln_aws_client *c, const char *bucket, const char *k
     int r = kiln_s3_create_multipart_upload(c, bucket, key, &upload_id, err);
     if (r < 0)
         return r;
-    char **etags = kiln_new(char *, n_parts + 1);
-    _cleanup_free_ char *opath = object_path(bucket, key);
-    /* Parts go in waves of a few per connection so memory stays bounded. */
-    struct kiln_aws_stats st0;
-    kiln_aws_client_stats(c, &st0);
-    size_t wave = 8;
-    for (size_t first = 0; first < n_parts && r == 0; first += wave) {
-        size_t cnt = n_parts - first < wave ? n_parts - first : wave;
-        struct kiln_aws_request *reqs = kiln_new(struct kiln_aws_request, cnt);
-        struct kiln_aws_response *resps = kiln_new(struct kiln_aws_response, cnt);
-        char **bufs = kiln_new(char *, cnt);
-        char **queries = kiln_new(char *, cnt);
-        for (size_t i = 0; i < cnt && r == 0; i++) {
-            size_t part = first + i;
-            unsigned long long off = part * part_size;
-            size_t len = (size_t)(size - off < part_size ? size - off : part_size);
-            bufs[i] = kiln_malloc(len);
-            int rr = read_full(fd, bufs[i], len, (off_t)off);
-            if (rr < 0) {
-                r = kiln_error_errno(err, rr, "upload: reading %s", path);
-                break;
-            }
-            queries[i] = upload_query(upload_id, (unsigned)part + 1);
-            s3_request(&reqs[i], "PUT", opath, queries[i]);
-            reqs[i].body = bufs[i];
-            reqs[i].body_len = len;
-        }
-        if (r == 0)
-            r = kiln_aws_call_many(c, reqs, resps, cnt, true, NULL, err);
-        for (size_t i = 0; i < cnt; i++) {
-            if (r == 0) {
-                const char *e = kiln_aws_headers_get(&resps[i].headers, "ETag");
-                if (!e)
-                    r = kiln_error_set(err, -KILN_E_PARSE, "UploadPart %zu: no ETag",
-                                       first + i + 1);
-                else
-                    etags[first + i] = kiln_strdup(e);
-            }
-            kiln_aws_response_clear(&resps[i]);
-            free(bufs[i]);
-            free(queries[i]);
-        }
-        free(reqs);
-        free(resps);
-        free(bufs);
-        free(queries);
+    struct part_ctx pc = {.fd = fd, .path = path, .size = size, .part_size = part_size,
+                          .n_parts = n_parts, .upload_id = upload_id};
+    pc.etags = kiln_new(char *, n_parts + 1);
+    pc.opath = object_path(bucket, key);
+    size_t slots = 8;
+    pc.bufs = kiln_new(char *, slots);
+    pc.queries = kiln_new(char *, slots);
+    pc.reqs = kiln_new(struct kiln_aws_request, slots);
+    pc.slot_part = kiln_new(size_t, slots);
+    r = kiln_aws_call_stream(c, slots, part_feed, part_done, &pc, err);
+    for (size_t i = 0; i < slots; i++) {
+        free(pc.bufs[i]);
+        free(pc.queries[i]);
     }
+    free(pc.bufs);
+    free(pc.queries);
+    free(pc.reqs);
+    free(pc.slot_part);
+    free(pc.opath);
+    char **etags = pc.etags;
     if (r == 0)
         r = kiln_s3_complete_multipart_upload(c, bucket, key, upload_id, etags, n_parts, err);
     if (r < 0) {

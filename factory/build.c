@@ -223,7 +223,10 @@ struct build {
     char *log_dir;
     int lock_fd;
     struct kiln_instance *inst;
-    const char *inst_role; /* "build" or "test" */
+    char inst_role[32]; /* "build", "test", "layer-2", ... */
+    struct kiln_image_ref layer;  /* the cached layer the build resumed from, or the last one made */
+    size_t layers_reused;         /* components whose result came from the layer cache */
+    json_t *layer_keys;           /* the cache key of each component's result */
     struct kiln_image_ref parent;
     struct kiln_image_ref snapshot;
     char **partial_outputs; /* files being written, removed on failure */
@@ -441,7 +444,7 @@ launch(struct build *b, const struct kiln_image_ref *image, const char *role,
     if (r < 0)
         return kiln_error_prefix(err, r, "launching the %s instance from %s", role,
                                  image->location);
-    b->inst_role = role;
+    snprintf(b->inst_role, sizeof(b->inst_role), "%s", role);
     return 0;
 }
 
@@ -638,6 +641,10 @@ write_manifest(struct build *b, const char *status, struct kiln_error *err)
     _cleanup_json_ json_t *m = manifest_new(b, status);
     if (!m)
         return kiln_error_set(err, -EINVAL, "cannot build the manifest");
+    if (b->layer_keys)
+        json_object_set_new(m, "layerCache",
+                            json_pack("{s:I, s:O}", "reused", (json_int_t)b->layers_reused,
+                                      "keys", b->layer_keys));
     _cleanup_free_ char *text = kiln_json_dumps(m, true);
     /* Beside the log folder: logs/<name>/<version>/<build>/manifest.json */
     _cleanup_free_ char *dir = kiln_strdup(b->log_dir);
@@ -686,6 +693,106 @@ keep_console_logs(struct build *b)
     closedir(dh);
 }
 
+/* ---- the layer cache ----
+ *
+ * Each component's result is kept as a standalone qcow2 in <home>/cache/layers/<key>.qcow2,
+ * where key = sha256(previous key, the document's sha256, its resolved parameters) and the
+ * first key covers the parent image (its location, size and modification time). A rebuild
+ * boots from the longest prefix already built and runs only the components after it. */
+
+static int
+layer_keys(struct build *b, struct kiln_error *err)
+{
+    const struct kiln_recipe *rec = b->plan.recipe;
+    struct stat st;
+    if (stat(b->parent.location, &st) < 0)
+        return kiln_error_errno(err, -errno, "parent image %s", b->parent.location);
+    _cleanup_free_ char *seed = kiln_asprintf(
+        "kiln-layer-1\nparent %s %s %lld %lld.%09ld\n", b->parent.kind, b->parent.location,
+        (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    char key[KILN_HASH_MAX_HEX];
+    kiln_hash_buf_hex(KILN_HASH_SHA256, seed, strlen(seed), key);
+    b->layer_keys = json_array();
+    for (size_t i = 0; i < rec->n_components; i++) {
+        _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
+        _cleanup_free_ char *p = json_dumps(params, JSON_SORT_KEYS | JSON_COMPACT);
+        _cleanup_free_ char *text = kiln_asprintf("%s\n%s\n%s\n", key,
+                                                  b->plan.docs[i].sha256 ? b->plan.docs[i].sha256
+                                                                         : "-",
+                                                  p ? p : "{}");
+        kiln_hash_buf_hex(KILN_HASH_SHA256, text, strlen(text), key);
+        json_array_append_new(b->layer_keys, json_string(key));
+    }
+    return 0;
+}
+
+static char *
+layer_path(struct build *b, size_t i)
+{
+    _cleanup_free_ char *rel = kiln_asprintf(
+        "cache/layers/%s.qcow2", json_string_value(json_array_get(b->layer_keys, i)));
+    return kiln_path_join(b->plan.home, rel);
+}
+
+static void
+layer_ref(struct build *b, const char *path)
+{
+    ref_clear(&b->layer);
+    b->layer.kind = kiln_strdup("qcow2");
+    b->layer.location = kiln_strdup(path);
+    /* A direct-kernel parent boots its layers the same way. */
+    b->layer.kernel = strdup_or_null(b->parent.kernel);
+    b->layer.initrd = strdup_or_null(b->parent.initrd);
+    b->layer.cmdline = strdup_or_null(b->parent.cmdline);
+}
+
+/* The number of leading components whose result is cached (b->layer points at the last). */
+static size_t
+layer_lookup(struct build *b)
+{
+    for (size_t n = json_array_size(b->layer_keys); n > 0; n--) {
+        _cleanup_free_ char *path = layer_path(b, n - 1);
+        if (access(path, R_OK) == 0) {
+            layer_ref(b, path);
+            b->layers_reused = n;
+            return n;
+        }
+    }
+    return 0;
+}
+
+/* Keep component i's result as a layer, then go on from it on a fresh instance. */
+static int
+layer_save(struct build *b, size_t i, struct kiln_error *err)
+{
+    _cleanup_free_ char *path = layer_path(b, i);
+    _cleanup_free_ char *dir = kiln_strdup(path);
+    *strrchr(dir, '/') = '\0';
+    int r = kiln_mkdir_p(dir, 0755, err);
+    if (r < 0)
+        return r;
+    progress_step(b, "layer cache: saving the result of component %zu", i + 1);
+    r = b->ops->stop(b->inst, 300, 0, err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "stopping the build instance for the layer cache");
+    /* Written in the build's own folder, then renamed into the cache: builds that make the same
+     * layer at once never write one file together, and a layer is whole or absent. */
+    _cleanup_free_ char *name = kiln_asprintf("layer-%zu.qcow2", i + 1);
+    _cleanup_free_ char *tmp = kiln_path_join(b->work_dir, name);
+    struct kiln_snapshot_options so = {.dest = tmp, .format = "qcow2"};
+    struct kiln_image_ref saved = {0};
+    r = b->ops->snapshot(b->inst, &so, 0, &saved, err);
+    ref_clear(&saved);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "saving the layer of component %zu", i + 1);
+    if (rename(tmp, path) < 0)
+        return kiln_error_errno(err, -errno, "layer cache: %s", path);
+    drop_instance(b);
+    layer_ref(b, path);
+    _cleanup_free_ char *role = kiln_asprintf("layer-%zu", i + 1);
+    return launch(b, &b->layer, role, err);
+}
+
 static int
 stages(struct build *b, struct kiln_error *err)
 {
@@ -700,7 +807,17 @@ stages(struct build *b, struct kiln_error *err)
     ref_copy(&b->parent, &b->plan.parent);
     if (cancelled(b))
         return kiln_error_set(err, -ECANCELED, "cancelled");
-    r = launch(b, &b->parent, "build", err);
+    /* With the layer cache, resume after the longest prefix of components already built. */
+    size_t first = 0;
+    if (b->opts->layer_cache) {
+        r = layer_keys(b, err);
+        if (r < 0)
+            return r;
+        first = layer_lookup(b);
+        if (first > 0)
+            progress_step(b, "layer cache: components 1-%zu reused", first);
+    }
+    r = launch(b, first > 0 ? &b->layer : &b->parent, "build", err);
     if (r < 0)
         return r;
 
@@ -708,20 +825,25 @@ stages(struct build *b, struct kiln_error *err)
     progress_stage(b, "build");
     b->phase_label = "component";
     static const char *const build_phases[] = {"build", "validate", NULL};
-    for (size_t i = 0; i < rec->n_components; i++) {
+    for (size_t i = first; i < rec->n_components; i++) {
         if (cancelled(b))
             return kiln_error_set(err, -ECANCELED, "cancelled");
         b->component_index = (unsigned)i;
         const struct kiln_document_info *d = &b->plan.docs[i];
-        if (!d->has_phase[KILN_PHASE_BUILD] && !d->has_phase[KILN_PHASE_VALIDATE])
-            continue;
-        _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
-        _cleanup_free_ char *what =
-            kiln_asprintf("component %zu (%s, %s)", i + 1, d->name, rec->components[i].resolved);
-        _cleanup_free_ char *sub = kiln_asprintf("build/%02zu-%s", i + 1, d->name);
-        r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1, err);
-        if (r < 0)
-            return r;
+        if (d->has_phase[KILN_PHASE_BUILD] || d->has_phase[KILN_PHASE_VALIDATE]) {
+            _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
+            _cleanup_free_ char *what = kiln_asprintf("component %zu (%s, %s)", i + 1, d->name,
+                                                      rec->components[i].resolved);
+            _cleanup_free_ char *sub = kiln_asprintf("build/%02zu-%s", i + 1, d->name);
+            r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1, err);
+            if (r < 0)
+                return r;
+        }
+        if (b->opts->layer_cache) {
+            r = layer_save(b, i, err);
+            if (r < 0)
+                return r;
+        }
     }
 
     /* Image Builder's Linux cleanup, as a document run by the agent */
@@ -978,6 +1100,8 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     kiln_image_record_free(b.image);
     ref_clear(&b.parent);
     ref_clear(&b.snapshot);
+    ref_clear(&b.layer);
+    json_decref(b.layer_keys);
     json_decref(b.outputs);
     free(b.work_dir);
     free(b.log_dir);

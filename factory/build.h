@@ -42,6 +42,9 @@ struct kiln_build_options {
     void *resolve_userdata;
     char **component_dirs;     /* catalogs for name/ARN references; NULL: <home>/components */
     bool skip_tests;           /* imageTestsEnabled: false */
+    /* Keep each component's result as a layer in <home>/cache/layers and resume a rebuild
+     * from the longest prefix already built (one more boot per component when building). */
+    bool layer_cache;
     int test_timeout_minutes;  /* 0: 720 */
     int ready_timeout_seconds; /* 0: 600 */
     const char *qemu_img;      /* NULL: "qemu-img" from PATH */

@@ -45,10 +45,14 @@ struct run {
     FILE *app_log, *console_log;
     json_t *detailed;
     json_t *resume;
-    size_t resume_phase, resume_step;
-    bool resume_rerun;
-    bool reboot_action;
-    size_t reboot_at_phase, reboot_at_step;
+    /* Reboot and resume, per ExecuteDocument depth (1 = a document given to run): where to
+     * resume, whether that step runs again, and the record of an ExecuteDocument step whose
+     * nested document was interrupted (it carries the nested progress). */
+    struct {
+        size_t phase, step;
+        bool rerun;
+    } pos[KILN_DOC_MAX_NESTING + 1];
+    json_t *pending[KILN_DOC_MAX_NESTING + 1];
     int executed, failed, ignored;
     struct kiln_buf line_out, line_err;
 };

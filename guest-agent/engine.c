@@ -402,7 +402,7 @@ state_path(const struct run *run)
 }
 
 static int
-save_state(struct run *run, size_t d, size_t p, size_t s, struct kiln_error *err)
+save_state(struct run *run, size_t d, struct kiln_error *err)
 {
     _cleanup_json_ json_t *st = json_object();
     json_object_set_new(st, "version", json_integer(STATE_VERSION));
@@ -414,8 +414,18 @@ save_state(struct run *run, size_t d, size_t p, size_t s, struct kiln_error *err
         json_array_append_new(docs, json_string(run->doc_hashes[i]));
     json_object_set_new(st, "documents", docs);
     json_object_set_new(st, "document", json_integer((json_int_t)d));
-    json_object_set_new(st, "phase", json_integer((json_int_t)p));
-    json_object_set_new(st, "step", json_integer((json_int_t)s));
+    /* Positions per ExecuteDocument depth (index 0 unused), and the interrupted ExecuteDocument
+     * step records that carry the nested progress. */
+    json_t *pos = json_array(), *pending = json_array();
+    for (size_t i = 0; i <= KILN_DOC_MAX_NESTING; i++) {
+        json_array_append_new(pos, json_pack("{s:I,s:I,s:b}", "phase",
+                                             (json_int_t)run->pos[i].phase, "step",
+                                             (json_int_t)run->pos[i].step, "rerun",
+                                             run->pos[i].rerun));
+        json_array_append(pending, run->pending[i] ? run->pending[i] : json_null());
+    }
+    json_object_set_new(st, "positions", pos);
+    json_object_set_new(st, "pending", pending);
     json_object_set(st, "detailedOutput", run->detailed);
     json_object_set_new(st, "counts",
                         json_pack("{s:i,s:i,s:i}", "executed", run->executed, "failed",
@@ -550,11 +560,17 @@ static int exec_document(struct run *run, struct kiln_document *doc, const json_
                          char **phases, unsigned depth, json_t *doc_rec, struct counts *counts,
                          bool resuming);
 
+static int finish_execute_document(struct run *run, struct docexec *dx,
+                                   struct kiln_document *nested, const json_t *params,
+                                   char **phases, json_t *top, json_t *doc_rec, bool resuming,
+                                   const char *full, json_t **ret_outputs,
+                                   struct kiln_error *err);
+
 /* ExecuteDocument: runs the nested document with its parameters; the outputs carry AWSTOE's
  * summary and detailedOutput the nested tree. */
 static int
 run_execute_document(struct run *run, struct docexec *dx, const json_t *inputs, json_t *rec,
-                     json_t **ret_outputs, struct kiln_error *err)
+                     bool resumed, json_t **ret_outputs, struct kiln_error *err)
 {
     const json_t *in = json_is_array(inputs) ? json_array_get(inputs, 0) : inputs;
     const char *path = kiln_json_get_str(in, "document");
@@ -597,6 +613,22 @@ run_execute_document(struct run *run, struct docexec *dx, const json_t *inputs, 
     const char *ph = kiln_json_get_str(in, "phases");
     if (ph && *ph)
         phases = kiln_engine_split(ph, ',');
+    /* Resumed after a reboot inside the nested document: continue its records. */
+    json_t *pending = resumed ? run->pending[dx->depth] : NULL;
+    const json_t *pend_top = json_array_get(json_object_get(pending, "detailedOutput"), 0);
+    bool resuming = pend_top && json_array_size(json_object_get(pend_top, "documents")) == 1;
+    if (resuming) {
+        json_t *detailed = json_deep_copy(json_object_get(pending, "detailedOutput"));
+        json_object_set_new(rec, "detailedOutput", detailed);
+        json_t *top = json_array_get(detailed, 0);
+        json_t *doc_rec = json_array_get(json_object_get(top, "documents"), 0);
+        json_decref(run->pending[dx->depth]);
+        run->pending[dx->depth] = NULL;
+        return finish_execute_document(run, dx, nested, params, phases, top, doc_rec, true,
+                                       full, ret_outputs, err);
+    }
+    json_decref(run->pending[dx->depth]);
+    run->pending[dx->depth] = NULL;
     _cleanup_free_ char *nested_id = kiln_engine_uuid();
     json_t *top = json_object();
     json_object_set_new(top, "executionId", json_string(nested_id));
@@ -611,8 +643,19 @@ run_execute_document(struct run *run, struct docexec *dx, const json_t *inputs, 
     json_t *detailed = json_array();
     json_array_append_new(detailed, top);
     json_object_set_new(rec, "detailedOutput", detailed);
+    return finish_execute_document(run, dx, nested, params, phases, top, doc_rec, false, full,
+                                   ret_outputs, err);
+}
+
+static int
+finish_execute_document(struct run *run, struct docexec *dx, struct kiln_document *nested,
+                        const json_t *params, char **phases, json_t *top, json_t *doc_rec,
+                        bool resuming, const char *full, json_t **ret_outputs,
+                        struct kiln_error *err)
+{
     struct counts c = {0};
-    r = exec_document(run, nested, params, phases, dx->depth + 1, doc_rec, &c, false);
+    const char *nested_id = kiln_json_get_str(top, "executionId");
+    int r = exec_document(run, nested, params, phases, dx->depth + 1, doc_rec, &c, resuming);
     if (r < 0)
         return r;
     const char *status = kiln_json_get_str(doc_rec, "status");
@@ -641,9 +684,10 @@ enum step_outcome { STEP_OK, STEP_FAILED, STEP_SKIPPED, STEP_REBOOT, STEP_CANCEL
 static enum step_outcome
 attempt_step(struct run *run, struct docexec *dx, const struct kiln_doc_step *s, const char *phase,
              const struct iter *iters, size_t n_iters, json_t *rec, json_t *all_inputs,
-             json_t *all_outputs, json_t *loop_rec, struct kiln_error *err)
+             json_t *all_outputs, json_t *loop_rec, bool resumed, struct kiln_error *err)
 {
     time_t deadline = s->timeout_seconds > 0 ? time(NULL) + s->timeout_seconds : 0;
+    bool reboot_action = false;
     for (size_t i = 0; i < (n_iters ? n_iters : 1); i++) {
         const struct iter *it = n_iters ? &iters[i] : NULL;
         if (run->opts->cancel && *run->opts->cancel)
@@ -675,9 +719,9 @@ attempt_step(struct run *run, struct docexec *dx, const struct kiln_doc_step *s,
         } else if (strcmp(m, "Reboot") == 0) {
             outputs = json_object();
             r = 0;
-            run->reboot_action = true;
+            reboot_action = true;
         } else if (strcmp(m, "ExecuteDocument") == 0) {
-            r = run_execute_document(run, dx, inputs, rec, &outputs, err);
+            r = run_execute_document(run, dx, inputs, rec, resumed && i == 0, &outputs, err);
         } else if (!s->module->run) {
             r = kiln_error_set(err, -KILN_E_UNSUPPORTED, "%s is not supported on Linux", m);
         } else {
@@ -700,7 +744,7 @@ attempt_step(struct run *run, struct docexec *dx, const struct kiln_doc_step *s,
                 return STEP_CANCELLED;
             return STEP_FAILED;
         }
-        if (run->reboot_action)
+        if (reboot_action)
             return STEP_REBOOT;
     }
     return STEP_OK;
@@ -765,8 +809,12 @@ run_step(struct run *run, struct docexec *dx, size_t pi, size_t si, json_t *rec,
             json_object_set_new(loop_rec, "iterations", json_array());
         kiln_error_clear(&err);
         logline(run, false, "Executor: Attempt %d/%d", attempt, attempts);
+        if (attempt > 1)
+            emit(run, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "event", "step-retry", "document",
+                                dx->doc->path, "phase", phase, "step", s->name, "attempt",
+                                attempt, "maxAttempts", attempts));
         out = attempt_step(run, dx, s, phase, iters, n_iters, rec, all_inputs, all_outputs,
-                           loop_rec, &err);
+                           loop_rec, resumed && attempt == 1, &err);
         if (out != STEP_FAILED)
             break;
         logline(run, true, "Step %s attempt %d/%d failed: %s", s->name, attempt, attempts,
@@ -896,17 +944,26 @@ exec_document(struct run *run, struct kiln_document *doc, const json_t *params, 
     bool doc_failed = false, doc_ignored = false, abort_all = false;
     const char *doc_failure = NULL;
     size_t p0 = 0, s0 = 0;
-    if (resuming && depth == 1) {
-        p0 = run->resume_phase;
-        s0 = run->resume_step;
-        doc_failed = strcmp(kiln_json_get_str(doc_rec, "status"), "failed") == 0;
+    if (resuming) {
+        p0 = run->pos[depth].phase;
+        s0 = run->pos[depth].step;
+        /* Failures of the phases before the reboot still count. */
+        const json_t *prs = json_object_get(doc_rec, "phases");
+        for (size_t k = 0; k < json_array_size(prs); k++) {
+            const json_t *pr = json_array_get(prs, k);
+            const char *st = kiln_json_get_str(pr, "status");
+            doc_failed |= kiln_streq(st, "failed");
+            doc_ignored |= kiln_streq(st, "SuccessWithIgnoredFailure");
+            if (kiln_streq(st, "failed") && !doc_failure)
+                doc_failure = kiln_json_get_str(pr, "failureMessage");
+        }
     }
     for (size_t pi = p0; pi < doc->n_phases && !abort_all; pi++) {
         const struct kiln_doc_phase *ph = &doc->phases[pi];
         if (!phase_selected(phases, ph->name))
             continue;
         json_t *prec;
-        bool resumed_phase = resuming && depth == 1 && pi == p0 &&
+        bool resumed_phase = resuming && pi == p0 &&
                              json_array_size(phase_recs) > 0 &&
                              kiln_streq(kiln_json_get_str(json_array_get(phase_recs,
                                                                          json_array_size(
@@ -945,7 +1002,7 @@ exec_document(struct run *run, struct kiln_document *doc, const json_t *params, 
                 break;
             }
             json_t *rec = step_record(s);
-            bool resumed_step = resumed_phase && si == s0 && run->resume_rerun;
+            bool resumed_step = resumed_phase && si == s0 && run->pos[depth].rerun;
             enum step_outcome o = run_step(run, &dx, pi, si, rec, resumed_step);
             json_object_set_new(rec, "endTime", json_now());
             const char *status = "success";
@@ -991,15 +1048,24 @@ exec_document(struct run *run, struct kiln_document *doc, const json_t *params, 
                                 s->action, "status", o == STEP_REBOOT ? "reboot" : status,
                                 "reason", kiln_json_get_str(rec, "failureMessage")));
             if (o == STEP_REBOOT) {
-                /* The step that returned 194 runs again on resume; the Reboot action is done. */
-                if (run->reboot_action) {
+                /* The step that returned 194 runs again on resume; the Reboot action is done;
+                 * an ExecuteDocument step resumes inside its nested document. */
+                run->pos[depth].phase = pi;
+                if (strcmp(s->module->name, "Reboot") == 0) {
+                    json_object_set_new(rec, "status", json_string("success"));
                     json_array_append_new(step_recs, rec);
-                    run->reboot_at_step = si + 1;
+                    run->pos[depth].step = si + 1;
+                    run->pos[depth].rerun = false;
                 } else {
-                    json_decref(rec);
-                    run->reboot_at_step = si;
+                    if (strcmp(s->module->name, "ExecuteDocument") == 0 && depth < KILN_DOC_MAX_NESTING) {
+                        json_decref(run->pending[depth]);
+                        run->pending[depth] = rec;
+                    } else {
+                        json_decref(rec);
+                    }
+                    run->pos[depth].step = si;
+                    run->pos[depth].rerun = true;
                 }
-                run->reboot_at_phase = pi;
                 break;
             }
             json_array_append_new(step_recs, rec);
@@ -1101,6 +1167,8 @@ run_clear(struct run *run)
 {
     if (run->scratch)
         kiln_rm_rf(run->scratch, NULL);
+    for (size_t i = 0; i <= KILN_DOC_MAX_NESTING; i++)
+        json_decref(run->pending[i]);
     free(run->scratch);
     if (run->app_log)
         fclose(run->app_log);
@@ -1402,9 +1470,15 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
     size_t d0 = 0;
     if (resuming) {
         d0 = (size_t)json_integer_value(json_object_get(run.resume, "document"));
-        run.resume_phase = (size_t)json_integer_value(json_object_get(run.resume, "phase"));
-        run.resume_step = (size_t)json_integer_value(json_object_get(run.resume, "step"));
-        run.resume_rerun = true;
+        const json_t *pos = json_object_get(run.resume, "positions");
+        const json_t *pending = json_object_get(run.resume, "pending");
+        for (size_t i = 0; i <= KILN_DOC_MAX_NESTING; i++) {
+            const json_t *pi = json_array_get(pos, i), *pe = json_array_get(pending, i);
+            run.pos[i].phase = (size_t)json_integer_value(json_object_get(pi, "phase"));
+            run.pos[i].step = (size_t)json_integer_value(json_object_get(pi, "step"));
+            run.pos[i].rerun = json_is_true(json_object_get(pi, "rerun"));
+            run.pending[i] = json_is_object(pe) ? json_incref((json_t *)pe) : NULL;
+        }
     }
     bool failed = false, ignored = false, cancelled = false, reboot = false;
     const char *failure = NULL;
@@ -1422,17 +1496,10 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
         } else {
             doc_rec = json_object();
             json_array_append_new(doc_recs, doc_rec);
-            if (resuming && i == d0) {
-                run.resume_phase = 0;
-                run.resume_step = 0;
-                run.resume_rerun = false;
-            }
         }
         struct counts c = {0};
         r = exec_document(&run, run.docs[i], run.doc_params[i], run.phases, 1, doc_rec, &c,
                           resume_here);
-        run.resume_rerun = false;
-        run.resume_phase = run.resume_step = 0;
         if (r < 0)
             goto out;
         run.executed += c.executed;
@@ -1444,7 +1511,7 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
             failure = kiln_json_get_str(doc_rec, "failureMessage");
         if (c.reboot) {
             reboot = true;
-            r = save_state(&run, i, run.reboot_at_phase, run.reboot_at_step, err);
+            r = save_state(&run, i, err);
             if (r < 0)
                 goto out;
             break;

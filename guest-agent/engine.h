@@ -12,7 +12,9 @@ struct kiln_engine_events {
     /* A step/phase/document event as a JSON object, e.g.
      * {"event":"step-start","document":..,"phase":..,"step":..,"action":..,"attempt":1}
      * {"event":"step-end", ..., "status":"success"|"failed"|"ignored"|"skipped", "reason":..}
-     * {"event":"reboot-requested", ...}. Borrowed: copy what you keep. */
+     * {"event":"step-retry", ..., "attempt":2,"maxAttempts":3}
+     * {"event":"phase-start"|"phase-end"|"document-start"|"document-end", ...}
+     * {"event":"reboot-requested","stateDirectory":..}. Borrowed: copy what you keep. */
     void (*event)(void *userdata, const json_t *event);
     /* Console output of the running step. */
     void (*console)(void *userdata, const char *stream, const char *data, size_t len);

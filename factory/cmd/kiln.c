@@ -44,7 +44,8 @@ usage(FILE *f)
                "\n"
                "Commands:\n"
                "  build --recipe FILE [--infrastructure FILE] [--distribution FILE]\n"
-               "        [--no-tests] [--verbose] [--json]     build an image\n"
+               "        [--no-tests] [--cache] [--verbose] [--json]\n"
+            "                                              build an image\n"
                "  build --pipeline FILE [...]                 the same, from an image pipeline\n"
                "  validate --recipe FILE | --pipeline FILE [--infrastructure FILE]\n"
                "           [--distribution FILE] [--json]     validate everything, start nothing\n"
@@ -256,7 +257,7 @@ result_json(const struct kiln_build_result *res, int r, const struct kiln_error 
 
 struct files_opts {
     const char *recipe, *infra, *dist, *pipeline;
-    bool json, verbose, no_tests, kept;
+    bool json, verbose, no_tests, kept, cache;
 };
 
 static int
@@ -271,6 +272,7 @@ parse_opts(int argc, char **argv, struct files_opts *o)
         {"verbose", no_argument, NULL, 'v'},
         {"no-tests", no_argument, NULL, 'T'},
         {"kept", no_argument, NULL, 'k'},
+        {"cache", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -301,6 +303,9 @@ parse_opts(int argc, char **argv, struct files_opts *o)
             break;
         case 'k':
             o->kept = true;
+            break;
+        case 'C':
+            o->cache = true;
             break;
         case 'h':
             usage(stdout);
@@ -413,6 +418,7 @@ cmd_build(int argc, char **argv)
     opts.home = kiln_store_home(store);
     opts.store = store;
     opts.skip_tests = o.no_tests;
+    opts.layer_cache = o.cache;
     opts.progress = &cb;
     opts.cancel = &cancel_requested;
     struct kiln_build_result res;

@@ -59,6 +59,10 @@ on_event(void *userdata, const json_t *ev)
         fprintf(stderr, "Step %s: %s%s%s\n", kiln_json_get_str(ev, "step"),
                 kiln_json_get_str(ev, "status"), reason && *reason ? ": " : "",
                 reason ? reason : "");
+    } else if (kiln_streq(e, "step-retry")) {
+        fprintf(stderr, "Step %s: attempt %lld/%lld\n", kiln_json_get_str(ev, "step"),
+                (long long)json_integer_value(json_object_get(ev, "attempt")),
+                (long long)json_integer_value(json_object_get(ev, "maxAttempts")));
     } else if (kiln_streq(e, "phase-end"))
         fprintf(stderr, "Phase %s: %s\n", kiln_json_get_str(ev, "phase"),
                 kiln_json_get_str(ev, "status"));

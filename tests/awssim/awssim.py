@@ -7,6 +7,9 @@ faults and resets.  Python 3 standard library only.  See docs/awssim.md.
 """
 
 import argparse
+import calendar
+import datetime
+import email.utils
 import hashlib
 import hmac
 import json
@@ -218,9 +221,24 @@ def guess_service(req):
 
 def parse_amz_date(value):
     try:
-        return time.mktime(time.strptime(value, "%Y%m%dT%H%M%SZ")) - time.timezone
+        return calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ"))
     except (ValueError, TypeError):
         return None
+
+
+def header_date(req):
+    """X-Amz-Date, or the HTTP Date header converted to the same form (SigV4 allows it)."""
+    v = req.header("X-Amz-Date")
+    if v is not None:
+        return v
+    d = req.header("Date")
+    if d:
+        try:
+            t = email.utils.parsedate_to_datetime(d)
+            return t.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 def auth_error(req, kind, detail=""):
@@ -325,7 +343,7 @@ def authenticate(sim, req, now=None):
             req.service = guess_service(req)
             raise auth_error(req, "malformed", "expected AWS4-HMAC-SHA256 Credential=, "
                              "SignedHeaders=, Signature=")
-        amz_date = req.header("X-Amz-Date")
+        amz_date = header_date(req)
     req.service = info["service"] if info["service"] in SERVICES else guess_service(req)
     if info["service"] not in SERVICES:
         raise auth_error(req, "malformed", "unknown service '%s'" % info["service"])
@@ -692,8 +710,9 @@ def main(argv=None):
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--ready-file")
     ap.add_argument("--state-dir")
-    ap.add_argument("--credentials", action="append", default=[],
-                    help="AKID:SECRET[:TOKEN], repeatable (the default key is always accepted)")
+    ap.add_argument("--credentials", action="extend", nargs="+", default=[],
+                    metavar="AKID:SECRET[:TOKEN]",
+                    help="extra accepted keys (repeatable; the default key is always accepted)")
     ap.add_argument("--faults", default="", help="rate=0.1,kinds=throttle+500+reset+slow")
     ap.add_argument("--delay-scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=None)

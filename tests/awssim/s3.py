@@ -192,7 +192,11 @@ def decode_aws_chunked(sim, req):
                     raise AwsError(400, "IncompleteBody", "The request body terminated "
                                    "unexpectedly")
                 head, _, ext = line.partition(";")
-                n = int(head, 16)
+                try:
+                    n = int(head, 16)
+                except ValueError:
+                    raise AwsError(400, "IncompleteBody", "The request body terminated "
+                                   "unexpectedly (bad aws-chunked chunk header)")
                 chunk = read(n)
                 if len(chunk) != n:
                     raise AwsError(400, "IncompleteBody", "The request body terminated "

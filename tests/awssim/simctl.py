@@ -6,6 +6,8 @@
         sim.env()             # environment for /usr/bin/aws (credentials, region, ...)
         sim.state()           # GET /_kiln/state as a dict
         sim.set_faults(0.1, ["throttle", "500"])
+
+or without a with-block: sim = simctl.start(delay_scale=0.02); ...; simctl.stop(sim).
 """
 
 import json
@@ -131,3 +133,12 @@ class Simulator:
 
     def reset(self):
         return self.control("POST", "/_kiln/reset", {})
+
+
+def start(**kwargs):
+    """Start a simulator in a temp dir; returns the Simulator (endpoint in .endpoint)."""
+    return Simulator(**kwargs).start()
+
+
+def stop(sim):
+    sim.stop()

@@ -94,6 +94,20 @@ class AuthCli(CliTest):
                                   "--role-session-name", "xx")
         self.assertIn("ValidationError", err)
 
+    def test_extra_credentials_flag(self):
+        self.sim.stop()
+        from simctl import Simulator
+        self.sim = Simulator(credentials=["AKIDSECOND:second-secret",
+                                          "AKIDTOKEN:third-secret:the-token"]).start()
+        self.addCleanup(self.sim.stop)
+        self.aws("sts", "get-caller-identity", env={"AWS_ACCESS_KEY_ID": "AKIDSECOND",
+                                                    "AWS_SECRET_ACCESS_KEY": "second-secret"})
+        env = {"AWS_ACCESS_KEY_ID": "AKIDTOKEN", "AWS_SECRET_ACCESS_KEY": "third-secret"}
+        self.aws("s3", "ls", env=dict(env, AWS_SESSION_TOKEN="the-token"))
+        code, err = self.aws_fail("s3", "ls", env=env)  # the token is required
+        self.assertIn("InvalidToken", err)
+        self.aws("ec2", "describe-regions")  # the default key keeps working
+
     def test_wrong_secret(self):
         env = {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}
         for args, op in ((("ec2", "describe-regions"), "DescribeRegions"),

@@ -1,6 +1,23 @@
 # AWS simulator tests (tests/awssim/): one ctest entry per Python test method.
 # test_unit_*.py -> label "unit" (no AWS CLI needed); test_cli_*.py -> label "cloud" (drive
 # /usr/bin/aws against a fresh simulator); methods named test_slow_* also get label "slow".
+
+# kiln_add_awssim_test(NAME <name> COMMAND <cmd> [args...] [LABELS <extra labels>]
+#                      [SIM_ARGS <with-sim.sh options>])
+# Runs <cmd> under tests/awssim/with-sim.sh: a fresh simulator, with AWSSIM_ENDPOINT and the
+# AWS_* variables exported.  Label "cloud".  For C and shell tests of the cloud client.
+function(kiln_add_awssim_test)
+    cmake_parse_arguments(ARG "" "NAME;TIMEOUT" "COMMAND;LABELS;SIM_ARGS" ${ARGN})
+    if(NOT ARG_TIMEOUT)
+        set(ARG_TIMEOUT 600)
+    endif()
+    add_test(NAME ${ARG_NAME}
+             COMMAND ${PROJECT_SOURCE_DIR}/tests/awssim/with-sim.sh ${ARG_SIM_ARGS} --
+                     ${ARG_COMMAND})
+    set_tests_properties(${ARG_NAME} PROPERTIES LABELS "cloud;${ARG_LABELS}"
+                         TIMEOUT ${ARG_TIMEOUT})
+endfunction()
+
 find_package(Python3 COMPONENTS Interpreter)
 if(NOT Python3_Interpreter_FOUND)
     message(WARNING "python3 not found: AWS simulator tests are not registered")
@@ -66,4 +83,11 @@ foreach(f ${boto_cases})
     string(REPLACE "/" "_" case ${rel})
     string(REPLACE "-" "_" case ${case})
     awssim_vector_test(test_unit_sigv4.BotocoreSuite.test_${case})
+endforeach()
+
+# Shell scripts in tests/awssim/sh/, each run under with-sim.sh (one ctest entry per script).
+file(GLOB awssim_sh CONFIGURE_DEPENDS ${awssim_dir}/sh/*.sh)
+foreach(script ${awssim_sh})
+    get_filename_component(name ${script} NAME_WE)
+    kiln_add_awssim_test(NAME awssim.sh.${name} COMMAND ${script})
 endforeach()

@@ -32,3 +32,12 @@ if(CMOCKA_FOUND AND EXISTS ${PROJECT_SOURCE_DIR}/tests/awssim/awssim.py)
             LABELS "cloud" TIMEOUT 600)
     endforeach()
 endif()
+
+# The EBS upload benchmark, small, so the script keeps working (it checks the snapshot byte
+# for byte against the image and needs /usr/bin/aws).
+if(EXISTS ${PROJECT_SOURCE_DIR}/tests/awssim/awssim.py AND TARGET kiln-aws)
+    add_test(NAME cloud-bench-ebs-upload-smoke COMMAND ${PROJECT_SOURCE_DIR}/bench/ebs-upload.sh)
+    set_tests_properties(cloud-bench-ebs-upload-smoke PROPERTIES
+        ENVIRONMENT "KILN_BUILD_DIR=${PROJECT_BINARY_DIR};BENCH_SIZE_MIB=64;BENCH_ALLOC_MIB=20"
+        LABELS "cloud" TIMEOUT 300)
+endif()

@@ -544,6 +544,84 @@ test_reboot_and_resume(void **state)
 }
 
 static void
+test_reboot_inside_execute_document(void **state)
+{
+    struct fixture *f = *state;
+    struct kiln_run_result res = {0};
+    char *inner_text = with_dir(f, HEAD "phases:\n  - name: build\n    steps:\n"
+                                         "      - name: X\n        action: ExecuteBash\n"
+                                         "        inputs:\n          commands: [\"echo X >> @DIR@/count\"]\n"
+                                         "      - name: R\n        action: Reboot\n"
+                                         "      - name: Y\n        action: ExecuteBash\n"
+                                         "        inputs:\n          commands:\n"
+                                         "            - echo Y >> @DIR@/count\n"
+                                         "            - \"[ -f @DIR@/y ] || { touch @DIR@/y; exit 194; }\"\n"
+                                         "      - name: Z\n        action: ExecuteBash\n"
+                                         "        inputs:\n          commands: [\"echo Z {{ build.X.inputs[0].commands }} >> @DIR@/count\"]\n");
+    char *inner = write_doc(f, "inner.yml", inner_text);
+    const char *outer = HEAD "phases:\n  - name: build\n    steps:\n"
+                             "      - name: A\n        action: ExecuteBash\n"
+                             "        onFailure: Continue\n"
+                             "        inputs:\n          commands: [\"echo A >> @DIR@/count; exit 1\"]\n"
+                             "      - name: Nest\n        action: ExecuteDocument\n"
+                             "        inputs:\n          document: inner.yml\n"
+                             "      - name: C\n        action: ExecuteBash\n"
+                             "        inputs:\n          commands: [\"echo C >> @DIR@/count\"]\n";
+    assert_int_equal(run_text(f, outer, NULL, &res), KILN_RUN_REBOOT); /* the Reboot action */
+    kiln_run_result_clear(&res);
+    assert_int_equal(run_text(f, outer, NULL, &res), KILN_RUN_REBOOT); /* Y exits 194 */
+    kiln_run_result_clear(&res);
+    /* Y runs again and succeeds, Z and C follow; A's failure (Continue) still fails the run. */
+    assert_int_equal(run_text(f, outer, NULL, &res), KILN_RUN_FAILED);
+    char *count = read_text(f->dir, "count");
+    assert_non_null(count);
+    if (strncmp(count, "A\nX\nY\nY\nZ [", 11) != 0)
+        fail_msg("count: %s", count);
+    assert_non_null(strstr(count, "echo X >>"));
+    assert_true(strlen(count) > 2 && strcmp(count + strlen(count) - 2, "C\n") == 0);
+    json_t *d = detailed(&res);
+    json_t *nest = step_of(d, 0, 0, 1);
+    assert_string_equal(kiln_json_get_str(nest, "status"), "success");
+    json_t *nested = json_array_get(json_object_get(nest, "detailedOutput"), 0);
+    /* The nested record holds every step once: X, R, Y, Z. */
+    json_t *steps = json_object_get(json_array_get(json_object_get(json_array_get(
+                                        json_object_get(nested, "documents"), 0), "phases"), 0),
+                                    "steps");
+    assert_int_equal(json_array_size(steps), 4);
+    assert_string_equal(kiln_json_get_str(json_array_get(steps, 2), "name"), "Y");
+    assert_string_equal(kiln_json_get_str(d, "status"), "failed");
+    json_decref(d);
+    free(count);
+    free(inner);
+    free(inner_text);
+    kiln_run_result_clear(&res);
+}
+
+static void
+test_if_after_reboot_action(void **state)
+{
+    struct fixture *f = *state;
+    struct kiln_run_result res = {0};
+    /* The step after a Reboot action is a fresh step: its if is evaluated (and skips it). */
+    const char *doc = HEAD "phases:\n  - name: build\n    steps:\n"
+                           "      - name: R\n        action: Reboot\n"
+                           "      - name: S\n        action: ExecuteBash\n"
+                           "        if:\n          fileExists: /nonexistent/file\n"
+                           "        inputs:\n          commands: [\"touch @DIR@/ran\"]\n";
+    assert_int_equal(run_text(f, doc, NULL, &res), KILN_RUN_REBOOT);
+    kiln_run_result_clear(&res);
+    assert_int_equal(run_text(f, doc, NULL, &res), KILN_RUN_SUCCESS);
+    char *ran = kiln_path_join(f->dir, "ran");
+    assert_int_not_equal(access(ran, F_OK), 0);
+    json_t *d = detailed(&res);
+    assert_string_equal(kiln_json_get_str(step_of(d, 0, 0, 0), "status"), "success");
+    assert_string_equal(kiln_json_get_str(step_of(d, 0, 0, 1), "status"), "skipped");
+    json_decref(d);
+    free(ran);
+    kiln_run_result_clear(&res);
+}
+
+static void
 test_execute_document(void **state)
 {
     struct fixture *f = *state;
@@ -722,6 +800,62 @@ test_cancel(void **state)
     kiln_run_result_clear(&res);
 }
 
+struct recorded {
+    json_t *events;
+    struct kiln_buf console;
+};
+
+static void
+record_event(void *userdata, const json_t *ev)
+{
+    struct recorded *r = userdata;
+    json_array_append_new(r->events, json_deep_copy(ev));
+}
+
+static void
+record_console(void *userdata, const char *stream, const char *data, size_t len)
+{
+    struct recorded *r = userdata;
+    (void)stream;
+    kiln_buf_append(&r->console, data, len);
+}
+
+static void
+test_events(void **state)
+{
+    struct fixture *f = *state;
+    char *t = with_dir(f, HEAD "phases:\n  - name: build\n    steps:\n"
+                               "      - name: Flaky\n        action: ExecuteBash\n        maxAttempts: 2\n"
+                               "        inputs:\n          commands:\n            - echo try\n"
+                               "            - \"[ -f @DIR@/once ] || { touch @DIR@/once; exit 1; }\"\n");
+    char *path = write_doc(f, "e.yml", t);
+    char *docs[] = {path, NULL};
+    struct recorded rec = {json_array(), {0}};
+    kiln_buf_init(&rec.console);
+    struct kiln_engine_events ev = {record_event, record_console, &rec};
+    struct kiln_run_options o = {.documents = docs, .log_directory = f->logs, .events = &ev};
+    struct kiln_run_result res = {0};
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_engine_run(&o, &res, &err), 0);
+    assert_int_equal(res.status, KILN_RUN_SUCCESS);
+    static const char *const want[] = {"document-start", "phase-start", "step-start",
+                                       "step-retry",     "step-end",    "phase-end",
+                                       "document-end"};
+    assert_int_equal(json_array_size(rec.events), ARRAY_SIZE(want));
+    for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+        assert_string_equal(kiln_json_get_str(json_array_get(rec.events, i), "event"), want[i]);
+    json_t *end = json_array_get(rec.events, 4);
+    assert_string_equal(kiln_json_get_str(end, "status"), "success");
+    assert_string_equal(kiln_json_get_str(end, "step"), "Flaky");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rec.events, 3), "attempt")), 2);
+    assert_string_equal(rec.console.data, "try\ntry\n");
+    json_decref(rec.events);
+    kiln_buf_clear(&rec.console);
+    kiln_run_result_clear(&res);
+    free(path);
+    free(t);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_hello_outputs, setup, teardown),
                cmocka_unit_test_setup_teardown(test_variables_and_chaining, setup, teardown),
                cmocka_unit_test_setup_teardown(test_missing_parameter, setup, teardown),
@@ -732,9 +866,12 @@ KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_hello_outputs, setup, teardo
                cmocka_unit_test_setup_teardown(test_timeout_kills_group, setup, teardown),
                cmocka_unit_test_setup_teardown(test_reboot_and_resume, setup, teardown),
                cmocka_unit_test_setup_teardown(test_execute_document, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_if_after_reboot_action, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_reboot_inside_execute_document, setup, teardown),
                cmocka_unit_test_setup_teardown(test_multi_document_phases, setup, teardown),
                cmocka_unit_test_setup_teardown(test_config_file, setup, teardown),
                cmocka_unit_test_setup_teardown(test_invalid_documents_refused, setup, teardown),
                cmocka_unit_test_setup_teardown(test_stale_state_refused, setup, teardown),
                cmocka_unit_test_setup_teardown(test_allowed_values_at_run_time, setup, teardown),
-               cmocka_unit_test_setup_teardown(test_cancel, setup, teardown))
+               cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_events, setup, teardown))

@@ -383,6 +383,83 @@ http_endpoints(void **state)
     kiln_aws_client_free(c);
 }
 
+struct concurrency {
+    atomic_int now;
+    atomic_int max;
+    atomic_int total;
+};
+
+static void
+slow_handler(const struct ts_request *req, struct ts_response *resp, void *data)
+{
+    struct concurrency *cc = data;
+    int n = ++cc->now;
+    int m = cc->max;
+    while (n > m && !atomic_compare_exchange_weak(&cc->max, &m, n))
+        ;
+    usleep(30000);
+    cc->now--;
+    cc->total++;
+    ts_reply(resp, 200, "application/json", req->target);
+}
+
+struct feed_state {
+    struct kiln_aws_request reqs[4];
+    char paths[4][32];
+    int fed;
+    int done;
+    int bad;
+};
+
+static int
+feed_n(void *ctx, size_t slot, const struct kiln_aws_request **req, struct kiln_error *err)
+{
+    struct feed_state *f = ctx;
+    if (f->fed == 40)
+        return 0;
+    snprintf(f->paths[slot], sizeof(f->paths[slot]), "/item/%d", f->fed++);
+    f->reqs[slot] = (struct kiln_aws_request){.service = "ebs", .method = "GET",
+                                              .path = f->paths[slot]};
+    *req = &f->reqs[slot];
+    return 1;
+}
+
+static int
+done_n(void *ctx, size_t slot, struct kiln_aws_response *resp, int result, struct kiln_error *xerr)
+{
+    struct feed_state *f = ctx;
+    /* The response belongs to the request of this slot. */
+    if (result < 0 || !resp->body.data || strcmp(resp->body.data, f->paths[slot]) != 0)
+        f->bad++;
+    f->done++;
+    return 0;
+}
+
+/* The streaming engine keeps exactly `slots` requests in flight and matches each response to
+ * its slot's request. */
+static void
+http_stream_keeps_slots_busy(void **state)
+{
+    struct concurrency cc = {0};
+    struct test_server s;
+    ts_start(&s, slow_handler, &cc);
+    struct kiln_aws_client *c = client_for(&s, 30, 0);
+    struct feed_state f = {0};
+    double t0 = now_s();
+    assert_int_equal(kiln_aws_call_stream(c, 4, feed_n, done_n, &f, NULL), 0);
+    double took = now_s() - t0;
+    assert_int_equal(f.done, 40);
+    assert_int_equal(f.bad, 0);
+    assert_int_equal(cc.total, 40);
+    assert_true(cc.max <= 4);
+    assert_true(cc.max >= 3);
+    /* 40 requests of 30 ms, 4 at a time: about 0.3 s, far from the serial 1.2 s. */
+    assert_true(took < 1.0);
+    assert_true(s.connections <= 4);
+    kiln_aws_client_free(c);
+    ts_stop(&s);
+}
+
 /* With trace logging on, a throttled call signed with a session token leaves no secret,
  * token or signature in what the client logs. */
 static void
@@ -442,4 +519,5 @@ KILN_TEST_MAIN(cmocka_unit_test(http_retries_throttling_then_succeeds),
                cmocka_unit_test(http_parse_error_formats),
                cmocka_unit_test(http_backoff_is_full_jitter),
                cmocka_unit_test(http_redacts_secrets), cmocka_unit_test(http_endpoints),
-               cmocka_unit_test(http_debug_log_holds_no_secrets))
+               cmocka_unit_test(http_debug_log_holds_no_secrets),
+               cmocka_unit_test(http_stream_keeps_slots_busy))

@@ -764,6 +764,86 @@ test_distribution_failure(void **state)
     kiln_build_result_clear(&res);
 }
 
+static size_t
+count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The layer cache: a first build keeps each component's result; the same recipe again boots
+ * from the last layer and runs no component; a changed parameter of the second component
+ * resumes after the first. */
+static void
+test_layer_cache(void **state)
+{
+    struct fx *f = *state;
+    f->opts.layer_cache = true;
+    char *layers = kiln_path_join(f->home, "cache/layers");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    /* build instance, a fresh one after each of the 2 components, the test instance */
+    assert_int_equal(fk.launches, 4);
+    assert_int_equal(count_files(layers), 2);
+    assert_released(f, &res);
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "layerCache"),
+                                                        "reused")),
+                     0);
+    json_decref(m);
+    kiln_build_result_clear(&res);
+
+    fk_reset();
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(fk.launches, 2); /* from the last layer, then the test instance */
+    assert_int_equal(json_array_size(fk.jobs), 2);
+    json_t *j0 = json_array_get(fk.jobs, 0);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
+                           "kiln-linux-cleanup.yml"));
+    assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "/cache/layers/"));
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "layerCache"),
+                                                        "reused")),
+                     2);
+    json_decref(m);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+
+    /* The second component gets a parameter: its layer (and only its) is rebuilt. */
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: parent.qcow2\ncomponents:\n"
+        "  - path: components/hello.yml\n    parameters:\n      - name: greeting\n"
+        "        value: [bonjour]\n  - path: components/second.yml\n    parameters:\n"
+        "      - name: extra\n        value: [x]\n");
+    put(f, "components/second.yml",
+        "name: second\nschemaVersion: 1.0\nparameters:\n  - extra:\n      type: string\n"
+        "      default: none\nphases:\n  - name: build\n    steps:\n      - name: Two\n"
+        "        action: ExecuteBash\n        inputs:\n          commands: [\"echo two\"]\n");
+    fk_reset();
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(fk.launches, 3); /* layer 1, a fresh one after component 2, test */
+    assert_int_equal(json_array_size(fk.jobs), 3);
+    j0 = json_array_get(fk.jobs, 0);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
+                           "second.yml"));
+    assert_int_equal(count_files(layers), 3);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+    free(layers);
+}
+
 static void
 test_tests_disabled(void **state)
 {
@@ -1042,6 +1122,7 @@ KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_terminate_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_distribution_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_tests_disabled, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_layer_cache, setup, teardown),
                cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
                cmocka_unit_test_setup_teardown(test_keep_instance_on_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_invalid_documents_start_nothing, setup,
