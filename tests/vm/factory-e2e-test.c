@@ -1,0 +1,510 @@
+/* End-to-end VM tests of `kiln build` beyond the plain path: reboot-and-resume (AWSTOE exit code
+ * 194 and the Reboot action), a boot that never reaches the agent (no agent; a kernel panic),
+ * two `kiln build` processes at once, and a hung step ended by its timeoutSeconds. Real guests:
+ * libvirt + the tiny image under TCG (KILN_TEST_ACCEL to change it), each test in its own Kiln
+ * home. After each build: the store has the right status and reason, no libvirt domain of the
+ * build is left, no resource in the store, and nothing in the home's builds/ and run/ folders
+ * (overlays, sockets, locks, temporary files). Recipes: tests/data/recipes/e2e/. Labels: vm. */
+#include "kiln-test.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <libvirt/libvirt.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/fs.h"
+#include "common/json.h"
+#include "factory/build.h"
+#include "images/catalog.h"
+
+extern char **environ;
+
+static const char *
+uri(void)
+{
+    const char *u = getenv("KILN_TEST_URI");
+    return u && *u ? u : "qemu:///system";
+}
+
+struct fx {
+    char *dir; /* the Kiln home, and where the test's files go */
+    struct kiln_store *store;
+    char *infra;
+    char *dist;
+    char *recipe;
+    struct kiln_buf steps;   /* every progress step line */
+    struct kiln_buf console; /* every console output of the guest's steps */
+};
+
+static char *
+data_path(const char *name)
+{
+    return kiln_asprintf("%s/tests/data/recipes/e2e/%s", kiln_test_source_dir(), name);
+}
+
+static void
+put(const char *dir, const char *name, const char *text)
+{
+    char *p = kiln_path_join(dir, name);
+    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
+    free(p);
+}
+
+static int
+setup(void **state)
+{
+    struct fx *f = kiln_new(struct fx, 1);
+    struct kiln_error err = {0};
+    if (kiln_mkdtemp("kiln-e2e-vm", &f->dir, &err) < 0 ||
+        kiln_store_open(f->dir, &f->store, &err) < 0) {
+        fprintf(stderr, "%s\n", err.message);
+        return -1;
+    }
+    const char *accel = getenv("KILN_TEST_ACCEL");
+    char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: %s\nvcpus: 1\n"
+                                "memoryMiB: 256\n",
+                                uri(), accel && *accel ? accel : "tcg");
+    put(f->dir, "infra.yml", infra);
+    free(infra);
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/out\n"
+                               "      formats: [qcow2]\n",
+                               f->dir);
+    put(f->dir, "dist.yml", dist);
+    free(dist);
+    /* The CLI resolves tiny in its own home: give it the prepared images (not rebuilt). */
+    char *catalog = kiln_catalog_home();
+    char *images = kiln_path_join(catalog, "images");
+    char *link = kiln_path_join(f->dir, "images");
+    assert_int_equal(symlink(images, link), 0);
+    free(link);
+    free(images);
+    free(catalog);
+    f->infra = kiln_path_join(f->dir, "infra.yml");
+    f->dist = kiln_path_join(f->dir, "dist.yml");
+    f->recipe = kiln_path_join(f->dir, "recipe.yml");
+    kiln_buf_init(&f->steps);
+    kiln_buf_init(&f->console);
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+    kiln_store_free(f->store);
+    kiln_rm_rf(f->dir, NULL);
+    free(f->dir);
+    free(f->infra);
+    free(f->dist);
+    free(f->recipe);
+    kiln_buf_clear(&f->steps);
+    kiln_buf_clear(&f->console);
+    free(f);
+    return 0;
+}
+
+static void
+on_step(void *userdata, const char *text)
+{
+    struct fx *f = userdata;
+    kiln_buf_appendf(&f->steps, "%s\n", text);
+}
+
+static void
+on_console(void *userdata, const char *stream, const char *data, size_t len)
+{
+    struct fx *f = userdata;
+    kiln_buf_append(&f->console, data, len);
+}
+
+static const struct kiln_build_progress progress_fns = {.step = on_step, .console = on_console};
+
+/* Domains whose name carries the build id (every domain of a build does). */
+static int
+domains_of(const char *build_id)
+{
+    virConnectPtr c = virConnectOpen(uri());
+    assert_non_null(c);
+    virDomainPtr *doms = NULL;
+    int n = virConnectListAllDomains(c, &doms, 0);
+    assert_true(n >= 0);
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = virDomainGetName(doms[i]);
+        if (name && strstr(name, build_id)) {
+            fprintf(stderr, "domain left: %s\n", name);
+            found++;
+        }
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    virConnectClose(c);
+    return found;
+}
+
+/* Entries of DIR/SUB, each printed; a missing folder has none. */
+static int
+entries_in(const char *dir, const char *sub)
+{
+    char *p = kiln_path_join(dir, sub);
+    DIR *d = opendir(p);
+    int n = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+                fprintf(stderr, "left in %s: %s\n", p, e->d_name);
+                n++;
+            }
+        closedir(d);
+    }
+    free(p);
+    return n;
+}
+
+/* Nothing of the build remains: no domain, no resource record (of this build or any), no work
+ * folder, overlay, socket or lock in the home. And the store has STATUS. */
+static struct kiln_image_record *
+assert_clean(struct fx *f, const char *build_id, enum kiln_image_status status)
+{
+    struct kiln_resource_record *list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
+    assert_int_equal(n, 0);
+    kiln_resource_record_list_free(list, n);
+    assert_int_equal(domains_of(build_id), 0);
+    assert_int_equal(entries_in(f->dir, "builds"), 0);
+    assert_int_equal(entries_in(f->dir, "run"), 0);
+
+    struct kiln_image_record *rec = NULL;
+    assert_int_equal(kiln_store_image_get_by_build_id(f->store, build_id, &rec, NULL), 0);
+    assert_int_equal(rec->status, status);
+    if (status == KILN_IMAGE_AVAILABLE)
+        assert_null(rec->reason);
+    else
+        assert_non_null(rec->reason);
+    return rec;
+}
+
+static struct kiln_build_options
+options(struct fx *f)
+{
+    return (struct kiln_build_options){
+        .recipe_path = f->recipe,
+        .infrastructure_path = f->infra,
+        .distribution_path = f->dist,
+        .home = f->dir,
+        .store = f->store,
+        .ready_timeout_seconds = 300,
+        .progress = &progress_fns,
+    };
+}
+
+static void
+write_recipe(struct fx *f, const char *name, const char *component)
+{
+    char *comp = data_path(component);
+    char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
+                                 "components:\n  - path: %s\n",
+                                 name, comp);
+    put(f->dir, "recipe.yml", recipe);
+    free(recipe);
+    free(comp);
+}
+
+/* The guest printed "boot id before A after B" with A != B (the step checked it too). */
+static void
+assert_rebooted(struct fx *f)
+{
+    const char *line = strstr(f->console.data ? f->console.data : "", "boot id before ");
+    assert_non_null(line);
+    char before[64] = "", after[64] = "";
+    assert_int_equal(sscanf(line, "boot id before %63s after %63s", before, after), 2);
+    assert_int_equal(strlen(before), 36);
+    assert_string_not_equal(before, after);
+}
+
+static void
+build_with_reboot(struct fx *f, const char *name, const char *component)
+{
+    write_recipe(f, name, component);
+    struct kiln_build_options opts = options(f);
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&opts, &res, &err) < 0)
+        fail_msg("%s\nsteps:\n%s", err.message, f->steps.data);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    /* The host rebooted the guest, the agent resumed with the step after the reboot, and the
+     * test phase on a fresh instance of the image found the marker. */
+    assert_non_null(strstr(f->steps.data, "rebooting the guest"));
+    assert_non_null(strstr(f->steps.data, "build/AfterReboot"));
+    assert_non_null(strstr(f->steps.data, "test/MarkerSurvived"));
+    assert_rebooted(f);
+    struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_AVAILABLE);
+    assert_int_equal(rec->n_outputs, 1);
+    char *test_console = kiln_asprintf("%s/%s-test.console.log", rec->log_dir, res.build_id);
+    assert_int_equal(access(test_console, R_OK), 0);
+    free(test_console);
+    kiln_image_record_free(rec);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_reboot_exit_194(void **state)
+{
+    struct fx *f = *state;
+    build_with_reboot(f, "e2e-reboot-194", "reboot-194.yml");
+    /* AWSTOE runs the step that exited 194 again after the reboot. */
+    assert_non_null(strstr(f->console.data, "resumed after the reboot"));
+}
+
+static void
+test_reboot_action(void **state)
+{
+    struct fx *f = *state;
+    build_with_reboot(f, "e2e-reboot-action", "reboot-action.yml");
+}
+
+/* The tiny image from the catalog with words appended to its kernel command line. */
+static int
+resolve_tiny_with(void *userdata, const struct kiln_recipe *recipe, struct kiln_image_ref *ret,
+                  struct kiln_error *err)
+{
+    int r = kiln_catalog_resolve(NULL, "tiny", ret, err);
+    if (r < 0)
+        return r;
+    char *cmdline = kiln_asprintf("%s %s", ret->cmdline ? ret->cmdline : "", (char *)userdata);
+    free(ret->cmdline);
+    ret->cmdline = cmdline;
+    return 0;
+}
+
+static void
+test_no_agent(void **state)
+{
+    struct fx *f = *state;
+    write_recipe(f, "e2e-no-agent", "write-file.yml");
+    struct kiln_build_options opts = options(f);
+    /* The guest boots to its login prompt but never starts the agent. */
+    opts.resolve_parent = resolve_tiny_with;
+    opts.resolve_userdata = "kiln.agent=0";
+    opts.ready_timeout_seconds = 40;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    time_t t0 = time(NULL);
+    assert_true(kiln_build_run(&opts, &res, &err) < 0);
+    time_t took = time(NULL) - t0;
+    fprintf(stderr, "failed after %lld s: %s\n", (long long)took, res.reason);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    /* Within the ready timeout (plus teardown), not before it. */
+    assert_true(took >= 40);
+    assert_true(took < 40 + 60);
+    assert_non_null(strstr(res.reason, "never reached the agent"));
+    assert_non_null(strstr(res.reason, "last console lines"));
+    /* The guest's own last words: its login prompt. */
+    assert_non_null(strstr(res.reason, "login:"));
+    struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_FAILED);
+    assert_string_equal(rec->reason, res.reason);
+    kiln_image_record_free(rec);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_kernel_panic(void **state)
+{
+    struct fx *f = *state;
+    write_recipe(f, "e2e-panic", "write-file.yml");
+    struct kiln_build_options opts = options(f);
+    /* The initrd's init gives up on a root disk that does not exist: the kernel panics. */
+    opts.resolve_parent = resolve_tiny_with;
+    opts.resolve_userdata = "kiln.root=/dev/vdz";
+    opts.ready_timeout_seconds = 120;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    time_t t0 = time(NULL);
+    assert_true(kiln_build_run(&opts, &res, &err) < 0);
+    time_t took = time(NULL) - t0;
+    fprintf(stderr, "failed after %lld s: %s\n", (long long)took, res.reason);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    /* Seen at once, not after the ready timeout. */
+    assert_true(took < 120);
+    assert_non_null(strstr(res.reason, "never reached the agent"));
+    assert_non_null(strstr(res.reason, "Kernel panic"));
+    assert_non_null(strstr(res.reason, "last console lines"));
+    struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_FAILED);
+    kiln_image_record_free(rec);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_hung_step(void **state)
+{
+    struct fx *f = *state;
+    write_recipe(f, "e2e-hung", "hung.yml");
+    struct kiln_build_options opts = options(f);
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    time_t t0 = time(NULL);
+    assert_true(kiln_build_run(&opts, &res, &err) < 0);
+    time_t took = time(NULL) - t0;
+    fprintf(stderr, "failed after %lld s: %s\n", (long long)took, res.reason);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    /* Ended by the step's 10 s timeout, long before `sleep 1000`. */
+    assert_true(took < 300);
+    assert_non_null(strstr(res.reason, "component 1 (hung,"));
+    assert_non_null(strstr(res.reason, "failed in build/Hang"));
+    assert_non_null(strstr(res.reason, "timed out after 10 seconds"));
+    assert_non_null(strstr(res.reason, "last output: hanging"));
+    struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_FAILED);
+    assert_string_equal(rec->reason, res.reason);
+    kiln_image_record_free(rec);
+    kiln_build_result_clear(&res);
+}
+
+static pid_t
+spawn_kiln(struct fx *f, const char *const *args, const char *out, const char *errfile)
+{
+    const char *bdir = getenv("KILN_BUILD_DIR");
+    char *bin = kiln_asprintf("%s/factory/kiln", bdir ? bdir : "build");
+    const char *argv[16] = {bin, "--home", f->dir};
+    size_t n = 3;
+    for (size_t i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, errfile, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    free(bin);
+    return pid;
+}
+
+static int
+wait_exit(pid_t pid)
+{
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void
+show_file(const char *path)
+{
+    char *text = NULL;
+    if (kiln_read_file(path, 1 << 20, &text, NULL, NULL) == 0)
+        fprintf(stderr, "%s:\n%s\n", path, text);
+    free(text);
+}
+
+/* `kiln image show NAME/1.0.0 --json`, parsed. */
+static json_t *
+image_show(struct fx *f, const char *name)
+{
+    char *out = kiln_path_join(f->dir, "show.json");
+    char *errfile = kiln_path_join(f->dir, "show.err");
+    char *ref = kiln_asprintf("%s/1.0.0", name);
+    const char *args[] = {"image", "show", ref, "--json", NULL};
+    int rc = wait_exit(spawn_kiln(f, args, out, errfile));
+    if (rc != 0)
+        show_file(errfile);
+    assert_int_equal(rc, 0);
+    json_t *j = NULL;
+    assert_int_equal(kiln_json_load_file(out, 1 << 20, &j, NULL), 0);
+    free(ref);
+    free(errfile);
+    free(out);
+    return j;
+}
+
+/* Two `kiln build` processes at once in one home (one store), different recipes: both
+ * AVAILABLE, each with its own build id, work folder and output, nothing left after. */
+static void
+test_two_builds_at_once(void **state)
+{
+    struct fx *f = *state;
+    const char *names[2] = {"e2e-par-a", "e2e-par-b"};
+    char *comp = data_path("write-file.yml");
+    pid_t pids[2];
+    char *outs[2], *errs[2];
+    for (int i = 0; i < 2; i++) {
+        char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
+                                     "components:\n  - path: %s\n    parameters:\n"
+                                     "      - name: text\n        value: [built by %s]\n",
+                                     names[i], comp, names[i]);
+        char *file = kiln_asprintf("%s.yml", names[i]);
+        put(f->dir, file, recipe);
+        char *path = kiln_path_join(f->dir, file);
+        outs[i] = kiln_asprintf("%s/%s.out", f->dir, names[i]);
+        errs[i] = kiln_asprintf("%s/%s.err", f->dir, names[i]);
+        const char *args[] = {"build",          "--recipe", path,     "--infrastructure",
+                              f->infra,         "--distribution", f->dist, NULL};
+        pids[i] = spawn_kiln(f, args, outs[i], errs[i]);
+        free(path);
+        free(file);
+        free(recipe);
+    }
+    int rcs[2];
+    for (int i = 0; i < 2; i++) {
+        rcs[i] = wait_exit(pids[i]);
+        if (rcs[i] != 0)
+            show_file(errs[i]);
+    }
+    assert_int_equal(rcs[0], 0);
+    assert_int_equal(rcs[1], 0);
+
+    json_t *shown[2];
+    for (int i = 0; i < 2; i++) {
+        shown[i] = image_show(f, names[i]);
+        assert_string_equal(kiln_json_get_str(shown[i], "status"), "AVAILABLE");
+        assert_true(json_is_null(json_object_get(shown[i], "reason")));
+        const char *id = kiln_json_get_str(shown[i], "buildId");
+        assert_non_null(id);
+        struct kiln_image_record *rec = assert_clean(f, id, KILN_IMAGE_AVAILABLE);
+        assert_int_equal(rec->n_outputs, 1);
+        struct stat st;
+        assert_int_equal(stat(rec->outputs[0].path, &st), 0);
+        assert_true(st.st_size > 1 << 20);
+        kiln_image_record_free(rec);
+        char *text = NULL;
+        assert_int_equal(kiln_read_file(errs[i], 1 << 20, &text, NULL, NULL), 0);
+        assert_non_null(strstr(text, "AVAILABLE"));
+        free(text);
+    }
+    /* Distinct builds: ids, work folders and outputs all differ. */
+    assert_string_not_equal(kiln_json_get_str(shown[0], "buildId"),
+                            kiln_json_get_str(shown[1], "buildId"));
+    assert_string_not_equal(kiln_json_get_str(shown[0], "workDir"),
+                            kiln_json_get_str(shown[1], "workDir"));
+    const char *o0 = kiln_json_get_str(json_array_get(json_object_get(shown[0], "outputs"), 0),
+                                       "path");
+    const char *o1 = kiln_json_get_str(json_array_get(json_object_get(shown[1], "outputs"), 0),
+                                       "path");
+    assert_non_null(o0);
+    assert_non_null(o1);
+    assert_string_not_equal(o0, o1);
+    for (int i = 0; i < 2; i++) {
+        json_decref(shown[i]);
+        free(outs[i]);
+        free(errs[i]);
+    }
+    free(comp);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_reboot_exit_194, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_reboot_action, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_no_agent, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_kernel_panic, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_hung_step, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_two_builds_at_once, setup, teardown))
