@@ -1,6 +1,7 @@
 /* End-to-end VM tests of `kiln build` beyond the plain path: reboot-and-resume (AWSTOE exit code
- * 194 and the Reboot action), a boot that never reaches the agent (no agent; a kernel panic),
- * two `kiln build` processes at once, and a hung step ended by its timeoutSeconds. Real guests:
+ * 194 and the Reboot action), a boot that never reaches the agent (no agent, a kernel panic, no
+ * root disk), two `kiln build` processes at once, and a hung step ended by its timeoutSeconds.
+ * Real guests:
  * libvirt + the tiny image under TCG (KILN_TEST_ACCEL to change it), each test in its own Kiln
  * home. After each build: the store has the right status and reason, no libvirt domain of the
  * build is left, no resource in the store, and nothing in the home's builds/ and run/ folders
@@ -18,6 +19,7 @@
 
 #include "common/buf.h"
 #include "common/fs.h"
+#include "common/hash.h"
 #include "common/json.h"
 #include "factory/build.h"
 #include "images/catalog.h"
@@ -39,6 +41,7 @@ struct fx {
     char *recipe;
     struct kiln_buf steps;   /* every progress step line */
     struct kiln_buf console; /* every console output of the guest's steps */
+    struct kiln_build_progress progress;
 };
 
 static char *
@@ -54,6 +57,21 @@ put(const char *dir, const char *name, const char *text)
     assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
     free(p);
 }
+
+static void
+on_step(void *userdata, const char *text)
+{
+    struct fx *f = userdata;
+    kiln_buf_appendf(&f->steps, "%s\n", text);
+}
+
+static void
+on_console(void *userdata, const char *stream, const char *data, size_t len)
+{
+    struct fx *f = userdata;
+    kiln_buf_append(&f->console, data, len);
+}
+
 
 static int
 setup(void **state)
@@ -89,6 +107,8 @@ setup(void **state)
     f->recipe = kiln_path_join(f->dir, "recipe.yml");
     kiln_buf_init(&f->steps);
     kiln_buf_init(&f->console);
+    f->progress = (struct kiln_build_progress){
+        .step = on_step, .console = on_console, .userdata = f};
     *state = f;
     return 0;
 }
@@ -108,22 +128,6 @@ teardown(void **state)
     free(f);
     return 0;
 }
-
-static void
-on_step(void *userdata, const char *text)
-{
-    struct fx *f = userdata;
-    kiln_buf_appendf(&f->steps, "%s\n", text);
-}
-
-static void
-on_console(void *userdata, const char *stream, const char *data, size_t len)
-{
-    struct fx *f = userdata;
-    kiln_buf_append(&f->console, data, len);
-}
-
-static const struct kiln_build_progress progress_fns = {.step = on_step, .console = on_console};
 
 /* Domains whose name carries the build id (every domain of a build does). */
 static int
@@ -168,8 +172,21 @@ entries_in(const char *dir, const char *sub)
     return n;
 }
 
+/* The agent socket of instance NAME when its path in the work folder is too long for a unix
+ * socket (drivers/libvirt.c): /tmp/kiln-<first 24 hex of SHA-256(WORK/NAME)>.sock. */
+static char *
+fallback_socket(struct fx *f, const char *build_id, const char *which)
+{
+    char *dir = kiln_asprintf("%s/builds/%s/%s-%s", f->dir, build_id, build_id, which);
+    char h[KILN_HASH_MAX_HEX];
+    kiln_hash_buf_hex(KILN_HASH_SHA256, dir, strlen(dir), h);
+    h[24] = '\0';
+    free(dir);
+    return kiln_asprintf("/tmp/kiln-%s.sock", h);
+}
+
 /* Nothing of the build remains: no domain, no resource record (of this build or any), no work
- * folder, overlay, socket or lock in the home. And the store has STATUS. */
+ * folder, overlay, socket or lock in the home, no socket in /tmp. And the store has STATUS. */
 static struct kiln_image_record *
 assert_clean(struct fx *f, const char *build_id, enum kiln_image_status status)
 {
@@ -183,6 +200,13 @@ assert_clean(struct fx *f, const char *build_id, enum kiln_image_status status)
     assert_int_equal(domains_of(build_id), 0);
     assert_int_equal(entries_in(f->dir, "builds"), 0);
     assert_int_equal(entries_in(f->dir, "run"), 0);
+    for (int i = 0; i < 2; i++) {
+        char *sock = fallback_socket(f, build_id, i ? "test" : "build");
+        if (access(sock, F_OK) == 0)
+            fprintf(stderr, "socket left: %s\n", sock);
+        assert_int_equal(access(sock, F_OK), -1);
+        free(sock);
+    }
 
     struct kiln_image_record *rec = NULL;
     assert_int_equal(kiln_store_image_get_by_build_id(f->store, build_id, &rec, NULL), 0);
@@ -204,7 +228,7 @@ options(struct fx *f)
         .home = f->dir,
         .store = f->store,
         .ready_timeout_seconds = 300,
-        .progress = &progress_fns,
+        .progress = &f->progress,
     };
 }
 
@@ -323,9 +347,9 @@ test_kernel_panic(void **state)
     struct fx *f = *state;
     write_recipe(f, "e2e-panic", "write-file.yml");
     struct kiln_build_options opts = options(f);
-    /* The initrd's init gives up on a root disk that does not exist: the kernel panics. */
+    /* The initrd hands over to an init that exits at once: the kernel panics. */
     opts.resolve_parent = resolve_tiny_with;
-    opts.resolve_userdata = "kiln.root=/dev/vdz";
+    opts.resolve_userdata = "kiln.init=/bin/false";
     opts.ready_timeout_seconds = 120;
     struct kiln_build_result res;
     struct kiln_error err = {0};
@@ -337,8 +361,33 @@ test_kernel_panic(void **state)
     /* Seen at once, not after the ready timeout. */
     assert_true(took < 120);
     assert_non_null(strstr(res.reason, "never reached the agent"));
-    assert_non_null(strstr(res.reason, "Kernel panic"));
+    assert_non_null(strstr(res.reason, "Kernel panic - not syncing"));
     assert_non_null(strstr(res.reason, "last console lines"));
+    struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_FAILED);
+    kiln_image_record_free(rec);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_root_missing(void **state)
+{
+    struct fx *f = *state;
+    write_recipe(f, "e2e-no-root", "write-file.yml");
+    struct kiln_build_options opts = options(f);
+    /* A root disk that does not exist: the tiny image's initrd says so and powers off. */
+    opts.resolve_parent = resolve_tiny_with;
+    opts.resolve_userdata = "kiln.root=/dev/vdz";
+    opts.ready_timeout_seconds = 120;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    time_t t0 = time(NULL);
+    assert_true(kiln_build_run(&opts, &res, &err) < 0);
+    time_t took = time(NULL) - t0;
+    fprintf(stderr, "failed after %lld s: %s\n", (long long)took, res.reason);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_true(took < 120);
+    assert_non_null(strstr(res.reason, "never reached the agent (the guest stopped"));
+    assert_non_null(strstr(res.reason, "cannot mount root disk /dev/vdz"));
     struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_FAILED);
     kiln_image_record_free(rec);
     kiln_build_result_clear(&res);
@@ -477,9 +526,12 @@ test_two_builds_at_once(void **state)
         assert_int_equal(stat(rec->outputs[0].path, &st), 0);
         assert_true(st.st_size > 1 << 20);
         kiln_image_record_free(rec);
+        /* The summary on stdout: "NAME/1.0.0/1 AVAILABLE in MM:SS". */
         char *text = NULL;
-        assert_int_equal(kiln_read_file(errs[i], 1 << 20, &text, NULL, NULL), 0);
-        assert_non_null(strstr(text, "AVAILABLE"));
+        assert_int_equal(kiln_read_file(outs[i], 1 << 20, &text, NULL, NULL), 0);
+        char *want = kiln_asprintf("%s/1.0.0/1 AVAILABLE", names[i]);
+        assert_non_null(strstr(text, want));
+        free(want);
         free(text);
     }
     /* Distinct builds: ids, work folders and outputs all differ. */
@@ -506,5 +558,6 @@ KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_reboot_exit_194, setup, tear
                cmocka_unit_test_setup_teardown(test_reboot_action, setup, teardown),
                cmocka_unit_test_setup_teardown(test_no_agent, setup, teardown),
                cmocka_unit_test_setup_teardown(test_kernel_panic, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_root_missing, setup, teardown),
                cmocka_unit_test_setup_teardown(test_hung_step, setup, teardown),
                cmocka_unit_test_setup_teardown(test_two_builds_at_once, setup, teardown))
