@@ -13,7 +13,8 @@
 #   scripts/prepare-images writes it). Default: debian-12 tiny.
 # Environment: KILN_BENCH_RUNS (3), KILN_BENCH_CPUS (1), KILN_BENCH_MEMORY (512, MiB),
 #   KILN_BENCH_SKIP (space-separated: kiln kiln-tests packer virt-customize bare compress),
-#   KILN_HOME (where the catalog is; default /var/lib/kiln for root).
+#   KILN_HOME (where the catalog is; default /var/lib/kiln for root), KILN_BENCH_LOGS (a folder
+#   to keep every run's log in).
 # Packer (the Debian package `packer`) is installed with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,8 @@ runs=${KILN_BENCH_RUNS:-3}
 cpus=${KILN_BENCH_CPUS:-1}
 memory=${KILN_BENCH_MEMORY:-512}
 skip=" ${KILN_BENCH_SKIP:-} "
+logs=${KILN_BENCH_LOGS:-}
+[ -z "$logs" ] || mkdir -p "$logs"
 home_default=/var/lib/kiln
 [ "$(id -u)" -eq 0 ] || home_default=${XDG_DATA_HOME:-$HOME/.local/share}/kiln
 catalog=${KILN_HOME:-$home_default}
@@ -52,6 +55,7 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+keep() { [ -z "$logs" ] || cp "$work/$1" "$logs/$2"; }
 skipped() { [[ "$skip" == *" $1 "* ]]; }
 json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]) or "")' "$@"; }
 
@@ -118,7 +122,8 @@ EOF
         rc=$?
     local total
     total=$(since "$t0")
-    if [ "$rc" -ne 0 ] || ! grep -q "AVAILABLE" "$work/kiln.log"; then
+    keep kiln.log "kiln-$name-tests-$tests-$(date +%s).log"
+    if [ "$rc" -ne 0 ] || ! grep -q "] done$" "$work/kiln.log"; then
         echo "build-compare: kiln build failed:" >&2
         tail -5 "$work/kiln.log" >&2
         return 1
@@ -152,6 +157,7 @@ packer_build() {
         "$top/bench/packer/build-compare.pkr.hcl" >"$work/packer.log" 2>&1 || rc=$?
     local total
     total=$(since "$t0")
+    keep packer.log "packer-$(date +%s).log"
     if [ "$rc" -ne 0 ]; then
         echo "build-compare: packer failed:" >&2
         tail -15 "$work/packer.log" >&2

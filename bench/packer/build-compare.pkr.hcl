@@ -31,6 +31,11 @@ source "qemu" "bench" {
   disk_image       = true
   use_backing_file = true
   skip_compaction  = true
+  # This Packer (1.6.6) runs `qemu-img create -b BASE` without the backing format, which
+  # qemu-img 7 refuses: name it.
+  qemu_img_args {
+    create = ["-F", "qcow2"]
+  }
   format           = "qcow2"
   accelerator      = "tcg"
   headless         = true
