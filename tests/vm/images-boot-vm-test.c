@@ -54,6 +54,12 @@ boot_and_run(const char *build_id, const char *firmware, bool direct)
     if (kiln_libvirt_driver.stop(inst, 120, 0, &err) < 0)
         fail_msg("%s", err.message);
     assert_int_equal(kiln_libvirt_driver.terminate(inst, 0, &err), 0);
+    /* UEFI variables lived in the instance folder: nothing is left in libvirt's own. */
+    _cleanup_free_ char *vars = kiln_asprintf("/var/lib/libvirt/qemu/nvram/kiln-%s-boot_VARS.fd",
+                                              build_id);
+    assert_int_equal(access(vars, F_OK), -1);
+    _cleanup_free_ char *idir = kiln_path_join(dir, "boot");
+    assert_int_equal(access(idir, F_OK), -1);
     kiln_libvirt_driver.close(conn);
     kiln_image_ref_clear(&img);
     kiln_rm_rf(dir, NULL);
