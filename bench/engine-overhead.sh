@@ -56,6 +56,12 @@ agent_ms=$((t1 - t0))
 grep -q '"status": "success"' "$work/summary.json" || { cat "$work/stderr.txt" >&2; exit 1; }
 rss_kib=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$work/time.txt")
 
+# The same with a one-step document: what the process costs before any step (mostly the shared
+# libraries it maps), so that the growth with the document's size shows.
+printf 'name: one\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: A\n        action: Assert\n        inputs:\n          stringEquals: a\n          value: a\n' > "$work/one.yml"
+/usr/bin/time -v -o "$work/time1.txt" "$agent" run --documents "$work/one.yml" --log-directory "$work/logs" > /dev/null 2>&1
+base_kib=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$work/time1.txt")
+
 t0=$(now_ms)
 "$agent" run --documents "$files_doc" --log-directory "$work/logs" > "$work/summary2.json" 2>/dev/null
 t1=$(now_ms)
@@ -65,11 +71,11 @@ grep -q '"status": "success"' "$work/summary2.json" || exit 1
 # Half the steps start bash; the other half are CreateFile. The bare baseline is one bash per
 # step, so this overstates nothing: overhead = (agent - bare) / steps. Load on the machine and
 # the process module's wait for the step's exit both show up in these figures.
-awk -v a="$agent_ms" -v b="$bare" -v f="$files_ms" -v n="$steps" -v rss="$rss_kib" 'BEGIN {
+awk -v a="$agent_ms" -v b="$bare" -v f="$files_ms" -v n="$steps" -v rss="$rss_kib" -v base="$base_kib" 'BEGIN {
     printf "steps: %d\n", n
     printf "kiln-agent run: %d ms (%.3f ms/step)\n", a, a / n
     printf "bare bash -c true x%d: %d ms (%.3f ms/step)\n", n, b, b / n
     printf "engine overhead per step: %.3f ms\n", (a - b) / n
     printf "kiln-agent run, %d CreateFile steps only: %d ms (%.3f ms/step, no process spawned)\n", n, f, f / n
-    printf "peak RSS: %.1f MiB\n", rss / 1024
+    printf "peak RSS: %.1f MiB (a one-step run: %.1f MiB)\n", rss / 1024, base / 1024
 }'

@@ -105,6 +105,72 @@ pread_block(int fd, uint64_t index, uint64_t size, uint8_t *buf, size_t *ret_rea
     return 0;
 }
 
+struct journal_entry {
+    uint64_t index;
+    uint8_t digest[32];
+};
+
+static int
+journal_cmp(const void *a, const void *b)
+{
+    const struct journal_entry *x = a, *y = b;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The journal: a header line "kiln-ebs-journal 1 <snapshot> <image bytes>", then one line
+ * "<block index> <hex sha256>" per block the service acknowledged. A line lost in a crash only
+ * means that block is sent again. */
+static int
+journal_load(const char *path, const char *snapshot_id, uint64_t size,
+             struct journal_entry **ret, size_t *ret_n, struct kiln_error *err)
+{
+    *ret = NULL;
+    *ret_n = 0;
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    if (!f)
+        return errno == ENOENT ? 0 : kiln_error_errno(err, -errno, "journal %s", path);
+    char line[256], snap[128];
+    unsigned long long jsize = 0;
+    int version = 0;
+    if (!fgets(line, sizeof(line), f) ||
+        sscanf(line, "kiln-ebs-journal %d %127s %llu", &version, snap, &jsize) != 3 ||
+        version != 1)
+        return kiln_error_set(err, -KILN_E_PARSE, "journal %s: not a Kiln EBS upload journal",
+                              path);
+    /* Another snapshot or another image: nothing carries over. */
+    if (strcmp(snap, snapshot_id) != 0 || jsize != size)
+        return 0;
+    struct journal_entry *v = NULL;
+    size_t n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long long idx;
+        char hex[65];
+        if (sscanf(line, "%llu %64s", &idx, hex) != 2 || strlen(hex) != 64)
+            continue; /* a torn last line */
+        v = kiln_reallocarray(v, n + 1, sizeof(*v));
+        v[n].index = idx;
+        bool ok = true;
+        for (size_t i = 0; i < 32 && ok; i++) {
+            unsigned b;
+            ok = sscanf(hex + 2 * i, "%2x", &b) == 1;
+            v[n].digest[i] = (uint8_t)b;
+        }
+        if (ok)
+            n++;
+    }
+    qsort(v, n, sizeof(*v), journal_cmp);
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
+static const struct journal_entry *
+journal_find(const struct journal_entry *v, size_t n, uint64_t index)
+{
+    struct journal_entry key = {.index = index};
+    return n ? bsearch(&key, v, n, sizeof(*v), journal_cmp) : NULL;
+}
+
 struct upload_ctx {
     struct kiln_aws_client *c;
     int fd;
@@ -122,6 +188,12 @@ struct upload_ctx {
     struct kiln_aws_request *reqs;
     char **paths;
     struct kiln_ebs_upload_result *ret;
+    /* Resume journal: blocks already in the snapshot, and the file new ones are noted in. */
+    struct journal_entry *done_blocks;
+    size_t n_done_blocks;
+    FILE *journal;
+    uint64_t *slot_index;
+    uint8_t **slot_digest;
 };
 
 /* Next non-zero allocated block into the slot's buffer, as a PutSnapshotBlock request. */
@@ -151,6 +223,13 @@ upload_feed(void *ctx, size_t slot, const struct kiln_aws_request **req, struct 
          * SHA-256 per block serves both its header and the aggregate. */
         uint8_t *digest = u->digests[u->n_digests++];
         kiln_hash_buf(KILN_HASH_SHA256, buf, KILN_EBS_BLOCK_SIZE, digest);
+        const struct journal_entry *j = journal_find(u->done_blocks, u->n_done_blocks, index);
+        if (j && memcmp(j->digest, digest, 32) == 0) {
+            u->ret->blocks_resumed++;
+            continue;
+        }
+        u->slot_index[slot] = index;
+        u->slot_digest[slot] = digest;
         unsigned progress = (unsigned)(u->next * 100 / u->n_blocks);
         kiln_aws_request_clear(&u->reqs[slot]);
         free(u->paths[slot]);
@@ -170,6 +249,12 @@ upload_done(void *ctx, size_t slot, struct kiln_aws_response *resp, int result,
     if (result < 0)
         return result;
     u->ret->blocks_sent++;
+    if (u->journal) {
+        char hex[65];
+        kiln_hex_encode(u->slot_digest[slot], 32, hex);
+        fprintf(u->journal, "%" PRIu64 " %s\n", u->slot_index[slot], hex);
+        fflush(u->journal);
+    }
     return 0;
 }
 
@@ -226,11 +311,42 @@ kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
     struct upload_ctx u = {.c = c, .fd = fd, .path = path, .size = size, .blocks = blocks,
                            .n_blocks = n_blocks, .deadline = deadline, .budget = budget,
                            .client_budget = old_budget, .ret = ret};
+    if (opts->journal) {
+        r = journal_load(opts->journal, ret->snapshot_id, size, &u.done_blocks, &u.n_done_blocks,
+                         err);
+        if (r == 0) {
+            bool resume = u.n_done_blocks > 0;
+            int jfd = open(opts->journal,
+                           O_WRONLY | O_CREAT | O_CLOEXEC | (resume ? O_APPEND : O_TRUNC), 0600);
+            u.journal = jfd >= 0 ? fdopen(jfd, resume ? "a" : "w") : NULL;
+            if (!u.journal) {
+                r = kiln_error_errno(err, -errno, "journal %s", opts->journal);
+                if (jfd >= 0)
+                    close(jfd);
+            } else if (!resume) {
+                fprintf(u.journal, "kiln-ebs-journal 1 %s %" PRIu64 "\n", ret->snapshot_id,
+                        size);
+                fflush(u.journal);
+            }
+        }
+        if (r < 0) {
+            free(u.done_blocks);
+            kiln_aws_client_set_budget(c, old_budget);
+            return r;
+        }
+    }
     u.digests = kiln_calloc(n_blocks + 1, 32);
     u.bufs = kiln_malloc((size_t)parallel * KILN_EBS_BLOCK_SIZE);
     u.reqs = kiln_new(struct kiln_aws_request, parallel);
     u.paths = kiln_new(char *, parallel);
+    u.slot_index = kiln_new(uint64_t, parallel);
+    u.slot_digest = kiln_new(uint8_t *, parallel);
     r = kiln_aws_call_stream(c, parallel, upload_feed, upload_done, &u, err);
+    if (u.journal && fclose(u.journal) != 0 && r == 0)
+        r = kiln_error_errno(err, -errno, "journal %s", opts->journal);
+    free(u.done_blocks);
+    free(u.slot_index);
+    free(u.slot_digest);
     for (size_t i = 0; i < parallel; i++) {
         kiln_aws_request_clear(&u.reqs[i]);
         free(u.paths[i]);
@@ -249,7 +365,10 @@ kiln_ebs_upload_image(struct kiln_aws_client *c, const char *path,
         char agg[45];
         kiln_ebs_aggregate_checksum((const uint8_t(*)[32])digests, n_digests, agg);
         _cleanup_free_ char *status = NULL;
-        r = kiln_ebs_complete_snapshot(c, ret->snapshot_id, ret->blocks_sent, agg, &status, err);
+        r = kiln_ebs_complete_snapshot(c, ret->snapshot_id,
+                                       ret->blocks_sent + ret->blocks_resumed, agg, &status, err);
+        if (r == 0 && opts->journal)
+            unlink(opts->journal);
     }
     free(digests);
     struct kiln_aws_stats st1;

@@ -84,12 +84,17 @@ struct kiln_ebs_upload_options {
     unsigned parallel;    /* blocks in flight, default 16 */
     const char *const *tag_keys;
     const char *const *tag_values;
+    /* Resuming: with a journal file (and a client_token, which makes StartSnapshot return the
+     * same snapshot again), blocks already written in an earlier, interrupted run are not
+     * sent again when their content is unchanged. The journal is removed on success. */
+    const char *journal;
 };
 struct kiln_ebs_upload_result {
     char *snapshot_id;
     uint64_t blocks_total;     /* volume size in blocks */
     uint64_t blocks_sent;      /* allocated, non-zero blocks sent */
     uint64_t blocks_zero;      /* allocated but all-zero: skipped */
+    uint64_t blocks_resumed;   /* written by an earlier run (journal): not sent again */
     uint64_t bytes_read;       /* bytes read from the image */
     uint64_t bytes_sent;       /* request body bytes sent, retries included */
     unsigned long retries;

@@ -40,6 +40,7 @@ struct libvirt_conn {
     char *machine;
     char *firmware;
     char *disk_cache;
+    char *probe_kernel;
     unsigned vcpus;
     unsigned memory_mib;
     bool network;
@@ -226,31 +227,64 @@ wait_domain_gone(virConnectPtr conn, const char *name, int timeout_ms)
 
 /* Boot a guest of type kvm whose boot sector prints a marker on the serial port: KVM works when
  * the marker arrives within timeout_s. Any failure to start means no. */
+/* The kernel the probe boots: settings.probeKernel, else the newest /boot/vmlinuz-* (the host's
+ * Debian kernel), else NULL (the boot sector alone). */
+static char *
+probe_kernel(const struct libvirt_conn *c)
+{
+    if (c->probe_kernel)
+        return kiln_strdup(c->probe_kernel);
+    DIR *d = opendir("/boot");
+    struct dirent *e;
+    char *best = NULL;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, "vmlinuz-", 8) != 0)
+            continue;
+        if (!best || strverscmp(e->d_name + 8, best + 14) > 0) {
+            free(best);
+            best = kiln_asprintf("/boot/%s", e->d_name);
+        }
+    }
+    if (d)
+        closedir(d);
+    return best;
+}
+
+/* The probe guest: a Linux kernel booted directly, without root file system, must get through
+ * its whole initialisation to the panic about the missing root ("guests hang at kernel entry"
+ * is the failure seen with broken nested KVM, so firmware alone proves little). Without a kernel,
+ * the boot sector's marker is the sign. */
 static bool
-probe_kvm(struct libvirt_conn *c, int timeout_s)
+probe_boots(struct libvirt_conn *c, const char *domain_type, int timeout_s)
 {
     _cleanup_free_ char *dir = NULL;
     if (kiln_mkdtemp("kiln-kvm-probe", &dir, NULL) < 0)
         return false;
     _cleanup_free_ char *disk = kiln_path_join(dir, "probe.raw");
     _cleanup_free_ char *console = kiln_path_join(dir, "console.log");
-    uint8_t sector[512];
-    kiln_libvirt_probe_sector(sector);
+    /* One boot sector, padded to 1 MiB: firmware may ignore a disk of a single sector. */
+    const size_t disk_size = 1u << 20;
+    _cleanup_free_ uint8_t *image = kiln_calloc(1, disk_size);
+    kiln_libvirt_probe_sector(image);
     bool ok = false;
-    if (kiln_write_file_atomic(disk, sector, sizeof(sector), 0644, NULL) == 0) {
+    if (kiln_write_file_atomic(disk, image, disk_size, 0644, NULL) == 0) {
         _cleanup_free_ char *name = kiln_asprintf("kiln-kvm-probe-%ld", (long)getpid());
+        _cleanup_free_ char *kernel = probe_kernel(c);
+        const char *marker = kernel ? "Kernel panic - not syncing" : KILN_LIBVIRT_PROBE_MARKER;
         struct kiln_libvirt_domain_spec spec = {
             .domain_name = name,
-            .domain_type = "kvm",
+            .domain_type = domain_type,
             .machine = c->machine,
             .vcpus = 1,
-            .memory_mib = 64,
+            .memory_mib = 256,
             .build_id = "kvm-probe",
             .instance_name = "probe",
             .instance_dir = dir,
             .disk_path = disk,
             .disk_format = "raw",
             .disk_cache = "unsafe",
+            .kernel = kernel,
+            .cmdline = "console=ttyS0 panic=0 loglevel=4",
             .console_log = console,
             .seclabel = c->seclabel,
         };
@@ -260,7 +294,7 @@ probe_kvm(struct libvirt_conn *c, int timeout_s)
             off_t off = 0;
             double deadline = now_seconds() + timeout_s;
             while (now_seconds() < deadline && !cancelled(c)) {
-                if (console_contains(console, KILN_LIBVIRT_PROBE_MARKER, &off)) {
+                if (console_contains(console, marker, &off)) {
                     ok = true;
                     break;
                 }
@@ -270,7 +304,8 @@ probe_kvm(struct libvirt_conn *c, int timeout_s)
             virDomainFree(dom);
             wait_domain_gone(c->conn, name, 5000);
         }
-        kiln_debug("libvirt: KVM probe on %s: %s", c->uri, ok ? "works" : "does not work");
+        kiln_debug("libvirt: %s probe (%s) on %s: %s", domain_type,
+                   kernel ? kernel : "boot sector", c->uri, ok ? "boots" : "does not");
     }
     kiln_rm_rf(dir, NULL);
     return ok;
@@ -304,12 +339,18 @@ resolve_accel(struct libvirt_conn *c, int probe_seconds)
     char *caps = virConnectGetDomainCapabilities(c->conn, NULL, "x86_64", NULL, "kvm", 0);
     if (caps) {
         free(caps);
-        kvm = probe_kvm(c, probe_seconds);
+        kvm = probe_boots(c, "kvm", probe_seconds);
     }
     const char *result = kvm ? "kvm" : "qemu";
     if (kiln_mkdir_p(cache_dir, 0755, NULL) == 0)
         kiln_write_file_atomic(cache, result, strlen(result), 0644, NULL);
     return kiln_strdup(result);
+}
+
+bool
+kiln_libvirt_probe_boots(void *conn, const char *domain_type, int timeout_s)
+{
+    return probe_boots(conn, domain_type, timeout_s);
 }
 
 static const char *
@@ -352,6 +393,8 @@ libvirt_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret_co
     c->machine = kiln_strdup(setting_str(s, "machine", "pc"));
     c->firmware = kiln_strdup(firmware);
     c->disk_cache = kiln_strdup(setting_str(s, "diskCache", "unsafe"));
+    const char *pk = setting_str(s, "probeKernel", NULL);
+    c->probe_kernel = pk ? kiln_strdup(pk) : NULL;
     c->vcpus = cfg->vcpus ? cfg->vcpus : 2;
     c->memory_mib = cfg->memory_mib ? cfg->memory_mib : 1024;
     json_t *net = s ? json_object_get(s, "network") : NULL;
@@ -376,7 +419,7 @@ libvirt_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret_co
         c->domain_type = kiln_strdup("qemu");
     } else {
         json_t *p = s ? json_object_get(s, "kvmProbeSeconds") : NULL;
-        int probe_s = json_is_integer(p) ? (int)json_integer_value(p) : 15;
+        int probe_s = json_is_integer(p) ? (int)json_integer_value(p) : 20;
         c->domain_type = resolve_accel(c, probe_s);
     }
     *ret_conn = c;
@@ -403,6 +446,7 @@ libvirt_close(void *conn)
     free(c->machine);
     free(c->firmware);
     free(c->disk_cache);
+    free(c->probe_kernel);
     free(c);
 }
 

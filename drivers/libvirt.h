@@ -44,3 +44,7 @@ char *kiln_libvirt_domain_xml(const struct kiln_libvirt_domain_spec *spec);
  * halts: the KVM probe boots it as a real guest. */
 #define KILN_LIBVIRT_PROBE_MARKER "kiln-probe-ok"
 void kiln_libvirt_probe_sector(uint8_t out[512]);
+/* Boot the probe guest on an open libvirt driver connection with domain type ("kvm", "qemu");
+ * true when its marker reached the console within timeout_s. The accel "auto" probe is this
+ * with "kvm"; tests run it with "qemu" to show the probe guest itself works. */
+bool kiln_libvirt_probe_boots(void *conn, const char *domain_type, int timeout_s);

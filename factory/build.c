@@ -140,6 +140,11 @@ plan_load(const struct kiln_build_options *opts, struct plan *p, struct kiln_err
     } else {
         p->infra = kiln_infrastructure_default();
     }
+    kiln_driver_find_fn find = opts->find_driver ? opts->find_driver : kiln_driver_find;
+    if (p->infra && !find(p->infra->driver))
+        kiln_buf_appendf(&all, "%s%s: driver '%s' is not available in this build of kiln",
+                         all.len ? "\n" : "",
+                         p->infra->source ? p->infra->source : "infrastructure", p->infra->driver);
     if (opts->distribution_path) {
         if (kiln_distribution_load(opts->distribution_path, &p->dist, &e) < 0)
             append_error(&all, &e);
@@ -223,10 +228,13 @@ struct build {
     char *log_dir;
     int lock_fd;
     struct kiln_instance *inst;
-    char inst_role[32]; /* "build", "test", "layer-2", ... */
-    struct kiln_image_ref layer;  /* the cached layer the build resumed from, or the last one made */
-    size_t layers_reused;         /* components whose result came from the layer cache */
-    json_t *layer_keys;           /* the cache key of each component's result */
+    char inst_role[32];          /* "build", "test", "layer-2", ... */
+    struct kiln_image_ref layer; /* the cached layer the build resumed from, or the last one made */
+    size_t layers_reused;        /* components whose result came from the layer cache */
+    json_t *layer_keys;          /* the cache key of each component's result */
+    json_t *packages;            /* [{name, version, architecture}] from the inventory, or NULL */
+    char *packages_source;       /* "dpkg", "rpm", "apk", "none" */
+    char *packages_note;         /* why there is no package list */
     struct kiln_image_ref parent;
     struct kiln_image_ref snapshot;
     char **partial_outputs; /* files being written, removed on failure */
@@ -294,7 +302,7 @@ engine_event(void *userdata, const json_t *ev)
         snprintf(who, sizeof(who), "%s %u/%zu %s", b->phase_label, b->component_index + 1, n,
                  b->plan.docs[b->component_index].name);
     else
-        snprintf(who, sizeof(who), "kiln-linux-cleanup");
+        snprintf(who, sizeof(who), "%s", b->phase_label);
     if (kiln_streq(type, "document-start"))
         progress_step(b, "%s", who);
     else if (kiln_streq(type, "step-start"))
@@ -619,7 +627,7 @@ manifest_new(struct build *b, const char *status)
         " s:{s:s, s:s, s:s, s:s, s:s?, s:s},"
         " s:{s:s?, s:s?, s:s?},"
         " s:{s:s, s:s?, s:s?, s:i, s:i},"
-        " s:o, s:O, s:n, s:s, s:s}",
+        " s:o, s:O, s:O, s:s?, s:s?, s:s}",
         "manifestVersion", 1, "name", rec->name, "version", version, "buildId", b->image->build_id,
         "status", status, "buildDate", date, "durationSeconds",
         (json_int_t)(time(NULL) - b->started), "recipe", "path",
@@ -629,10 +637,8 @@ manifest_new(struct build *b, const char *status)
         "kernel", b->parent.kernel, "infrastructure", "driver", b->ops->name, "uri",
         b->plan.infra->uri, "accel", b->plan.infra->accel, "vcpus", (int)b->plan.infra->vcpus,
         "memoryMiB", (int)b->plan.infra->memory_mib, "components", comps, "outputs", b->outputs,
-        "installedPackages", "installedPackagesTodo",
-        "TODO: the installed package list comes from libguestfs inspection of the image, not "
-        "done yet",
-        "logs", b->log_dir);
+        "installedPackages", b->packages ? b->packages : json_null(), "installedPackagesSource",
+        b->packages_source, "installedPackagesNote", b->packages_note, "logs", b->log_dir);
 }
 
 static int
@@ -642,9 +648,9 @@ write_manifest(struct build *b, const char *status, struct kiln_error *err)
     if (!m)
         return kiln_error_set(err, -EINVAL, "cannot build the manifest");
     if (b->layer_keys)
-        json_object_set_new(m, "layerCache",
-                            json_pack("{s:I, s:O}", "reused", (json_int_t)b->layers_reused,
-                                      "keys", b->layer_keys));
+        json_object_set_new(
+            m, "layerCache",
+            json_pack("{s:I, s:O}", "reused", (json_int_t)b->layers_reused, "keys", b->layer_keys));
     _cleanup_free_ char *text = kiln_json_dumps(m, true);
     /* Beside the log folder: logs/<name>/<version>/<build>/manifest.json */
     _cleanup_free_ char *dir = kiln_strdup(b->log_dir);
@@ -693,6 +699,114 @@ keep_console_logs(struct build *b)
     closedir(dh);
 }
 
+/* ---- the package inventory ---- */
+
+/* The stdout of step in the detailedoutput.json of the TOE folder under dir, or NULL. */
+static char *
+step_stdout(const char *dir, const char *step)
+{
+    DIR *dh = opendir(dir);
+    if (!dh)
+        return NULL;
+    char *out = NULL;
+    struct dirent *de;
+    while (!out && (de = readdir(dh))) {
+        if (strncmp(de->d_name, "TOE_", 4) != 0)
+            continue;
+        _cleanup_free_ char *rel = kiln_asprintf("%s/detailedoutput.json", de->d_name);
+        _cleanup_free_ char *path = kiln_path_join(dir, rel);
+        _cleanup_json_ json_t *j = NULL;
+        /* The guest wrote this file: parse it bounded, trust nothing in it. */
+        if (kiln_json_load_file(path, 16u << 20, &j, NULL) < 0)
+            continue;
+        size_t i, k, m;
+        json_t *doc, *phase, *st;
+        json_array_foreach(json_object_get(j, "documents"), i, doc)
+        {
+            json_array_foreach(json_object_get(doc, "phases"), k, phase)
+            {
+                json_array_foreach(json_object_get(phase, "steps"), m, st)
+                {
+                    const char *outputs = kiln_json_get_str(st, "outputs");
+                    if (out || !kiln_streq(kiln_json_get_str(st, "name"), step) || !outputs)
+                        continue;
+                    _cleanup_json_ json_t *o = NULL;
+                    if (kiln_json_parse(outputs, strlen(outputs), 16u << 20, "outputs", &o, NULL) <
+                        0)
+                        continue;
+                    const char *text = kiln_json_get_str(json_array_get(o, 0), "stdout");
+                    if (text)
+                        out = kiln_strdup(text);
+                }
+            }
+        }
+    }
+    closedir(dh);
+    return out;
+}
+
+int
+kiln_inventory_read(const char *dir, json_t **ret_packages, char **ret_source, char **ret_note)
+{
+    *ret_packages = NULL;
+    *ret_source = *ret_note = NULL;
+    _cleanup_free_ char *text = step_stdout(dir, "ListInstalledPackages");
+    if (!text) {
+        *ret_note = kiln_strdup("no package list: the driver returned no agent output");
+        return -ENOENT;
+    }
+    char *save = NULL;
+    char *line = strtok_r(text, "\n", &save);
+    if (!line || strncmp(line, "kiln-inventory ", 15) != 0) {
+        *ret_note = kiln_strdup("no package list: unexpected inventory output");
+        return -KILN_E_PARSE;
+    }
+    *ret_source = kiln_strdup(line + 15);
+    json_t *packages = json_array();
+    while ((line = strtok_r(NULL, "\n", &save))) {
+        char *f[3] = {line, NULL, NULL};
+        for (int k = 1; k < 3 && f[k - 1]; k++) {
+            char *tab = strchr(f[k - 1], '\t');
+            if (tab) {
+                *tab = '\0';
+                f[k] = tab + 1;
+            }
+        }
+        if (!*f[0])
+            continue;
+        json_array_append_new(packages, json_pack("{s:s, s:s?, s:s?}", "name", f[0], "version",
+                                                  f[1] && *f[1] ? f[1] : NULL, "architecture",
+                                                  f[2] && *f[2] ? f[2] : NULL));
+    }
+    *ret_packages = packages;
+    return 0;
+}
+
+/* List the installed packages for the manifest. Not fatal: a build does not fail because its
+ * inventory could not be taken (the manifest says why), only because it was cancelled. */
+static int
+inventory(struct build *b, struct kiln_error *err)
+{
+    _cleanup_free_ char *path = kiln_path_join(b->work_dir, "kiln-inventory.yml");
+    const char *doc = kiln_build_inventory_document();
+    int r = kiln_write_file_atomic(path, doc, strlen(doc), 0644, err);
+    if (r < 0)
+        return r;
+    static const char *const phases[] = {"build", NULL};
+    struct kiln_error e = {0};
+    r = run_job(b, path, phases, NULL, "the package inventory (kiln-inventory)", "inventory", 600,
+                &e);
+    if (r == -ECANCELED || cancelled(b))
+        return kiln_error_set(err, -ECANCELED, "cancelled");
+    if (r < 0) {
+        b->packages_note = kiln_asprintf("no package list: %s", e.message);
+        return 0;
+    }
+    _cleanup_free_ char *dir = kiln_path_join(b->log_dir, "inventory");
+    kiln_inventory_read(dir, &b->packages, &b->packages_source, &b->packages_note);
+    return 0;
+}
+
 /* ---- the layer cache ----
  *
  * Each component's result is kept as a standalone qcow2 in <home>/cache/layers/<key>.qcow2,
@@ -716,10 +830,9 @@ layer_keys(struct build *b, struct kiln_error *err)
     for (size_t i = 0; i < rec->n_components; i++) {
         _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
         _cleanup_free_ char *p = json_dumps(params, JSON_SORT_KEYS | JSON_COMPACT);
-        _cleanup_free_ char *text = kiln_asprintf("%s\n%s\n%s\n", key,
-                                                  b->plan.docs[i].sha256 ? b->plan.docs[i].sha256
-                                                                         : "-",
-                                                  p ? p : "{}");
+        _cleanup_free_ char *text =
+            kiln_asprintf("%s\n%s\n%s\n", key,
+                          b->plan.docs[i].sha256 ? b->plan.docs[i].sha256 : "-", p ? p : "{}");
         kiln_hash_buf_hex(KILN_HASH_SHA256, text, strlen(text), key);
         json_array_append_new(b->layer_keys, json_string(key));
     }
@@ -729,8 +842,8 @@ layer_keys(struct build *b, struct kiln_error *err)
 static char *
 layer_path(struct build *b, size_t i)
 {
-    _cleanup_free_ char *rel = kiln_asprintf(
-        "cache/layers/%s.qcow2", json_string_value(json_array_get(b->layer_keys, i)));
+    _cleanup_free_ char *rel =
+        kiln_asprintf("cache/layers/%s.qcow2", json_string_value(json_array_get(b->layer_keys, i)));
     return kiln_path_join(b->plan.home, rel);
 }
 
@@ -846,12 +959,21 @@ stages(struct build *b, struct kiln_error *err)
         }
     }
 
+    /* the installed packages, for the manifest */
+    if (cancelled(b))
+        return kiln_error_set(err, -ECANCELED, "cancelled");
+    b->component_index = (unsigned)rec->n_components;
+    b->phase_label = "kiln-inventory";
+    r = inventory(b, err);
+    if (r < 0)
+        return r;
+
     /* Image Builder's Linux cleanup, as a document run by the agent */
     if (cancelled(b))
         return kiln_error_set(err, -ECANCELED, "cancelled");
     progress_stage(b, "cleanup");
     b->component_index = (unsigned)rec->n_components;
-    b->phase_label = "cleanup";
+    b->phase_label = "kiln-linux-cleanup";
     _cleanup_free_ char *cleanup = kiln_path_join(b->work_dir, "kiln-linux-cleanup.yml");
     const char *doc = kiln_build_cleanup_document();
     r = kiln_write_file_atomic(cleanup, doc, strlen(doc), 0644, err);
@@ -1102,6 +1224,9 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     ref_clear(&b.snapshot);
     ref_clear(&b.layer);
     json_decref(b.layer_keys);
+    json_decref(b.packages);
+    free(b.packages_source);
+    free(b.packages_note);
     json_decref(b.outputs);
     free(b.work_dir);
     free(b.log_dir);

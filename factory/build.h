@@ -40,8 +40,8 @@ struct kiln_build_options {
      * images/<name>/build.sh writes it), or is a qcow2/raw file (relative to the recipe). */
     kiln_parent_resolve_fn resolve_parent;
     void *resolve_userdata;
-    char **component_dirs;     /* catalogs for name/ARN references; NULL: <home>/components */
-    bool skip_tests;           /* imageTestsEnabled: false */
+    char **component_dirs; /* catalogs for name/ARN references; NULL: <home>/components */
+    bool skip_tests;       /* imageTestsEnabled: false */
     /* Keep each component's result as a layer in <home>/cache/layers and resume a rebuild
      * from the longest prefix already built (one more boot per component when building). */
     bool layer_cache;
@@ -86,3 +86,9 @@ int kiln_build_reap(struct kiln_store *store, kiln_driver_find_fn find_driver, b
 /* The Linux cleanup Kiln runs in the guest before the snapshot (Image Builder's housekeeping),
  * as an AWSTOE document; skip flags are files named skip_cleanup_* in workingDirectory. */
 const char *kiln_build_cleanup_document(void);
+/* The inventory document run before the cleanup: its output is the manifest's package list. */
+const char *kiln_build_inventory_document(void);
+/* Read the inventory's output from the TOE folder(s) under dir (the detailedoutput.json the
+ * engine wrote): *ret_packages [{name, version, architecture}] and *ret_source ("dpkg", "rpm",
+ * "apk", "none"); or a negative code and *ret_note saying why there is no list. */
+int kiln_inventory_read(const char *dir, json_t **ret_packages, char **ret_source, char **ret_note);

@@ -82,3 +82,42 @@ kiln_build_cleanup_document(void)
 {
     return cleanup_document;
 }
+
+/* The inventory Kiln takes before the cleanup: the installed packages, one "name<TAB>version<TAB>
+ * architecture" line each, from whichever package manager the image has. */
+static const char inventory_document[] =
+    "name: kiln-inventory\n"
+    "description: Lists the installed packages for the image's manifest.\n"
+    "schemaVersion: 1.0\n"
+    "phases:\n"
+    "  - name: build\n"
+    "    steps:\n"
+    "      - name: ListInstalledPackages\n"
+    "        action: ExecuteBash\n"
+    "        inputs:\n"
+    "          commands:\n"
+    "            - |\n"
+    "              # A package manager counts only when its listing works: busybox carries an\n"
+    "              # rpm applet that cannot list anything.\n"
+    "              list() {\n"
+    "                out=$(\"$@\" 2>/dev/null) || return 1\n"
+    "                printf '%s\\n' \"$out\"\n"
+    "              }\n"
+    "              if command -v dpkg-query >/dev/null 2>&1 &&\n"
+    "                 pkgs=$(list dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n'); then\n"
+    "                echo 'kiln-inventory dpkg'; printf '%s\\n' \"$pkgs\"\n"
+    "              elif command -v rpm >/dev/null 2>&1 &&\n"
+    "                 pkgs=$(list rpm -qa --qf '%{NAME}\\t%{VERSION}-%{RELEASE}\\t%{ARCH}\\n'); then\n"
+    "                echo 'kiln-inventory rpm'; printf '%s\\n' \"$pkgs\"\n"
+    "              elif command -v apk >/dev/null 2>&1 && pkgs=$(list apk info -v); then\n"
+    "                echo 'kiln-inventory apk'\n"
+    "                printf '%s\\n' \"$pkgs\" | sed 's/-\\([0-9][^-]*-r[0-9]*\\)$/\\t\\1\\t/'\n"
+    "              else\n"
+    "                echo 'kiln-inventory none'\n"
+    "              fi\n";
+
+const char *
+kiln_build_inventory_document(void)
+{
+    return inventory_document;
+}

@@ -440,6 +440,51 @@ save_state(struct run *run, size_t d, struct kiln_error *err)
 
 /* ---- output files ---- */
 
+/* AWSTOE writes its JSON with Go's encoder, which escapes <, > and & as \u003c, \u003e and
+ * \u0026. In JSON text these characters only occur inside strings, so escaping them in the
+ * serialised text, chunk by chunk, is exact. */
+static void
+go_escape(const char *data, size_t len, void (*put)(void *ud, const char *s, size_t n), void *ud)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *esc = data[i] == '<' ? "\\u003c" : data[i] == '>' ? "\\u003e"
+                          : data[i] == '&' ? "\\u0026" : NULL;
+        if (!esc)
+            continue;
+        put(ud, data + start, i - start);
+        put(ud, esc, 6);
+        start = i + 1;
+    }
+    put(ud, data + start, len - start);
+}
+
+static void
+put_buf(void *ud, const char *s, size_t n)
+{
+    kiln_buf_append(ud, s, n);
+}
+
+static void
+put_file(void *ud, const char *s, size_t n)
+{
+    fwrite(s, 1, n, ud);
+}
+
+static int
+go_escape_to_buf(const char *data, size_t len, void *ud)
+{
+    go_escape(data, len, put_buf, ud);
+    return 0;
+}
+
+static int
+go_escape_to_file(const char *data, size_t len, void *ud)
+{
+    go_escape(data, len, put_file, ud);
+    return ferror((FILE *)ud) ? -1 : 0;
+}
+
 /* Streamed to a temporary file and renamed into place: no copy of a large tree in memory. */
 static void
 write_json_file(struct run *run, const char *name, const json_t *j)
@@ -456,7 +501,7 @@ write_json_file(struct run *run, const char *name, const json_t *j)
         close(fd);
         return;
     }
-    bool ok = json_dumpf(j, f, JSON_INDENT(4) | JSON_ENCODE_ANY) == 0;
+    bool ok = json_dump_callback(j, go_escape_to_file, f, JSON_INDENT(4) | JSON_ENCODE_ANY) == 0;
     ok &= fclose(f) == 0;
     if (!ok || rename(tmp, path) < 0) {
         kiln_debug("cannot write %s", path);
@@ -505,8 +550,10 @@ step_record(const struct kiln_doc_step *s)
 static void
 set_json_string_field(json_t *rec, const char *key, const json_t *value)
 {
-    _cleanup_free_ char *s = kiln_json_dumps(value, false);
-    json_object_set_new(rec, key, json_string(s));
+    _cleanup_buf_ struct kiln_buf b;
+    kiln_buf_init(&b);
+    json_dump_callback(value, go_escape_to_buf, &b, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_object_set_new(rec, key, json_stringn(b.data ? b.data : "", b.len));
 }
 
 static void
@@ -1356,9 +1403,10 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
     json_decref(run.cfg_doc_params);
     run.cfg_doc_params = NULL;
     if (diags.n) {
-        _cleanup_free_ char *msg = kiln_diags_format(&diags);
+        char *msg = kiln_diags_format(&diags);
         kiln_diags_clear(&diags);
         r = kiln_error_set(err, -KILN_E_INVALID, "%s", msg);
+        free(msg);
         goto out;
     }
     /* Parameters: the command line wins over the config file; each must be declared. */
@@ -1538,8 +1586,9 @@ kiln_engine_run(const struct kiln_run_options *opts, struct kiln_run_result *res
         goto out;
     }
     if (run.resume) {
-        _cleanup_free_ char *sp = state_path(&run);
+        char *sp = state_path(&run);
         unlink(sp);
+        free(sp);
     }
     const char *status = cancelled && !failed ? "cancelled" : status_name(failed, ignored);
     json_object_set_new(run.detailed, "status", json_string(status));

@@ -374,7 +374,9 @@ eval(const json_t *e, bool *ret, struct kiln_error *err)
         _cleanup_free_ char *path = scalar_text(json_object_get(e, "path"));
         char hex[KILN_HASH_MAX_HEX];
         struct kiln_error herr = {0};
-        if (kiln_hash_file_hex(alg, path, hex, &herr) < 0) {
+        /* Only regular files: a device such as /dev/zero would never end. */
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) ||
+            kiln_hash_file_hex(alg, path, hex, &herr) < 0) {
             *ret = false;
             return 0;
         }

@@ -19,7 +19,7 @@ static void
 usage(FILE *f)
 {
     fputs("usage: kiln-aws [--endpoint-url URL] [--region R] [--profile P] [--budget S]\n"
-          "                [--parallel N] COMMAND ARGS...\n"
+          "                [--parallel N] [--client-token T --journal FILE] COMMAND ARGS...\n"
           "commands:\n"
           "  ebs-upload IMAGE             raw image -> EBS snapshot (EBS direct APIs)\n"
           "  ebs-download SNAPSHOT FILE   snapshot -> sparse file\n"
@@ -57,6 +57,8 @@ main(int argc, char **argv)
                                          {"profile", required_argument, NULL, 'p'},
                                          {"budget", required_argument, NULL, 'b'},
                                          {"parallel", required_argument, NULL, 'j'},
+                                         {"client-token", required_argument, NULL, 't'},
+                                         {"journal", required_argument, NULL, 'J'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *endpoint = getenv("AWS_ENDPOINT_URL");
@@ -66,6 +68,7 @@ main(int argc, char **argv)
     const char *profile = NULL;
     double budget = 0;
     unsigned parallel = 16;
+    const char *client_token = NULL, *journal = NULL;
     int c;
     kiln_log_init_from_env();
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -84,6 +87,12 @@ main(int argc, char **argv)
             break;
         case 'j':
             parallel = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 't':
+            client_token = optarg;
+            break;
+        case 'J':
+            journal = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -115,16 +124,18 @@ main(int argc, char **argv)
         /* reported below */
     } else if (strcmp(cmd, "ebs-upload") == 0 && nargs == 1) {
         struct kiln_ebs_upload_options uo = {.description = "kiln-aws ebs-upload",
-                                             .budget = budget, .parallel = parallel};
+                                             .budget = budget, .parallel = parallel,
+                                             .client_token = client_token, .journal = journal};
         struct kiln_ebs_upload_result res;
         r = kiln_ebs_upload_image(cl, args[0], &uo, &res, &err);
         if (r == 0)
             printf("{\"snapshot_id\": \"%s\", \"blocks_total\": %" PRIu64 ", \"blocks_sent\": "
-                   "%" PRIu64 ", \"blocks_zero\": %" PRIu64 ", \"bytes_read\": %" PRIu64 ", "
+                   "%" PRIu64 ", \"blocks_zero\": %" PRIu64 ", \"blocks_resumed\": %" PRIu64 ", "
+                   "\"bytes_read\": %" PRIu64 ", "
                    "\"bytes_sent\": %" PRIu64 ", \"retries\": %lu, \"seconds\": %.3f, "
                    "\"cpu_seconds\": %.3f}\n",
                    res.snapshot_id, res.blocks_total, res.blocks_sent, res.blocks_zero,
-                   res.bytes_read, res.bytes_sent, res.retries, mono() - t0,
+                   res.blocks_resumed, res.bytes_read, res.bytes_sent, res.retries, mono() - t0,
                    cpu_seconds() - c0);
         kiln_ebs_upload_result_clear(&res);
     } else if (strcmp(cmd, "ebs-download") == 0 && nargs == 2) {

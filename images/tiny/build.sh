@@ -44,6 +44,10 @@ digest=$( {
 } | sha256sum | cut -c1-16)
 
 out=$KILN_HOME/images/tiny/$digest
+# One build at a time per image name (several checkouts may share the Kiln home).
+mkdir -p "$KILN_HOME/images/tiny"
+exec 9>"$KILN_HOME/images/tiny/.lock"
+flock 9
 if [ -f "$out/image.json" ] && [ "${KILN_FORCE:-0}" != 1 ]; then
     ln -sfn "$digest" "$KILN_HOME/images/tiny/current"
     echo "tiny: up to date ($out)"

@@ -422,6 +422,7 @@ def authenticate(sim, req, now=None):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "AmazonS3"
+    timeout = 300  # idle keep-alive connections are closed after this many seconds
     sys_version = ""
 
     def log_message(self, fmt, *args):
@@ -704,6 +705,20 @@ def parse_credential(spec):
     return Credential(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
 
+def exit_with_parent():
+    """Ask the kernel for SIGTERM when the parent dies, so a test runner killed on timeout
+    does not leave simulators behind."""
+    import ctypes
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        sys.exit(1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
@@ -717,6 +732,8 @@ def main(argv=None):
     ap.add_argument("--delay-scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="stop when the process that started the simulator dies (Linux)")
     args = ap.parse_args(argv)
 
     try:
@@ -725,6 +742,8 @@ def main(argv=None):
         creds += [parse_credential(c) for c in args.credentials]
     except ValueError as e:
         ap.error(str(e))
+    if args.exit_with_parent:
+        exit_with_parent()
     own_dir = None
     state_dir = args.state_dir
     if not state_dir:

@@ -241,6 +241,8 @@ class RegionState:
             for k, v in rec.items():
                 if k == "blocks":
                     out["block_count"] = len(v)
+                elif k == "source_blocks":
+                    out["source_block_count"] = len(v)
                 elif k == "timeline":
                     continue
                 elif isinstance(v, set):

@@ -45,7 +45,7 @@ class Simulator:
         state = self.state_dir or os.path.join(self.tmp, "state")
         cmd = [sys.executable, os.path.join(HERE, "awssim.py"), "--host", "127.0.0.1",
                "--port", "0", "--ready-file", ready, "--state-dir", state,
-               "--delay-scale", str(self.delay_scale)]
+               "--delay-scale", str(self.delay_scale), "--exit-with-parent"]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
         if self.faults:

@@ -233,6 +233,66 @@ class ModelConformance(unittest.TestCase):
                       RoleSessionName="s")
         self.assertEqual(self.errors, [])
 
+    def check_json(self, model, op, obj, shape_name=None, path=None):
+        """Every JSON key must be a body member of the output shape, with the right type."""
+        shapes = model["shapes"]
+        shape = shapes[shape_name or model["operations"][op]["output"]["shape"]]
+        path = path or op
+        t = shape["type"]
+        if t == "structure":
+            self.assertIsInstance(obj, dict, path)
+            for k, v in obj.items():
+                m = shape["members"].get(k)
+                if m is None or m.get("location"):
+                    self.errors.append("%s.%s: not a body member" % (path, k))
+                    continue
+                self.check_json(model, op, v, m["shape"], path + "." + k)
+        elif t == "list":
+            self.assertIsInstance(obj, list, path)
+            for i, v in enumerate(obj):
+                self.check_json(model, op, v, shape["member"]["shape"], "%s[%d]" % (path, i))
+        elif t in ("integer", "long"):
+            if not isinstance(obj, int) or isinstance(obj, bool):
+                self.errors.append("%s: not an integer: %r" % (path, obj))
+        elif t == "timestamp":
+            if not isinstance(obj, (int, float)):
+                self.errors.append("%s: timestamps are epoch seconds in JSON: %r" % (path, obj))
+        elif t == "string":
+            if not isinstance(obj, str):
+                self.errors.append("%s: not a string: %r" % (path, obj))
+            elif "enum" in shape and obj not in shape["enum"]:
+                self.errors.append("%s: %r not in enum" % (path, obj))
+
+    def test_ebs_responses_match_model(self):
+        import ebs
+        import hashlib
+        import base64
+        m = load_model("ebs")
+
+        def call(method, path, query="", body=b"", headers=()):
+            r = self.req("ebs", method, path, query, body=body, headers=headers)
+            r.body.sha256 = hashlib.sha256(body).hexdigest()
+            resp = ebs.handle(self.sim, r)
+            if resp.headers and ("Content-Type", "application/json") in resp.headers:
+                self.check_json(m, r.op, json.loads(resp.body))
+            return r.op, resp
+
+        op, resp = call("POST", "/snapshots", body=json.dumps({
+            "VolumeSize": 1, "Description": "d", "Tags": [{"Key": "k", "Value": "v"}]}).encode())
+        sid = json.loads(resp.body)["SnapshotId"]
+        data = b"\x01" * 524288
+        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        op, resp = call("PUT", "/snapshots/%s/blocks/3" % sid, body=data, headers=[
+            ("x-amz-Data-Length", "524288"), ("x-amz-Checksum", digest),
+            ("x-amz-Checksum-Algorithm", "SHA256")])
+        self.assertEqual((op, resp.status), ("PutSnapshotBlock", 201))
+        call("POST", "/snapshots/completion/" + sid, headers=[("x-amz-ChangedBlocksCount", "1")])
+        self.tick(60)
+        op, resp = call("GET", "/snapshots/%s/blocks" % sid)
+        self.assertEqual(op, "ListSnapshotBlocks")
+        call("GET", "/snapshots/%s/changedblocks" % sid)
+        self.assertEqual(self.errors, [])
+
     def test_s3_responses_match_model(self):
         m = load_model("s3")
         checker = ShapeChecker(m)

@@ -26,7 +26,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 # shellcheck disable=SC2086
 python3 "$here/awssim.py" --host 127.0.0.1 --port 0 --ready-file "$tmp/port" \
-    --state-dir "$tmp/state" --delay-scale "$delay" $extra 2>"$tmp/sim.log" &
+    --state-dir "$tmp/state" --delay-scale "$delay" --exit-with-parent $extra \
+    2>"$tmp/sim.log" &
 pid=$!
 i=0
 while [ ! -s "$tmp/port" ]; do

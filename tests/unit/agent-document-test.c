@@ -496,6 +496,8 @@ test_expression_eval(void **state)
         {"{\"and\":[{\"fileExists\":\"/etc/passwd\"},{\"not\":{\"folderExists\":\"/nonexistent\"}}]}", true},
         {"{\"or\":[{\"stringEquals\":\"a\",\"value\":\"b\"},{\"numberEquals\":1,\"value\":3}]}", false},
         {"{\"not\":[{\"stringEquals\":\"x\",\"value\":\"x\"}]}", false},
+        {"{\"fileSHA256Equals\":\"x\",\"path\":\"/dev/zero\"}", false},
+        {"{\"fileMD5Equals\":\"d41d8cd98f00b204e9800998ecf8427e\",\"path\":\"/dev/null\"}", false},
     };
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
         json_t *j = json_loads(cases[i].json, 0, NULL);
@@ -507,6 +509,21 @@ test_expression_eval(void **state)
             fail_msg("%s: got %d", cases[i].json, v);
         json_decref(j);
     }
+    /* Hashes of a real file, compared without regard to case. */
+    char *dir = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-expr-test", &dir, NULL), 0);
+    char *file = kiln_path_join(dir, "abc");
+    assert_int_equal(kiln_write_file_atomic(file, "abc", 3, 0644, NULL), 0);
+    char *q = kiln_asprintf("{\"fileSHA256Equals\":\"BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD\",\"path\":\"%s\"}", file);
+    json_t *h = json_loads(q, 0, NULL);
+    bool hv = false;
+    assert_int_equal(kiln_expr_eval(h, &hv, NULL, NULL), 0);
+    assert_true(hv);
+    json_decref(h);
+    free(q);
+    kiln_rm_rf(dir, NULL);
+    free(file);
+    free(dir);
     json_t *j = json_loads("{\"fileExists\":\"/nonexistent\",\"then\":\"Abort\",\"else\":\"Execute\"}",
                            0, NULL);
     bool v;

@@ -155,7 +155,8 @@ test_hello_outputs(void **state)
     assert_int_equal(run_text(f, HEAD "phases:\n  - name: build\n    steps:\n"
                                       "      - name: Hello\n        action: ExecuteBash\n"
                                       "        inputs:\n          commands:\n"
-                                      "            - echo 'Hello World'\n",
+                                      "            - echo 'Hello World'\n"
+                                      "            - echo x > /dev/null && true\n",
                               NULL, &res),
                      KILN_RUN_SUCCESS);
     /* TOE_<YYYY-MM-DD_HH-MM-SS>_UTC-0_<id> */
@@ -177,11 +178,16 @@ test_hello_outputs(void **state)
     assert_string_equal(kiln_json_get_str(s, "onFailure"), "Abort");
     assert_int_equal(json_integer_value(json_object_get(s, "timeoutSeconds")), 7200);
     assert_int_equal(json_integer_value(json_object_get(s, "maxAttempts")), 1);
-    assert_string_equal(kiln_json_get_str(s, "inputs"), "[{\"commands\":[\"echo 'Hello World'\"]}]");
+    assert_string_equal(kiln_json_get_str(s, "inputs"),
+                        "[{\"commands\":[\"echo 'Hello World'\",\"echo x \\u003e /dev/null \\u0026\\u0026 true\"]}]");
     assert_string_equal(kiln_json_get_str(s, "outputs"), "[{\"stdout\":\"Hello World\"}]");
     assert_true(json_is_null(json_object_get(s, "loop")));
     assert_true(json_is_null(json_object_get(s, "detailedOutput")));
     assert_non_null(kiln_json_get_str(s, "startTime"));
+    /* The file itself is written as Go's encoder writes it: <, > and & escaped. */
+    char *raw = read_text(res.log_folder, "detailedoutput.json");
+    assert_non_null(strstr(raw, "echo x \\\\u003e /dev/null \\\\u0026\\\\u0026 true"));
+    free(raw);
     /* The document copy, the logs and chaining.json. */
     char *copy = read_text(res.log_folder, "D0__doc.yml");
     assert_non_null(copy);

@@ -574,6 +574,12 @@ bad_xml_is_clean_error(void **state)
     assert_int_equal(kiln_s3_parse_list(doc, &s3l, NULL), -KILN_E_PARSE);
     assert_int_equal(kiln_sts_parse_assume_role(doc, &cr, NULL), -KILN_E_PARSE);
     xmlFreeDoc(doc);
+    /* Predefined entities and character references are plain text, not DTD entities. */
+    const char *refs = "<r><Key>a&amp;b&#x41;&lt;</Key></r>";
+    assert_int_equal(kiln_aws_xml_parse(refs, strlen(refs), &doc, NULL), 0);
+    _cleanup_free_ char *key = kiln_aws_xml_text(kiln_aws_xml_root(doc), "Key");
+    assert_string_equal(key, "a&bA<");
+    xmlFreeDoc(doc);
     /* Items without their ids are refused, not half-filled. */
     const char *noid = "<DescribeImagesResponse><imagesSet><item><name>x</name></item>"
                        "</imagesSet></DescribeImagesResponse>";

@@ -24,6 +24,13 @@
 #include "factory/build.h"
 #include "factory/document.h"
 #include "drivers/fake.h"
+#include "guest-agent/engine.h"
+
+static bool
+system_has_dpkg(void)
+{
+    return access("/usr/bin/dpkg-query", X_OK) == 0 && access("/var/lib/dpkg/status", R_OK) == 0;
+}
 
 /* ---- a file-backed driver double, for the crash path only ---- */
 
@@ -277,13 +284,34 @@ fk_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_d
     for (size_t i = 0; job->phases && job->phases[i]; i++)
         json_array_append_new(phases, json_string(job->phases[i]));
     char *desc = kiln_fake_driver.describe(inst);
-    json_array_append_new(fk.jobs, json_pack("{s:o, s:o, s:O?, s:s}", "documents", docs,
-                                             "phases", phases, "parameters", job->parameters,
-                                             "instance", desc));
+    json_array_append_new(fk.jobs,
+                          json_pack("{s:o, s:o, s:O?, s:s}", "documents", docs, "phases", phases,
+                                    "parameters", job->parameters, "instance", desc));
     free(desc);
     if (fk.cancel_on_run)
         *fk.cfg->cancel = 1; /* Ctrl-C arrives while the step runs */
-    return kiln_fake_driver.run(inst, job, log_dir, events, flags, ret, err);
+    int r = kiln_fake_driver.run(inst, job, log_dir, events, flags, ret, err);
+    /* The fake's TOE folder holds its own summary; for the inventory, write what the engine
+     * writes (detailedoutput.json with the step's outputs), as a dpkg system would print. */
+    if (r == 0 && ret->log_dir && strstr(job->documents[0], "kiln-inventory.yml")) {
+        const char *stdout_text = "kiln-inventory dpkg\nbash\t5.2.15-2+b2\tamd64\n"
+                                  "libc6\t2.36-9\tamd64";
+        json_t *outputs = json_pack("[{s:s}]", "stdout", stdout_text);
+        char *outputs_text = kiln_json_dumps(outputs, false);
+        json_t *detail =
+            json_pack("{s:[{s:s, s:[{s:s, s:[{s:s, s:s, s:s}]}]}]}", "documents", "name",
+                      "kiln-inventory", "phases", "name", "build", "steps", "name",
+                      "ListInstalledPackages", "status", "success", "outputs", outputs_text);
+        char *text = kiln_json_dumps(detail, true);
+        char *path = kiln_path_join(ret->log_dir, "detailedoutput.json");
+        assert_int_equal(kiln_write_file_atomic(path, text, strlen(text), 0644, NULL), 0);
+        free(path);
+        free(text);
+        json_decref(detail);
+        free(outputs_text);
+        json_decref(outputs);
+    }
+    return r;
 }
 
 static int
@@ -494,9 +522,9 @@ test_success(void **state)
     assert_string_equal(res.version, "1.2.3/1");
     assert_released(f, &res);
 
-    /* Jobs: each component's build+validate on the build instance, the cleanup, then the one
-     * component with a test phase on a second instance. */
-    assert_int_equal(json_array_size(fk.jobs), 4);
+    /* Jobs: each component's build+validate on the build instance, the inventory, the cleanup,
+     * then the one component with a test phase on a second instance. */
+    assert_int_equal(json_array_size(fk.jobs), 5);
     json_t *j0 = json_array_get(fk.jobs, 0);
     assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
                            "components/hello.yml"));
@@ -508,10 +536,13 @@ test_success(void **state)
                         "bonjour");
     json_t *j2 = json_array_get(fk.jobs, 2);
     assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j2, "documents"), 0)),
+                           "kiln-inventory.yml"));
+    j2 = json_array_get(fk.jobs, 3);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j2, "documents"), 0)),
                            "kiln-linux-cleanup.yml"));
     assert_string_equal(kiln_json_get_str(json_object_get(j2, "parameters"), "workingDirectory"),
                         "/tmp");
-    json_t *j3 = json_array_get(fk.jobs, 3);
+    json_t *j3 = json_array_get(fk.jobs, 4);
     assert_string_equal(json_string_value(json_array_get(json_object_get(j3, "phases"), 0)),
                         "test");
     /* The test instance boots from the snapshot, the build instance from the parent. */
@@ -549,7 +580,13 @@ test_success(void **state)
                        NULL);
     assert_string_equal(kiln_json_get_str(json_array_get(comps, 0), "sha256"), hex);
     assert_int_equal(json_array_size(json_object_get(m, "outputs")), 2);
-    assert_non_null(kiln_json_get_str(m, "installedPackagesTodo"));
+    /* The package list, from the inventory step's output. */
+    json_t *pkgs = json_object_get(m, "installedPackages");
+    assert_int_equal(json_array_size(pkgs), 2);
+    assert_string_equal(kiln_json_get_str(json_array_get(pkgs, 0), "name"), "bash");
+    assert_string_equal(kiln_json_get_str(json_array_get(pkgs, 0), "version"), "5.2.15-2+b2");
+    assert_string_equal(kiln_json_get_str(json_array_get(pkgs, 1), "architecture"), "amd64");
+    assert_string_equal(kiln_json_get_str(m, "installedPackagesSource"), "dpkg");
     json_decref(m);
 
     /* Logs: the agent's TOE folders, one per job. */
@@ -685,8 +722,8 @@ static void
 test_test_phase_failure(void **state)
 {
     struct fx *f = *state;
-    /* Jobs: hello build, second build, cleanup, hello test: the fourth fails. */
-    fk_fail("job", 4, -KILN_E_FAILED, "step Test in phase test: exit status 1");
+    /* Jobs: hello build, second build, inventory, cleanup, hello test: the fifth fails. */
+    fk_fail("job", 5, -KILN_E_FAILED, "step Test in phase test: exit status 1");
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_FAILED);
@@ -752,8 +789,8 @@ test_distribution_failure(void **state)
     /* The target folder cannot be made: the reason names the distribution. */
     fk_reset();
     f->opts.qemu_img = NULL;
-    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/parent.qcow2/x\n",
-                               f->root);
+    char *dist =
+        kiln_asprintf("distributions:\n  - local:\n      directory: %s/parent.qcow2/x\n", f->root);
     put(f, "dist.yml", dist);
     free(dist);
     kiln_error_clear(&err);
@@ -797,25 +834,23 @@ test_layer_cache(void **state)
     assert_released(f, &res);
     json_t *m = NULL;
     assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "layerCache"),
-                                                        "reused")),
-                     0);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(m, "layerCache"), "reused")), 0);
     json_decref(m);
     kiln_build_result_clear(&res);
 
     fk_reset();
     if (kiln_build_run(&f->opts, &res, &err) < 0)
         fail_msg("%s", err.message);
-    assert_int_equal(fk.launches, 2); /* from the last layer, then the test instance */
-    assert_int_equal(json_array_size(fk.jobs), 2);
+    assert_int_equal(fk.launches, 2);              /* from the last layer, then the test instance */
+    assert_int_equal(json_array_size(fk.jobs), 3); /* inventory, cleanup, test */
     json_t *j0 = json_array_get(fk.jobs, 0);
     assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
-                           "kiln-linux-cleanup.yml"));
+                           "kiln-inventory.yml"));
     assert_non_null(strstr(kiln_json_get_str(j0, "instance"), "/cache/layers/"));
     assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "layerCache"),
-                                                        "reused")),
-                     2);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(m, "layerCache"), "reused")), 2);
     json_decref(m);
     assert_released(f, &res);
     kiln_build_result_clear(&res);
@@ -834,7 +869,7 @@ test_layer_cache(void **state)
     if (kiln_build_run(&f->opts, &res, &err) < 0)
         fail_msg("%s", err.message);
     assert_int_equal(fk.launches, 3); /* layer 1, a fresh one after component 2, test */
-    assert_int_equal(json_array_size(fk.jobs), 3);
+    assert_int_equal(json_array_size(fk.jobs), 4);
     j0 = json_array_get(fk.jobs, 0);
     assert_non_null(strstr(json_string_value(json_array_get(json_object_get(j0, "documents"), 0)),
                            "second.yml"));
@@ -849,12 +884,12 @@ test_tests_disabled(void **state)
 {
     struct fx *f = *state;
     f->opts.skip_tests = true;
-    fk_fail("job", 4, -KILN_E_FAILED, "would fail, but the test stage does not run");
+    fk_fail("job", 5, -KILN_E_FAILED, "would fail, but the test stage does not run");
     struct kiln_build_result res;
     struct kiln_error err = {0};
     assert_int_equal(kiln_build_run(&f->opts, &res, &err), 0);
     assert_int_equal(fk.launches, 1);
-    assert_int_equal(json_array_size(fk.jobs), 3);
+    assert_int_equal(json_array_size(fk.jobs), 4);
     assert_false(stage_seen(f, "test"));
     assert_released(f, &res);
     kiln_build_result_clear(&res);
@@ -967,10 +1002,15 @@ test_unknown_driver(void **state)
     put(f, "infra.yml", "driver: ec2\n");
     struct kiln_build_result res;
     struct kiln_error err = {0};
-    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_UNSUPPORTED);
-    assert_non_null(strstr(err.message, "driver 'ec2' is not available"));
+    /* Found by validation, with everything else, before any record or launch. */
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "infra.yml: driver 'ec2' is not available"));
     assert_int_equal(fk.closes, 0);
+    assert_int_equal(res.status, KILN_IMAGE_PENDING);
     kiln_build_result_clear(&res);
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_build_validate(&f->opts, &err), -KILN_E_INVALID);
+    assert_non_null(strstr(err.message, "driver 'ec2' is not available"));
 }
 
 static void
@@ -1054,10 +1094,14 @@ test_cleanup_document(void **state)
     assert_int_equal(kiln_mkdtemp("kiln-cleanup", &dir, NULL), 0);
     char *path = kiln_path_join(dir, "cleanup.yml");
     assert_int_equal(kiln_write_file_atomic(path, doc, strlen(doc), 0644, NULL), 0);
-    char *paths[] = {path, NULL};
+    char *inv = kiln_path_join(dir, "inventory.yml");
+    const char *inventory = kiln_build_inventory_document();
+    assert_int_equal(kiln_write_file_atomic(inv, inventory, strlen(inventory), 0644, NULL), 0);
+    char *paths[] = {path, inv, NULL};
     struct kiln_error err = {0};
     if (kiln_documents_validate(paths, NULL, &err) < 0)
         fail_msg("%s", err.message);
+    free(inv);
     free(path);
     kiln_rm_rf(dir, NULL);
     free(dir);
@@ -1112,6 +1156,55 @@ test_examples_validate(void **state)
     free(pipeline);
 }
 
+/* The inventory document run by the real component engine on this host, and its output read
+ * back as the manifest reads it: the host's own package manager, or none. */
+static void
+test_inventory_on_host(void **state)
+{
+    char *dir = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-inventory", &dir, NULL), 0);
+    char *doc = kiln_path_join(dir, "kiln-inventory.yml");
+    const char *text = kiln_build_inventory_document();
+    assert_int_equal(kiln_write_file_atomic(doc, text, strlen(text), 0644, NULL), 0);
+    char *logs = kiln_path_join(dir, "logs");
+    char *state_dir = kiln_path_join(dir, "state");
+    assert_int_equal(kiln_mkdir_p(logs, 0755, NULL), 0);
+    char *docs[] = {doc, NULL};
+    struct kiln_run_options ro = {
+        .documents = docs, .log_directory = logs, .state_directory = state_dir};
+    struct kiln_run_result rr = {0};
+    struct kiln_error err = {0};
+    if (kiln_engine_run(&ro, &rr, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(rr.status, KILN_RUN_SUCCESS);
+    kiln_run_result_clear(&rr);
+    json_t *pkgs = NULL;
+    char *source = NULL, *note = NULL;
+    assert_int_equal(kiln_inventory_read(logs, &pkgs, &source, &note), 0);
+    if (system_has_dpkg()) {
+        assert_string_equal(source, "dpkg");
+        bool bash = false;
+        size_t i;
+        json_t *p;
+        json_array_foreach(pkgs, i, p)
+        {
+            bash |= kiln_streq(kiln_json_get_str(p, "name"), "bash");
+            assert_non_null(kiln_json_get_str(p, "version"));
+        }
+        assert_true(bash);
+    } else {
+        assert_non_null(source);
+    }
+    json_decref(pkgs);
+    free(source);
+    free(note);
+    free(doc);
+    free(logs);
+    free(state_dir);
+    kiln_rm_rf(dir, NULL);
+    free(dir);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
                cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
@@ -1129,4 +1222,4 @@ KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                                                teardown),
                cmocka_unit_test_setup_teardown(test_unknown_driver, setup, teardown),
                cmocka_unit_test_setup_teardown(test_crash_and_reap, setup, teardown),
-               cmocka_unit_test(test_cleanup_document))
+               cmocka_unit_test(test_cleanup_document), cmocka_unit_test(test_inventory_on_host))

@@ -288,8 +288,42 @@ test_reap_after_crash(void **state)
     vm_free(crashed);
 }
 
+static void
+test_accel_probe(void **state)
+{
+    /* The probe guest really boots and prints its marker (under TCG, which always works)... */
+    struct vm *v = vm_new("vmtest7");
+    assert_true(kiln_libvirt_probe_boots(v->conn, "qemu", 60));
+    vm_free(v);
+
+    /* ... and accel auto decides by it, once: the result is cached in the Kiln home. */
+    _cleanup_free_ char *home = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-probe-home", &home, NULL), 0);
+    setenv("KILN_HOME", home, 1);
+    struct kiln_driver_config cfg = {.uri = uri(), .accel = "auto", .work_dir = home,
+                                     .build_id = "probe"};
+    void *conn = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_libvirt_driver.open(&cfg, 0, &conn, &err), 0);
+    kiln_libvirt_driver.close(conn);
+    _cleanup_free_ char *cache_dir = kiln_path_join(home, "cache");
+    _cleanup_free_ char *cmd = kiln_asprintf("cat %s/accel-*", cache_dir);
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    _cleanup_free_ char *result = NULL;
+    assert_int_equal(kiln_command_run(argv, &result, NULL), 0);
+    fprintf(stderr, "accelerator chosen by the probe: %s\n", result);
+    assert_true(kiln_streq(result, "kvm") || kiln_streq(result, "qemu"));
+    time_t t0 = time(NULL);
+    assert_int_equal(kiln_libvirt_driver.open(&cfg, 0, &conn, &err), 0);
+    assert_true(time(NULL) - t0 < 3); /* cached: no second probe */
+    kiln_libvirt_driver.close(conn);
+    unsetenv("KILN_HOME");
+    kiln_rm_rf(home, NULL);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_boot_run_stop_snapshot),
                cmocka_unit_test(test_bad_init_fails_with_console),
                cmocka_unit_test(test_terminate_leaves_nothing),
                cmocka_unit_test(test_two_instances_at_once),
-               cmocka_unit_test(test_reboot_and_resume), cmocka_unit_test(test_reap_after_crash))
+               cmocka_unit_test(test_reboot_and_resume), cmocka_unit_test(test_reap_after_crash),
+               cmocka_unit_test(test_accel_probe))

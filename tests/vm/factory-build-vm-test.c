@@ -180,6 +180,13 @@ test_build_tiny(void **state)
     char *work = kiln_asprintf("%s/builds/%s", f->dir, res.build_id);
     assert_int_equal(access(work, F_OK), -1);
     free(work);
+    /* The inventory ran in the guest: the tiny image has no package manager. */
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(rec->manifest_path, 1 << 20, &m, NULL), 0);
+    assert_string_equal(kiln_json_get_str(m, "installedPackagesSource"), "none");
+    assert_true(json_is_array(json_object_get(m, "installedPackages")));
+    assert_int_equal(json_array_size(json_object_get(m, "installedPackages")), 0);
+    json_decref(m);
     kiln_image_record_free(rec);
     kiln_build_result_clear(&res);
     free(recipe);

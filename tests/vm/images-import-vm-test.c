@@ -32,6 +32,10 @@ strip_agent(const char *path)
     assert_int_equal(guestfs_rm_f(g, "/usr/bin/kiln-agent"), 0);
     assert_int_equal(guestfs_rm_f(g, "/etc/systemd/system/kiln-agent.service"), 0);
     assert_int_equal(guestfs_rm_f(g, "/etc/udev/rules.d/60-kiln-agent.rules"), 0);
+    assert_int_equal(guestfs_rm_f(g, "/etc/systemd/system/sysinit.target.wants/kiln-agent.service"),
+                     0);
+    assert_int_equal(guestfs_rm_f(g, "/usr/local/bin/kiln-agent"), 0);
+    assert_int_equal(guestfs_rm_f(g, "/usr/lib/kiln/agent-run"), 0);
     assert_int_equal(guestfs_exists(g, "/usr/bin/kiln-agent"), 0);
     assert_int_equal(guestfs_shutdown(g), 0);
     guestfs_close(g);
