@@ -223,7 +223,8 @@ client_for(const struct kiln_s3_limits *l, struct kiln_aws_client **ret, struct 
     if (cancelled(l))
         return kiln_error_set(err, -ECANCELED, "cancelled");
     if (expired(l))
-        return kiln_error_set(err, -ETIMEDOUT, "the step's time limit has passed");
+        return kiln_error_set(err, -ETIMEDOUT,
+                              "timed out (the step's timeoutSeconds has passed)");
     int r = resolve(err);
     if (r < 0)
         return r;
@@ -262,7 +263,8 @@ failed(int r, const struct kiln_error *cerr, const struct kiln_s3_limits *l,
     if (cancelled(l))
         return kiln_error_set(err, -ECANCELED, "cancelled");
     if (expired(l))
-        return kiln_error_set(err, -ETIMEDOUT, "the step's time limit has passed (%s)",
+        return kiln_error_set(err, -ETIMEDOUT,
+                              "timed out (the step's timeoutSeconds has passed): %s",
                               cerr->message);
     if (err && !err->code)
         *err = *cerr;

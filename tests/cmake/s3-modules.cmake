@@ -3,7 +3,7 @@
 # One ctest entry per case of tests/data/s3-modules/s3-modules-test.sh, label "cloud".
 set(s3mod_script ${PROJECT_SOURCE_DIR}/tests/data/s3-modules/s3-modules-test.sh)
 foreach(case download-one download-prefix overwrite-false missing-object upload-file
-             upload-folder wrong-secret expected-owner profile-config)
+             upload-folder wrong-secret expected-owner profile-config limits)
     kiln_add_awssim_test(NAME s3-modules.${case}
                          COMMAND ${s3mod_script} $<TARGET_FILE:kiln-agent> ${case}
                          TIMEOUT 300)

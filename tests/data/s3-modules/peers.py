@@ -9,7 +9,9 @@
   peers.py imds REGION AKID SECRET TOKEN PORTFILE
       An IMDSv2-only instance metadata service: PUT /latest/api/token, then (with the token)
       placement/region and iam/security-credentials/<role>; requests without a token get 401.
-Both write their port to PORTFILE once listening and stop when stdin closes.
+  peers.py stall PORTFILE
+      Reads each request and never answers (a hung endpoint), for time limits and cancel.
+All write their port to PORTFILE once listening and stop when stdin closes.
 """
 import http.client
 import json
@@ -87,11 +89,30 @@ class Imds(BaseHTTPRequestHandler):
         return self.reply(404, "")
 
 
+class Stall(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_any(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        self.server.stop.wait()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_any
+
+
 def main():
     mode = sys.argv[1]
     if mode == "proxy":
         srv = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
         srv.upstream, srv.log, portfile = sys.argv[2], sys.argv[3], sys.argv[4]
+    elif mode == "stall":
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+        srv.stop = threading.Event()
+        portfile = sys.argv[2]
     else:
         srv = ThreadingHTTPServer(("127.0.0.1", 0), Imds)
         srv.region, srv.akid, srv.secret, srv.token, portfile = sys.argv[2:7]
@@ -102,6 +123,8 @@ def main():
     import os
     os.rename(portfile + ".tmp", portfile)
     sys.stdin.read()  # until the test closes our stdin (or dies)
+    if mode == "stall":
+        srv.stop.set()
     srv.shutdown()
 
 

@@ -221,6 +221,54 @@ instance-credentials)
         >/dev/null
     cmp "$work/i.bin" "$work/i.back"
     ;;
+limits)
+    # A hung endpoint: timeoutSeconds and SIGTERM must stop the transfer, not the client's
+    # own (day-long) budget.
+    mkfifo "$work/hold"
+    python3 "$here/peers.py" stall "$work/port" <"$work/hold" &
+    exec 9>"$work/hold"
+    for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
+    export AWS_ENDPOINT_URL=http://127.0.0.1:$(cat "$work/port")
+    mkdir "$work/out"
+    # timeoutSeconds belongs to the step.
+    cat > "$work/slow.yml" <<EOD
+name: slow
+schemaVersion: 1.0
+phases:
+  - name: build
+    steps:
+      - name: Step
+        action: S3Download
+        timeoutSeconds: 2
+        inputs:
+          - source: s3://$bucket/x.txt
+            destination: $work/out/x.txt
+EOD
+    start=$(date +%s)
+    if run slow; then fail "a hung endpoint succeeded"; fi
+    took=$(( $(date +%s) - start ))
+    echo "timeoutSeconds 2: failed after ${took}s" >&2
+    [ "$took" -le 10 ] || fail "the time limit was not honoured (${took}s)"
+    status slow failureMessage | grep -q "timed out" ||
+        fail "unclear message: $(status slow failureMessage)"
+    [ -z "$(ls -A "$work/out")" ] || fail "left behind: $(ls -A "$work/out")"
+    doc hang S3Download "          - source: s3://$bucket/x.txt
+            destination: $work/out/x.txt"
+    "$agent" run --documents "$work/hang.yml" --log-directory "$work/logs" \
+        >"$work/hang.json" 2>"$work/hang.err" &
+    pid=$!
+    sleep 2
+    start=$(date +%s)
+    kill -TERM $pid
+    rc=0
+    wait $pid || rc=$?
+    took=$(( $(date +%s) - start ))
+    cat "$work/hang.err" >&2
+    echo "SIGTERM: exit $rc after ${took}s" >&2
+    [ "$rc" = 130 ] || fail "exit status $rc after SIGTERM, wanted 130 (cancelled)"
+    [ "$took" -le 5 ] || fail "cancellation took ${took}s"
+    [ -z "$(ls -A "$work/out")" ] || fail "left behind: $(ls -A "$work/out")"
+    ;;
 *)
     echo "unknown case $case_name" >&2
     exit 2
