@@ -260,6 +260,11 @@ EOD
     sleep 2
     start=$(date +%s)
     kill -TERM $pid
+    for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+    if kill -0 $pid 2>/dev/null; then
+        kill -KILL $pid
+        fail "kiln-agent still running 10 s after SIGTERM"
+    fi
     rc=0
     wait $pid || rc=$?
     took=$(( $(date +%s) - start ))
