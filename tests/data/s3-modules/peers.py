@@ -85,7 +85,8 @@ class Imds(BaseHTTPRequestHandler):
         if self.path == "/latest/meta-data/iam/security-credentials/kiln-role":
             return self.reply(200, json.dumps({
                 "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": s.akid,
-                "SecretAccessKey": s.secret, "Token": s.token, "Expiration": "2099-01-01T00:00:00Z"}))
+                "SecretAccessKey": s.secret, "Token": s.token,
+                "Expiration": "2099-01-01T00:00:00Z"}))
         return self.reply(404, "")
 
 

@@ -107,7 +107,10 @@ upload-file)
     cmp "$work/small.bin" "$work/small.back"
     cmp "$work/big.bin" "$work/big.back"
     etag=$(aws s3api head-object --bucket "$bucket" --key up/big.bin --query ETag --output text)
-    case $etag in *-2\"|*-2) ;; *) fail "big.bin was not a 2-part multipart upload (ETag $etag)";; esac
+    case $etag in
+        *-2\"|*-2) ;;
+        *) fail "big.bin was not a 2-part multipart upload (ETag $etag)" ;;
+    esac
     ;;
 upload-folder)
     mkdir -p "$work/tree/a/b" "$work/tree/c"
@@ -205,7 +208,8 @@ instance-credentials)
     # instance role's keys, see SIM_ARGS in tests/cmake/s3-modules.cmake).
     aws s3 mb "s3://$bucket-ap" --region ap-southeast-2 >/dev/null
     mkfifo "$work/hold"
-    python3 "$here/peers.py" imds ap-southeast-2 AKIDKILNIMDS imds-secret imds-session "$work/port" \
+    python3 "$here/peers.py" imds ap-southeast-2 AKIDKILNIMDS imds-secret imds-session \
+        "$work/port" \
         <"$work/hold" &
     exec 9>"$work/hold"
     for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
