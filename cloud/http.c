@@ -631,15 +631,32 @@ kiln_aws_call_stream(struct kiln_aws_client *c, size_t slots, kiln_aws_feed_fn f
     struct kiln_aws_response *resps = kiln_new(struct kiln_aws_response, slots);
     bool *used = kiln_new(bool, slots);
     size_t in_use = 0, active = 0;
-    bool exhausted = false, stopping = false;
+    bool exhausted = false, stopping = false, cancelled = false;
     int first_fail = 0;
 
     for (;;) {
         double now = mono_now();
-        if (c->cancel && *c->cancel && !stopping) {
-            stopping = true;
+        if (c->cancel && *c->cancel && !cancelled) {
+            stopping = cancelled = true;
             if (!first_fail)
                 first_fail = kiln_error_set(err, -ECANCELED, "AWS calls cancelled");
+            /* Transfers in flight stop now: a hung peer must not hold a cancelled call for
+             * the rest of its time budget. */
+            for (size_t i = 0; i < slots; i++) {
+                if (!used[i] || !xs[i].active)
+                    continue;
+                curl_multi_remove_handle(c->multi, xs[i].easy);
+                xs[i].active = false;
+                active--;
+                struct kiln_error cerr = {0};
+                kiln_error_set(&cerr, -ECANCELED, "%s %s: cancelled", xs[i].req->method,
+                               xs[i].req->service);
+                resps[i].attempts = xs[i].attempt;
+                done(ctx, i, &resps[i], -ECANCELED, &cerr);
+                kiln_aws_response_clear(&resps[i]);
+                used[i] = false;
+                in_use--;
+            }
         }
         /* Fill free slots from the feed. */
         for (size_t i = 0; i < slots && !exhausted && !stopping; i++) {
