@@ -1,16 +1,19 @@
-/* Idempotency tokens: RunInstances and StartSnapshot carry a ClientToken even when the caller
- * gave none (as the AWS CLI does), the same one on every retry of a call and a new one for the
- * next call; a caller's token is sent as given. Found by the parity tests (tests/parity/). */
+/* Client behaviour found by the parity tests (tests/parity/, Kiln's client vs the AWS CLI):
+ * RunInstances and StartSnapshot carry a ClientToken even when the caller gave none (as the
+ * CLI does), the same one on every retry of a call and a new one for the next call, a caller's
+ * token as given; a multipart upload gets the same Content-Type as a single PutObject. */
 #include "kiln-test.h"
 
 #include "cloud-http-server.h"
 #include "cloud/ebs.h"
 #include "cloud/ec2.h"
+#include "cloud/s3.h"
 
 struct token_script {
     atomic_int calls;
     char tokens[4][64];
     bool reset_first;
+    char content_types[2][128];
 };
 
 /* The ClientToken of a form body (EC2) or a JSON body (EBS), into out. */
@@ -42,7 +45,20 @@ handler(const struct ts_request *req, struct ts_response *resp, void *data)
         resp->close = true; /* the response is lost: the client must retry */
         return;
     }
-    if (strstr(req->target, "/snapshots"))
+    if (strstr(req->target, "uploads")) {
+        char ct[128] = "";
+        ts_header(req, "Content-Type", ct, sizeof(ct));
+        snprintf(sc->content_types[0], sizeof(sc->content_types[0]), "%s", ct);
+        ts_reply(resp, 200, "application/xml",
+                 "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>"
+                 "<UploadId>u1</UploadId></InitiateMultipartUploadResult>");
+    } else if (strcmp(req->method, "PUT") == 0) {
+        char ct[128] = "";
+        ts_header(req, "Content-Type", ct, sizeof(ct));
+        snprintf(sc->content_types[1], sizeof(sc->content_types[1]), "%s", ct);
+        ts_reply(resp, 200, NULL, "");
+        snprintf(resp->headers, sizeof(resp->headers), "ETag: \"abc\"\r\n");
+    } else if (strstr(req->target, "/snapshots"))
         ts_reply(resp, 201, "application/json",
                  "{\"SnapshotId\": \"snap-0123456789abcdef0\", \"Status\": \"pending\", "
                  "\"VolumeSize\": 1, \"BlockSize\": 524288}");
@@ -145,6 +161,25 @@ start_snapshot_token_kept_across_retries(void **state)
     ts_stop(&srv);
 }
 
+static void
+multipart_and_single_put_same_content_type(void **state)
+{
+    struct token_script sc = {0};
+    struct test_server srv;
+    ts_start(&srv, handler, &sc);
+    struct kiln_aws_client *c = client_for(&srv);
+    struct kiln_error err = {0};
+    _cleanup_free_ char *upload = NULL, *etag = NULL;
+    assert_int_equal(kiln_s3_create_multipart_upload(c, "bucket", "k", &upload, &err), 0);
+    assert_string_equal(upload, "u1");
+    assert_int_equal(kiln_s3_put_object(c, "bucket", "k", "x", 1, NULL, &etag, &err), 0);
+    assert_string_equal(sc.content_types[0], "application/octet-stream");
+    assert_string_equal(sc.content_types[0], sc.content_types[1]);
+    kiln_aws_client_free(c);
+    ts_stop(&srv);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(token_is_a_uuid4_and_new_each_time),
                cmocka_unit_test(run_instances_token_kept_across_retries),
-               cmocka_unit_test(start_snapshot_token_kept_across_retries))
+               cmocka_unit_test(start_snapshot_token_kept_across_retries),
+               cmocka_unit_test(multipart_and_single_put_same_content_type))
