@@ -18,3 +18,9 @@ foreach(scenario ec2_instances ec2_images s3_objects ebs_register import_snapsho
     set_tests_properties(parity.${scenario} PROPERTIES LABELS "cloud" TIMEOUT 300
                          ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
 endforeach()
+# The same end-to-end run with one tag value changed on the kiln-aws side: must be reported.
+add_test(NAME parity.detects_difference
+         COMMAND ${Python3_EXECUTABLE} ${parity_py} --kiln-aws $<TARGET_FILE:kiln-aws>
+                 --perturb ec2_instances)
+set_tests_properties(parity.detects_difference PROPERTIES LABELS "cloud" TIMEOUT 300
+                     ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")

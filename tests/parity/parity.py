@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "awssim"))
@@ -53,8 +54,11 @@ class Failed(Exception):
     pass
 
 
-def run(cmd, env, stdin=None):
+def run(cmd, env):
+    t0 = time.monotonic()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if os.environ.get("PARITY_TRACE"):
+        print("%6.2fs %s" % (time.monotonic() - t0, " ".join(cmd[3:10])), file=sys.stderr)
     if p.returncode != 0:
         raise Failed("%s failed (%d):\n%s%s" % (" ".join(cmd), p.returncode, p.stdout, p.stderr))
     return p.stdout
@@ -64,9 +68,10 @@ class Kiln:
     """kiln-aws against one simulator."""
     name = "kiln-aws"
 
-    def __init__(self, binary, sim):
+    def __init__(self, binary, sim, perturb=False):
         self.binary = binary
         self.sim = sim
+        self.perturb = perturb  # --perturb: one tag value differs from what the CLI sets
 
     def k(self, *args, region=REGION):
         env = self.sim.env(region=region)
@@ -78,6 +83,8 @@ class Kiln:
                       *["%s=%s" % kv for kv in tags.items()])
 
     def create_tags(self, rid, tags):
+        if self.perturb:
+            tags = {k: v + "-perturbed" for k, v in tags.items()}
         self.k("ec2-create-tags", rid, *["%s=%s" % kv for kv in tags.items()])
 
     def stop(self, ids):
@@ -212,7 +219,6 @@ class Cli:
                       % (bucket, key), "--query", "ImportTaskId").strip()
         # The CLI has no waiter for imports (no "aws ec2 wait snapshot-imported" in awscli
         # v2.9): poll as a script would.
-        import time
         deadline = time.time() + 120
         while True:
             status, snap = self.a(
@@ -459,13 +465,13 @@ def compare(a, b, name_a="kiln-aws", name_b="aws-cli"):
     return "\n".join(difflib.unified_diff(ta, tb, name_a, name_b, lineterm="", n=6))
 
 
-def run_scenario(name, kiln_binary, delay_scale=DELAY_SCALE, seed=SEED):
+def run_scenario(name, kiln_binary, delay_scale=DELAY_SCALE, seed=SEED, perturb=False):
     fn = SCENARIOS[name]
     results = {}
     with simctl.Simulator(delay_scale=delay_scale, seed=seed) as sa, \
             simctl.Simulator(delay_scale=delay_scale, seed=seed) as sb, \
             tempfile.TemporaryDirectory(prefix="parity-") as work:
-        drivers = [(Kiln(kiln_binary, sa), sa), (Cli(sb), sb)]
+        drivers = [(Kiln(kiln_binary, sa, perturb), sa), (Cli(sb), sb)]
 
         def go(d, sim):
             w = os.path.join(work, d.name)
@@ -558,6 +564,9 @@ def main():
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("--show", action="store_true", help="print the normalised state")
+    ap.add_argument("--perturb", action="store_true",
+                    help="kiln-aws side sets other tag values in create-tags: the run must "
+                         "find the difference (exit 0 only when it does)")
     ap.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS))
     args = ap.parse_args()
     try:
@@ -566,10 +575,19 @@ def main():
             return 0
         if not args.scenario:
             ap.error("a scenario or --self-test")
-        a, b = run_scenario(args.scenario, args.kiln_aws, args.delay_scale, args.seed)
+        a, b = run_scenario(args.scenario, args.kiln_aws, args.delay_scale, args.seed,
+                            args.perturb)
         if args.show:
             print(json.dumps(normalise(a), indent=1, sort_keys=True))
         diff = compare(a, b)
+        if args.perturb:
+            if "-perturbed" not in diff:
+                print("parity %s --perturb: the changed tag value was NOT detected:\n%s"
+                      % (args.scenario, diff))
+                return 1
+            print("parity %s --perturb: difference detected as it must be:\n%s"
+                  % (args.scenario, diff))
+            return 0
         if diff:
             print("parity %s: the end states differ (- kiln-aws, + aws-cli):\n%s"
                   % (args.scenario, diff))
