@@ -428,6 +428,7 @@ kiln_s3_create_multipart_upload(struct kiln_aws_client *c, const char *bucket, c
         }
     }
     kiln_aws_response_clear(&resp);
+    kiln_aws_request_clear(&req);
     return r < 0 ? kiln_error_prefix(err, r, "CreateMultipartUpload s3://%s/%s", bucket, key) : 0;
 }
 
