@@ -415,6 +415,7 @@ kiln_s3_create_multipart_upload(struct kiln_aws_client *c, const char *bucket, c
     req.expect = KILN_AWS_BODY_XML;
     struct kiln_aws_response resp = {0};
     r = kiln_aws_call(c, &req, &resp, err);
+    kiln_aws_request_clear(&req);
     if (r == 0) {
         _cleanup_xml_ xmlDoc *doc = NULL;
         r = xml_result(&resp, "InitiateMultipartUploadResult", &doc, err);
@@ -428,7 +429,6 @@ kiln_s3_create_multipart_upload(struct kiln_aws_client *c, const char *bucket, c
         }
     }
     kiln_aws_response_clear(&resp);
-    kiln_aws_request_clear(&req);
     return r < 0 ? kiln_error_prefix(err, r, "CreateMultipartUpload s3://%s/%s", bucket, key) : 0;
 }
 
