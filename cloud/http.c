@@ -326,6 +326,25 @@ kiln_aws_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms)
     return (unsigned)(r % (ceil + 1));
 }
 
+char *
+kiln_aws_idempotency_token(void)
+{
+    uint8_t b[16];
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        /* Only uniqueness matters here; fall back on the clock and the PRNG. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        srand((unsigned)(ts.tv_nsec ^ ts.tv_sec ^ getpid()));
+        for (size_t i = 0; i < sizeof(b); i++)
+            b[i] = (uint8_t)rand();
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    return kiln_asprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
+                         b[11], b[12], b[13], b[14], b[15]);
+}
+
 /* --- redaction --------------------------------------------------------------------------- */
 
 static const char *const secret_keys[] = {

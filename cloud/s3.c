@@ -438,6 +438,9 @@ create_multipart(struct kiln_aws_client *c, const char *bucket, const char *key,
     _cleanup_free_ char *path = object_path(bucket, key);
     struct kiln_aws_request req;
     s3_request(&req, "POST", path, "uploads=");
+    /* The object's type is set here; the same default as kiln_s3_put_object, so an object
+     * does not change type with its size (S3 would store binary/octet-stream). */
+    kiln_aws_headers_add(&req.headers, "Content-Type", "application/octet-stream");
     req.expect = KILN_AWS_BODY_XML;
     add_owner(&req, owner);
     struct kiln_aws_response resp = {0};
