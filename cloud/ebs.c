@@ -104,8 +104,11 @@ kiln_ebs_start_snapshot(struct kiln_aws_client *c, const struct kiln_ebs_start_r
         json_object_set_new(body, "ParentSnapshotId", json_string(req->parent_snapshot_id));
     if (req->description)
         json_object_set_new(body, "Description", json_string(req->description));
-    if (req->client_token)
-        json_object_set_new(body, "ClientToken", json_string(req->client_token));
+    /* StartSnapshot is idempotent by ClientToken; like the SDKs and the CLI, make one up when
+     * the caller has none, so that a retry does not start a second snapshot. */
+    _cleanup_free_ char *token = req->client_token ? NULL : kiln_aws_idempotency_token();
+    json_object_set_new(body, "ClientToken",
+                        json_string(req->client_token ? req->client_token : token));
     if (req->timeout_minutes)
         json_object_set_new(body, "Timeout", json_integer(req->timeout_minutes));
     if (req->encrypted)

@@ -488,7 +488,10 @@ kiln_ec2_run_instances(struct kiln_aws_client *c, const struct kiln_ec2_run_inst
         kiln_aws_query_add(&q, "UserData", b64);
     }
     kiln_aws_query_add(&q, "IamInstanceProfile.Name", req->iam_instance_profile_name);
-    kiln_aws_query_add(&q, "ClientToken", req->client_token);
+    /* RunInstances is idempotent by ClientToken; like the SDKs and the CLI, make one up when
+     * the caller has none, so that a retry after a lost response does not launch twice. */
+    _cleanup_free_ char *token = req->client_token ? NULL : kiln_aws_idempotency_token();
+    kiln_aws_query_add(&q, "ClientToken", req->client_token ? req->client_token : token);
     if (req->terminate_on_shutdown)
         kiln_aws_query_add(&q, "InstanceInitiatedShutdownBehavior", "terminate");
     static const char *const types[] = {"instance", "volume", NULL};

@@ -326,6 +326,25 @@ kiln_aws_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms)
     return (unsigned)(r % (ceil + 1));
 }
 
+char *
+kiln_aws_idempotency_token(void)
+{
+    uint8_t b[16];
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        /* Only uniqueness matters here; fall back on the clock and the PRNG. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        srand((unsigned)(ts.tv_nsec ^ ts.tv_sec ^ getpid()));
+        for (size_t i = 0; i < sizeof(b); i++)
+            b[i] = (uint8_t)rand();
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    return kiln_asprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
+                         b[11], b[12], b[13], b[14], b[15]);
+}
+
 /* --- redaction --------------------------------------------------------------------------- */
 
 static const char *const secret_keys[] = {
@@ -631,15 +650,32 @@ kiln_aws_call_stream(struct kiln_aws_client *c, size_t slots, kiln_aws_feed_fn f
     struct kiln_aws_response *resps = kiln_new(struct kiln_aws_response, slots);
     bool *used = kiln_new(bool, slots);
     size_t in_use = 0, active = 0;
-    bool exhausted = false, stopping = false;
+    bool exhausted = false, stopping = false, cancelled = false;
     int first_fail = 0;
 
     for (;;) {
         double now = mono_now();
-        if (c->cancel && *c->cancel && !stopping) {
-            stopping = true;
+        if (c->cancel && *c->cancel && !cancelled) {
+            stopping = cancelled = true;
             if (!first_fail)
                 first_fail = kiln_error_set(err, -ECANCELED, "AWS calls cancelled");
+            /* Transfers in flight stop now: a hung peer must not hold a cancelled call for
+             * the rest of its time budget. */
+            for (size_t i = 0; i < slots; i++) {
+                if (!used[i] || !xs[i].active)
+                    continue;
+                curl_multi_remove_handle(c->multi, xs[i].easy);
+                xs[i].active = false;
+                active--;
+                struct kiln_error cerr = {0};
+                kiln_error_set(&cerr, -ECANCELED, "%s %s: cancelled", xs[i].req->method,
+                               xs[i].req->service);
+                resps[i].attempts = xs[i].attempt;
+                done(ctx, i, &resps[i], -ECANCELED, &cerr);
+                kiln_aws_response_clear(&resps[i]);
+                used[i] = false;
+                in_use--;
+            }
         }
         /* Fill free slots from the feed. */
         for (size_t i = 0; i < slots && !exhausted && !stopping; i++) {

@@ -116,3 +116,6 @@ unsigned kiln_aws_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms
 /* Redaction: a copy of text with signatures, credentials, tokens, secrets and presigned query
  * strings replaced by "REDACTED". Everything the client logs passes through it. */
 char *kiln_aws_redact(const char *text);
+/* A random UUID (version 4), as the AWS SDKs and CLI generate for idempotency tokens
+ * (ClientToken) the caller left out. */
+char *kiln_aws_idempotency_token(void);

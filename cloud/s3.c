@@ -46,6 +46,14 @@ s3_request(struct kiln_aws_request *r, const char *method, const char *path, con
     r->s3 = true;
 }
 
+/* x-amz-expected-bucket-owner, when the caller names one. */
+static void
+add_owner(struct kiln_aws_request *r, const char *owner)
+{
+    if (owner && *owner)
+        kiln_aws_headers_add(&r->headers, "x-amz-expected-bucket-owner", owner);
+}
+
 int
 kiln_s3_create_bucket(struct kiln_aws_client *c, const char *bucket, struct kiln_error *err)
 {
@@ -82,10 +90,10 @@ kiln_s3_create_bucket(struct kiln_aws_client *c, const char *bucket, struct kiln
     return 0;
 }
 
-int
-kiln_s3_put_object(struct kiln_aws_client *c, const char *bucket, const char *key,
-                   const void *data, size_t len, const char *content_type, char **ret_etag,
-                   struct kiln_error *err)
+static int
+put_object(struct kiln_aws_client *c, const char *bucket, const char *key, const void *data,
+           size_t len, const char *content_type, const char *owner, char **ret_etag,
+           struct kiln_error *err)
 {
     if (ret_etag)
         *ret_etag = NULL;
@@ -99,6 +107,7 @@ kiln_s3_put_object(struct kiln_aws_client *c, const char *bucket, const char *ke
     req.body_len = len;
     kiln_aws_headers_add(&req.headers, "Content-Type",
                          content_type ? content_type : "application/octet-stream");
+    add_owner(&req, owner);
     struct kiln_aws_response resp = {0};
     r = kiln_aws_call(c, &req, &resp, err);
     kiln_aws_request_clear(&req);
@@ -111,8 +120,24 @@ kiln_s3_put_object(struct kiln_aws_client *c, const char *bucket, const char *ke
 }
 
 int
+kiln_s3_put_object(struct kiln_aws_client *c, const char *bucket, const char *key,
+                   const void *data, size_t len, const char *content_type, char **ret_etag,
+                   struct kiln_error *err)
+{
+    return put_object(c, bucket, key, data, len, content_type, NULL, ret_etag, err);
+}
+
+int
 kiln_s3_get_object(struct kiln_aws_client *c, const char *bucket, const char *key,
                    const char *path, struct kiln_error *err)
+{
+    return kiln_s3_get_object_opts(c, bucket, key, path, NULL, err);
+}
+
+int
+kiln_s3_get_object_opts(struct kiln_aws_client *c, const char *bucket, const char *key,
+                        const char *path, const struct kiln_s3_options *opts,
+                        struct kiln_error *err)
 {
     int r = check_names(bucket, key, "GetObject", err);
     if (r < 0)
@@ -125,8 +150,10 @@ kiln_s3_get_object(struct kiln_aws_client *c, const char *bucket, const char *ke
     s3_request(&req, "GET", opath, NULL);
     req.to_fd = true;
     req.out_fd = fd;
+    add_owner(&req, opts ? opts->expected_bucket_owner : NULL);
     struct kiln_aws_response resp = {0};
     r = kiln_aws_call(c, &req, &resp, err);
+    kiln_aws_request_clear(&req);
     if (r == 0) {
         /* A short body (connection cut after the headers) must not pass as the object. */
         const char *cl = kiln_aws_headers_get(&resp.headers, "Content-Length");
@@ -323,8 +350,10 @@ kiln_s3_list_objects(struct kiln_aws_client *c, const char *bucket,
     struct kiln_aws_request rq;
     s3_request(&rq, "GET", path, q.data);
     rq.expect = KILN_AWS_BODY_XML;
+    add_owner(&rq, req ? req->expected_bucket_owner : NULL);
     struct kiln_aws_response resp = {0};
     r = kiln_aws_call(c, &rq, &resp, err);
+    kiln_aws_request_clear(&rq);
     if (r == 0) {
         _cleanup_xml_ xmlDoc *doc = NULL;
         r = kiln_aws_xml_parse(resp.body.data, resp.body.len, &doc, err);
@@ -398,9 +427,9 @@ xml_result(struct kiln_aws_response *resp, const char *want_root, xmlDoc **ret,
     return 0;
 }
 
-int
-kiln_s3_create_multipart_upload(struct kiln_aws_client *c, const char *bucket, const char *key,
-                                char **ret_upload_id, struct kiln_error *err)
+static int
+create_multipart(struct kiln_aws_client *c, const char *bucket, const char *key,
+                 const char *owner, char **ret_upload_id, struct kiln_error *err)
 {
     *ret_upload_id = NULL;
     int r = check_names(bucket, key, "CreateMultipartUpload", err);
@@ -409,9 +438,14 @@ kiln_s3_create_multipart_upload(struct kiln_aws_client *c, const char *bucket, c
     _cleanup_free_ char *path = object_path(bucket, key);
     struct kiln_aws_request req;
     s3_request(&req, "POST", path, "uploads=");
+    /* The object's type is set here; the same default as kiln_s3_put_object, so an object
+     * does not change type with its size (S3 would store binary/octet-stream). */
+    kiln_aws_headers_add(&req.headers, "Content-Type", "application/octet-stream");
     req.expect = KILN_AWS_BODY_XML;
+    add_owner(&req, owner);
     struct kiln_aws_response resp = {0};
     r = kiln_aws_call(c, &req, &resp, err);
+    kiln_aws_request_clear(&req);
     if (r == 0) {
         _cleanup_xml_ xmlDoc *doc = NULL;
         r = xml_result(&resp, "InitiateMultipartUploadResult", &doc, err);
@@ -428,6 +462,13 @@ kiln_s3_create_multipart_upload(struct kiln_aws_client *c, const char *bucket, c
     return r < 0 ? kiln_error_prefix(err, r, "CreateMultipartUpload s3://%s/%s", bucket, key) : 0;
 }
 
+int
+kiln_s3_create_multipart_upload(struct kiln_aws_client *c, const char *bucket, const char *key,
+                                char **ret_upload_id, struct kiln_error *err)
+{
+    return create_multipart(c, bucket, key, NULL, ret_upload_id, err);
+}
+
 static char *
 upload_query(const char *upload_id, unsigned part)
 {
@@ -442,24 +483,33 @@ upload_query(const char *upload_id, unsigned part)
     return kiln_buf_steal(&q);
 }
 
-int
-kiln_s3_abort_multipart_upload(struct kiln_aws_client *c, const char *bucket, const char *key,
-                               const char *upload_id, struct kiln_error *err)
+static int
+abort_multipart(struct kiln_aws_client *c, const char *bucket, const char *key,
+                const char *upload_id, const char *owner, struct kiln_error *err)
 {
     _cleanup_free_ char *path = object_path(bucket, key);
     _cleanup_free_ char *q = upload_query(upload_id, 0);
     struct kiln_aws_request req;
     s3_request(&req, "DELETE", path, q);
+    add_owner(&req, owner);
     struct kiln_aws_response resp = {0};
     int r = kiln_aws_call(c, &req, &resp, err);
+    kiln_aws_request_clear(&req);
     kiln_aws_response_clear(&resp);
     return r < 0 ? kiln_error_prefix(err, r, "AbortMultipartUpload s3://%s/%s", bucket, key) : 0;
 }
 
 int
-kiln_s3_complete_multipart_upload(struct kiln_aws_client *c, const char *bucket, const char *key,
-                                  const char *upload_id, char *const *etags, size_t n_parts,
-                                  struct kiln_error *err)
+kiln_s3_abort_multipart_upload(struct kiln_aws_client *c, const char *bucket, const char *key,
+                               const char *upload_id, struct kiln_error *err)
+{
+    return abort_multipart(c, bucket, key, upload_id, NULL, err);
+}
+
+static int
+complete_multipart(struct kiln_aws_client *c, const char *bucket, const char *key,
+                   const char *upload_id, char *const *etags, size_t n_parts, const char *owner,
+                   struct kiln_error *err)
 {
     _cleanup_buf_ struct kiln_buf body;
     kiln_buf_init(&body);
@@ -489,6 +539,7 @@ kiln_s3_complete_multipart_upload(struct kiln_aws_client *c, const char *bucket,
     req.body_len = body.len;
     req.expect = KILN_AWS_BODY_XML;
     kiln_aws_headers_add(&req.headers, "Content-Type", "application/xml");
+    add_owner(&req, owner);
     struct kiln_aws_response resp = {0};
     int r = kiln_aws_call(c, &req, &resp, err);
     kiln_aws_request_clear(&req);
@@ -499,6 +550,14 @@ kiln_s3_complete_multipart_upload(struct kiln_aws_client *c, const char *bucket,
     kiln_aws_response_clear(&resp);
     return r < 0 ? kiln_error_prefix(err, r, "CompleteMultipartUpload s3://%s/%s", bucket, key)
                  : 0;
+}
+
+int
+kiln_s3_complete_multipart_upload(struct kiln_aws_client *c, const char *bucket, const char *key,
+                                  const char *upload_id, char *const *etags, size_t n_parts,
+                                  struct kiln_error *err)
+{
+    return complete_multipart(c, bucket, key, upload_id, etags, n_parts, NULL, err);
 }
 
 static int
@@ -526,6 +585,7 @@ struct part_ctx {
     size_t n_parts;
     size_t next;
     const char *upload_id;
+    const char *owner;
     char *opath;
     char **etags;
     char **bufs;      /* one part buffer per slot: memory stays slots x part size */
@@ -550,7 +610,9 @@ part_feed(void *ctx, size_t slot, const struct kiln_aws_request **req, struct ki
         return kiln_error_errno(err, r, "reading %s", pc->path);
     free(pc->queries[slot]);
     pc->queries[slot] = upload_query(pc->upload_id, (unsigned)part + 1);
+    kiln_aws_request_clear(&pc->reqs[slot]);
     s3_request(&pc->reqs[slot], "PUT", pc->opath, pc->queries[slot]);
+    add_owner(&pc->reqs[slot], pc->owner);
     pc->reqs[slot].body = pc->bufs[slot];
     pc->reqs[slot].body_len = len;
     pc->slot_part[slot] = part;
@@ -577,6 +639,15 @@ int
 kiln_s3_upload_file(struct kiln_aws_client *c, const char *bucket, const char *key,
                     const char *path, unsigned long long part_size, struct kiln_error *err)
 {
+    return kiln_s3_upload_file_opts(c, bucket, key, path, part_size, NULL, err);
+}
+
+int
+kiln_s3_upload_file_opts(struct kiln_aws_client *c, const char *bucket, const char *key,
+                         const char *path, unsigned long long part_size,
+                         const struct kiln_s3_options *opts, struct kiln_error *err)
+{
+    const char *owner = opts ? opts->expected_bucket_owner : NULL;
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return kiln_error_errno(err, -errno, "upload: opening %s", path);
@@ -595,15 +666,15 @@ kiln_s3_upload_file(struct kiln_aws_client *c, const char *bucket, const char *k
         int r = read_full(fd, data, size, 0);
         if (r < 0)
             return kiln_error_errno(err, r, "upload: reading %s", path);
-        return kiln_s3_put_object(c, bucket, key, data, size, NULL, NULL, err);
+        return put_object(c, bucket, key, data, size, NULL, owner, NULL, err);
     }
     size_t n_parts = (size_t)((size + part_size - 1) / part_size);
     _cleanup_free_ char *upload_id = NULL;
-    int r = kiln_s3_create_multipart_upload(c, bucket, key, &upload_id, err);
+    int r = create_multipart(c, bucket, key, owner, &upload_id, err);
     if (r < 0)
         return r;
     struct part_ctx pc = {.fd = fd, .path = path, .size = size, .part_size = part_size,
-                          .n_parts = n_parts, .upload_id = upload_id};
+                          .n_parts = n_parts, .upload_id = upload_id, .owner = owner};
     pc.etags = kiln_new(char *, n_parts + 1);
     pc.opath = object_path(bucket, key);
     size_t slots = 8;
@@ -615,6 +686,7 @@ kiln_s3_upload_file(struct kiln_aws_client *c, const char *bucket, const char *k
     for (size_t i = 0; i < slots; i++) {
         free(pc.bufs[i]);
         free(pc.queries[i]);
+        kiln_aws_request_clear(&pc.reqs[i]);
     }
     free(pc.bufs);
     free(pc.queries);
@@ -623,11 +695,11 @@ kiln_s3_upload_file(struct kiln_aws_client *c, const char *bucket, const char *k
     free(pc.opath);
     char **etags = pc.etags;
     if (r == 0)
-        r = kiln_s3_complete_multipart_upload(c, bucket, key, upload_id, etags, n_parts, err);
+        r = complete_multipart(c, bucket, key, upload_id, etags, n_parts, owner, err);
     if (r < 0) {
         /* Leave no billed parts behind. */
         struct kiln_error aerr = {0};
-        kiln_s3_abort_multipart_upload(c, bucket, key, upload_id, &aerr);
+        abort_multipart(c, bucket, key, upload_id, owner, &aerr);
     }
     for (size_t i = 0; i < n_parts; i++)
         free(etags[i]);

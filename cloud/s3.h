@@ -58,6 +58,7 @@ struct kiln_s3_list_request {
     const char *delimiter;
     const char *continuation_token;
     unsigned max_keys;
+    const char *expected_bucket_owner; /* x-amz-expected-bucket-owner, or NULL */
 };
 int kiln_s3_list_objects(struct kiln_aws_client *c, const char *bucket,
                          const struct kiln_s3_list_request *req, struct kiln_s3_list *ret,
@@ -80,6 +81,20 @@ int kiln_s3_abort_multipart_upload(struct kiln_aws_client *c, const char *bucket
 int kiln_s3_complete_multipart_upload(struct kiln_aws_client *c, const char *bucket,
                                       const char *key, const char *upload_id,
                                       char *const *etags, size_t n_parts, struct kiln_error *err);
+
+/* Per-call options for the *_opts variants. */
+struct kiln_s3_options {
+    /* Account id sent as x-amz-expected-bucket-owner on every request of the call: S3 refuses
+     * it (403 AccessDenied) when another account owns the bucket. NULL: not sent. */
+    const char *expected_bucket_owner;
+};
+/* kiln_s3_get_object and kiln_s3_upload_file with options (opts may be NULL). */
+int kiln_s3_get_object_opts(struct kiln_aws_client *c, const char *bucket, const char *key,
+                            const char *path, const struct kiln_s3_options *opts,
+                            struct kiln_error *err);
+int kiln_s3_upload_file_opts(struct kiln_aws_client *c, const char *bucket, const char *key,
+                             const char *path, unsigned long long part_size,
+                             const struct kiln_s3_options *opts, struct kiln_error *err);
 
 /* Presigned GET or PUT URL valid for expires seconds. */
 int kiln_s3_presign(struct kiln_aws_client *c, const char *method, const char *bucket,

@@ -69,6 +69,9 @@ kiln_libvirt_domain_xml(const struct kiln_libvirt_domain_spec *s)
         append_xml(&b, "  <os>\n");
     append_xml(&b, "    <type arch='x86_64' machine='%s'>hvm</type>\n",
                s->machine ? s->machine : "pc");
+    if (kiln_streq(s->firmware, "efi") && s->nvram)
+        /* In the instance folder, so terminate and reap remove it with the rest. */
+        append_xml(&b, "    <nvram>%s</nvram>\n", s->nvram);
     if (s->kernel) {
         append_xml(&b, "    <kernel>%s</kernel>\n", s->kernel);
         if (s->initrd)

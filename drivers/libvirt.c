@@ -656,7 +656,7 @@ libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
     }
 
     int r;
-    char *xml = NULL;
+    char *xml = NULL, *nvram = NULL;
     struct stat st;
     if (lstat(inst->dir, &st) == 0) {
         r = kiln_error_set(err, -EEXIST, "libvirt launch: %s exists (an instance named %s is "
@@ -710,6 +710,8 @@ libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
         .seclabel = c->seclabel,
         .network = c->network,
     };
+    nvram = kiln_path_join(inst->dir, "uefi-vars.fd");
+    spec.nvram = nvram;
     xml = kiln_libvirt_domain_xml(&spec);
     kiln_debug("libvirt: creating %s on %s", inst->domain_name, c->uri);
     virDomainPtr dom = virDomainCreateXML(c->conn, xml, 0);
@@ -728,11 +730,13 @@ libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
             goto fail;
     }
     free(xml);
+    free(nvram);
     *ret = inst;
     return 0;
 
 fail:
     free(xml);
+    free(nvram);
     if (flags & KILN_LAUNCH_KEEP_ON_FAILURE && inst->domain_live) {
         /* terminateInstanceOnFailure: false: leave it for a person to look at; reap (or
          * virsh destroy) removes it later. */
@@ -998,7 +1002,8 @@ remove_instance_dir(struct libvirt_conn *c, const char *dir, struct kiln_error *
         if (sock && strncmp(sock, "/tmp/kiln-", 10) == 0)
             unlink(sock);
     }
-    static const char *const files[] = {"overlay.qcow2", "agent.sock", "instance.json"};
+    static const char *const files[] = {"overlay.qcow2", "agent.sock", "uefi-vars.fd",
+                                        "instance.json"};
     for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
         _cleanup_free_ char *p = kiln_path_join(dir, files[i]);
         if (unlink(p) < 0 && errno != ENOENT)

@@ -20,6 +20,7 @@ struct kiln_libvirt_domain_spec {
     const char *domain_type; /* "kvm", "qemu" (TCG) or "test" */
     const char *machine;     /* "pc", "q35" */
     const char *firmware;    /* NULL (BIOS) or "efi" */
+    const char *nvram;       /* efi: the instance's UEFI variables file (libvirt fills it) */
     unsigned vcpus;
     unsigned memory_mib;
     const char *build_id;

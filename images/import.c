@@ -112,11 +112,15 @@ inject(guestfs_h *g, const char *agent, struct kiln_error *err)
             return gerr(g, err, "upload a library");
     }
     if (guestfs_mkdir_p(g, "/usr/local/bin") < 0 ||
+        /* Replace, never write through, whatever is there (a link would be followed). */
+        guestfs_rm_f(g, "/usr/local/bin/kiln-agent") < 0 ||
         guestfs_write(g, "/usr/local/bin/kiln-agent", agent_wrapper, strlen(agent_wrapper)) < 0 ||
         guestfs_chmod(g, 0755, "/usr/local/bin/kiln-agent") < 0 ||
+        guestfs_rm_f(g, "/etc/systemd/system/kiln-agent.service") < 0 ||
         guestfs_write(g, "/etc/systemd/system/kiln-agent.service", agent_unit,
                       strlen(agent_unit)) < 0 ||
         guestfs_mkdir_p(g, "/etc/udev/rules.d") < 0 ||
+        guestfs_rm_f(g, "/etc/udev/rules.d/60-kiln-agent.rules") < 0 ||
         guestfs_write(g, "/etc/udev/rules.d/60-kiln-agent.rules", udev_rule,
                       strlen(udev_rule)) < 0)
         return gerr(g, err, "install the agent service");

@@ -23,6 +23,7 @@
 #include "factory/build.h"
 #include "factory/model.h"
 #include "factory/store.h"
+#include "images/import.h"
 
 
 enum {
@@ -52,6 +53,9 @@ usage(FILE *f)
                "  image list [--json]                         every image build\n"
                "  image show NAME/VERSION[/BUILD] [--json]    one build, with its output files\n"
                "  image logs NAME/VERSION[/BUILD]             the build's log folder and files\n"
+               "  image import --name NAME --file FILE [--agent PATH]\n"
+               "                                              make a qcow2/raw Linux cloud image a\n"
+               "                                              parent image (agent injected offline)\n"
                "  reap [--kept] [--json]                      release what crashed builds left\n"
                "  version                                     print the version\n"
                "\n"
@@ -680,6 +684,53 @@ cmd_image_logs(int argc, char **argv)
 }
 
 static int
+cmd_image_import(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"name", required_argument, NULL, 'n'},
+                                             {"file", required_argument, NULL, 'f'},
+                                             {"agent", required_argument, NULL, 'a'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *name = NULL, *file = NULL, *agent = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "n:f:a:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            name = optarg;
+            break;
+        case 'f':
+            file = optarg;
+            break;
+        case 'a':
+            agent = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            return EXIT_USAGE;
+        }
+    }
+    if (!name || !file || optind != argc) {
+        fprintf(stderr, "kiln image import: give --name NAME --file FILE\n");
+        return EXIT_USAGE;
+    }
+    struct kiln_image_ref ref = {0};
+    struct kiln_error err = {0};
+    printf("importing %s as %s (the agent is injected offline; this boots a libguestfs "
+           "appliance)\n",
+           file, name);
+    if (kiln_image_import(name, file, agent, opt_home, &ref, &err) < 0) {
+        fprintf(stderr, "kiln: image import: %s\n", err.message);
+        return err.code == -ENOENT ? EXIT_NOT_FOUND : EXIT_FAILED;
+    }
+    printf("%s: %s (use parentImage: %s)\n", name, ref.location, name);
+    kiln_image_ref_clear(&ref);
+    return EXIT_OK;
+}
+
+static int
 cmd_image(int argc, char **argv)
 {
     if (argc < 2) {
@@ -692,6 +743,8 @@ cmd_image(int argc, char **argv)
         return cmd_image_show(argc - 1, argv + 1);
     if (strcmp(argv[1], "logs") == 0)
         return cmd_image_logs(argc - 1, argv + 1);
+    if (strcmp(argv[1], "import") == 0)
+        return cmd_image_import(argc - 1, argv + 1);
     fprintf(stderr, "kiln image: unknown command '%s'\n", argv[1]);
     return EXIT_USAGE;
 }

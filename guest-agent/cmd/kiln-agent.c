@@ -1,5 +1,6 @@
 /* kiln-agent: runs AWSTOE component documents with AWSTOE's command line (run, validate), and
- * serves the host protocol (serve). */
+ * serves the host protocol (serve). S3Download/S3Upload reach S3 through Kiln's AWS client
+ * (s3-bridge.c), installed for run and serve. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "guest-agent/cmd/s3-bridge.h"
 #include "guest-agent/document.h"
 #include "guest-agent/engine-internal.h"
 #include "guest-agent/engine.h"
@@ -305,12 +307,15 @@ main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "run") == 0)
-        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0 || strcmp(cmd, "serve") == 0) {
+        kiln_s3bridge_install();
+        int r = cmd[0] == 'r' ? cmd_run(argc - 1, argv + 1)
+                              : kiln_agent_serve_main(argc - 1, argv + 1);
+        kiln_s3bridge_uninstall();
+        return r;
+    }
     if (strcmp(cmd, "validate") == 0)
         return cmd_validate(argc - 1, argv + 1);
-    if (strcmp(cmd, "serve") == 0)
-        return kiln_agent_serve_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("kiln-agent %s\n", kiln_agent_version());
         return 0;

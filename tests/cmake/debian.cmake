@@ -3,14 +3,22 @@
 # scripts/prepare-images for debian-12, about 5 minutes the first time, cached after). One guest
 # at a time (RESOURCE_LOCK vm-guests, shared with the other VM tests).
 if(CMOCKA_FOUND)
-    add_executable(images-debian-vm-test ${PROJECT_SOURCE_DIR}/tests/vm/images-debian-vm-test.c)
-    target_include_directories(images-debian-vm-test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
-    target_link_libraries(images-debian-vm-test PRIVATE kiln_images PkgConfig::CMOCKA)
-    foreach(case test_debian_disk_layout test_debian_packages)
-        add_test(NAME images-debian-vm-test.${case} COMMAND images-debian-vm-test)
-        set_tests_properties(images-debian-vm-test.${case} PROPERTIES
-            ENVIRONMENT "KILN_TEST_CASE=${case};KILN_SOURCE_DIR=${PROJECT_SOURCE_DIR};KILN_BUILD_DIR=${PROJECT_BINARY_DIR}"
-            LABELS "vm;slow" FIXTURES_REQUIRED vm-debian RESOURCE_LOCK vm-guests TIMEOUT 1200)
+    foreach(t images-debian-vm-test:test_debian_disk_layout,test_debian_packages
+              images-import-debian-vm-test:test_import_raw_into_catalog)
+        string(REPLACE ":" ";" parts ${t})
+        list(GET parts 0 name)
+        list(GET parts 1 cases)
+        string(REPLACE "," ";" cases ${cases})
+        add_executable(${name} ${PROJECT_SOURCE_DIR}/tests/vm/${name}.c)
+        target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+        target_link_libraries(${name} PRIVATE kiln_images PkgConfig::CMOCKA)
+        foreach(case ${cases})
+            add_test(NAME ${name}.${case} COMMAND ${name})
+            set_tests_properties(${name}.${case} PROPERTIES
+                ENVIRONMENT "KILN_TEST_CASE=${case};KILN_SOURCE_DIR=${PROJECT_SOURCE_DIR};KILN_BUILD_DIR=${PROJECT_BINARY_DIR}"
+                LABELS "vm;slow" FIXTURES_REQUIRED vm-debian RESOURCE_LOCK vm-guests
+                TIMEOUT 1200)
+        endforeach()
     endforeach()
 endif()
 

@@ -31,6 +31,8 @@ if(CMOCKA_FOUND)
                          TIMEOUT 3600)
     kiln_add_vm_test(${PROJECT_SOURCE_DIR}/tests/vm/images-import-vm-test.c LIBS kiln_images
                      LABELS slow SETUP vm-debian)
+    kiln_add_vm_test(${PROJECT_SOURCE_DIR}/tests/vm/images-boot-vm-test.c LIBS kiln_images
+                     LABELS slow SETUP vm-debian)
 endif()
 
 # The boot benchmark's helper (bench/boot.sh).

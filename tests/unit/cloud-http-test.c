@@ -1,5 +1,5 @@
 /* The AWS transport against a local HTTP server: retries and budgets, error parsing, bounds,
- * content types, connection reuse, parallel calls, redaction. */
+ * content types, connection reuse, parallel calls, redaction, cancellation in flight. */
 #include "kiln-test.h"
 
 #include <fcntl.h>
@@ -147,6 +147,55 @@ http_gives_up_within_budget(void **state)
     assert_non_null(strstr(err.message, "time budget"));
     assert_non_null(strstr(err.message, "Please reduce your request rate."));
     assert_non_null(strstr(err.message, "REQ1"));
+    kiln_aws_response_clear(&resp);
+    kiln_aws_client_free(c);
+    ts_stop(&s);
+}
+
+static void
+hung(const struct ts_request *req, struct ts_response *resp, void *data)
+{
+    (void)req;
+    (void)data;
+    usleep(3 * 1000 * 1000); /* a peer that does not answer (for a while) */
+    ts_reply(resp, 200, "application/xml", "<ok/>");
+}
+
+static volatile int hung_cancel;
+
+static void *
+cancel_later(void *arg)
+{
+    (void)arg;
+    usleep(300 * 1000);
+    hung_cancel = 1;
+    return NULL;
+}
+
+static void
+http_cancel_stops_a_transfer_in_flight(void **state)
+{
+    struct test_server s;
+    ts_start(&s, hung, NULL);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", s.port);
+    hung_cancel = 0;
+    struct kiln_aws_client_config cfg = {.region = "us-east-1", .endpoint_url = url,
+                                         .credentials = &test_creds, .budget = 60,
+                                         .cancel = &hung_cancel};
+    struct kiln_aws_client *c = NULL;
+    assert_int_equal(kiln_aws_client_new(&cfg, &c, NULL), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_later, NULL), 0);
+    struct kiln_aws_response resp = {0};
+    struct kiln_error err = {0};
+    double t0 = now_s();
+    int r = simple_call(c, &resp, &err);
+    double took = now_s() - t0;
+    pthread_join(t, NULL);
+    /* Stopped when the flag was raised, not when the peer answered 3 s later. */
+    assert_int_equal(r, -ECANCELED);
+    assert_true(took < 2.0);
     kiln_aws_response_clear(&resp);
     kiln_aws_client_free(c);
     ts_stop(&s);
@@ -520,4 +569,5 @@ KILN_TEST_MAIN(cmocka_unit_test(http_retries_throttling_then_succeeds),
                cmocka_unit_test(http_backoff_is_full_jitter),
                cmocka_unit_test(http_redacts_secrets), cmocka_unit_test(http_endpoints),
                cmocka_unit_test(http_debug_log_holds_no_secrets),
-               cmocka_unit_test(http_stream_keeps_slots_busy))
+               cmocka_unit_test(http_stream_keeps_slots_busy),
+               cmocka_unit_test(http_cancel_stops_a_transfer_in_flight))

@@ -1,5 +1,6 @@
 /* S3 client behaviour that needs a misbehaving server: multipart aborts on a failed part,
- * 200-with-<Error> completions, short GetObject bodies, key encoding on the wire. */
+ * 200-with-<Error> completions, short GetObject bodies, key encoding on the wire, and
+ * x-amz-expected-bucket-owner on every request of a call that names an owner. */
 #include "kiln-test.h"
 
 #include <fcntl.h>
@@ -15,7 +16,10 @@ struct s3_script {
     atomic_int completes;
     bool fail_part_3;
     bool complete_error_in_200;
+    bool whole_get; /* GET answers a complete body (and ListObjectsV2 a listing) */
     char last_target[4096];
+    atomic_int requests;
+    atomic_int with_owner; /* requests carrying x-amz-expected-bucket-owner: 111122223333 */
 };
 
 static void
@@ -23,6 +27,21 @@ s3_handler(const struct ts_request *req, struct ts_response *resp, void *data)
 {
     struct s3_script *s = data;
     snprintf(s->last_target, sizeof(s->last_target), "%s", req->target);
+    char owner[64];
+    s->requests++;
+    if (ts_header(req, "x-amz-expected-bucket-owner", owner, sizeof(owner)) &&
+        strcmp(owner, "111122223333") == 0)
+        s->with_owner++;
+    if (s->whole_get && strcmp(req->method, "GET") == 0 && strstr(req->target, "list-type=2")) {
+        ts_reply(resp, 200, "application/xml",
+                 "<ListBucketResult><Contents><Key>p/a</Key><Size>1</Size></Contents>"
+                 "<IsTruncated>false</IsTruncated></ListBucketResult>");
+        return;
+    }
+    if (s->whole_get && strcmp(req->method, "GET") == 0) {
+        ts_reply(resp, 200, "text/plain", "0123456789");
+        return;
+    }
     if (strcmp(req->method, "POST") == 0 && strstr(req->target, "?uploads")) {
         ts_reply(resp, 200, "application/xml",
                  "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>"
@@ -177,7 +196,44 @@ s3_keys_are_encoded_once(void **state)
     ts_stop(&srv);
 }
 
+static void
+s3_expected_bucket_owner_is_sent(void **state)
+{
+    struct s3_script sc = {.whole_get = true};
+    struct test_server srv;
+    ts_start(&srv, s3_handler, &sc);
+    struct kiln_aws_client *c = client_for(&srv, 1);
+    struct kiln_s3_options o = {.expected_bucket_owner = "111122223333"};
+    /* Multipart: create, 3 parts, complete - all five carry the header. */
+    _cleanup_free_ char *f = make_file(2 * KILN_S3_MIN_PART + 1);
+    assert_int_equal(kiln_s3_upload_file_opts(c, "b", "k", f, KILN_S3_MIN_PART, &o, NULL), 0);
+    assert_int_equal(sc.requests, 5);
+    assert_int_equal(sc.with_owner, 5);
+    /* A single PutObject. */
+    _cleanup_free_ char *small = make_file(10);
+    assert_int_equal(kiln_s3_upload_file_opts(c, "b", "k", small, 0, &o, NULL), 0);
+    assert_int_equal(sc.with_owner, 6);
+    assert_int_equal(kiln_s3_get_object_opts(c, "b", "k", small, &o, NULL), 0);
+    assert_int_equal(sc.with_owner, 7);
+    struct kiln_s3_list_request lr = {.prefix = "p/", .expected_bucket_owner = "111122223333"};
+    struct kiln_s3_list l;
+    assert_int_equal(kiln_s3_list_objects_all(c, "b", &lr, &l, NULL), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.v[0].key, "p/a");
+    kiln_s3_list_clear(&l);
+    assert_int_equal(sc.with_owner, 8);
+    /* Without options, no header. */
+    assert_int_equal(kiln_s3_get_object(c, "b", "k", small, NULL), 0);
+    assert_int_equal(sc.requests, 9);
+    assert_int_equal(sc.with_owner, 8);
+    kiln_aws_client_free(c);
+    ts_stop(&srv);
+    unlink(f);
+    unlink(small);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(s3_multipart_aborts_when_a_part_fails),
                cmocka_unit_test(s3_complete_error_in_200_is_an_error),
                cmocka_unit_test(s3_short_body_is_an_error),
-               cmocka_unit_test(s3_keys_are_encoded_once))
+               cmocka_unit_test(s3_keys_are_encoded_once),
+               cmocka_unit_test(s3_expected_bucket_owner_is_sent))

@@ -63,6 +63,7 @@ test_xml_golden_escaping(void **state)
         .domain_name = "kiln-b1-x",
         .domain_type = "kvm",
         .firmware = "efi",
+        .nvram = "/tmp/a'b\"c/uefi-vars.fd",
         .build_id = "b1",
         .instance_name = "x",
         .instance_dir = "/tmp/a'b\"c",
