@@ -496,8 +496,13 @@ qemu_img_convert(struct build *b, const char *src_fmt, const char *src, const ch
     argv[n++] = src_fmt;
     argv[n++] = "-O";
     argv[n++] = fmt;
-    if (compress && kiln_streq(fmt, "qcow2"))
+    if (compress && kiln_streq(fmt, "qcow2")) {
+        /* zstd clusters: about 5x faster to write than qemu-img's default zlib, and smaller
+         * (docs/benchmarks.md). */
         argv[n++] = "-c";
+        argv[n++] = "-o";
+        argv[n++] = "compression_type=zstd";
+    }
     argv[n++] = src;
     argv[n++] = dst;
     argv[n] = NULL;

@@ -14,6 +14,7 @@
 #include "kiln-test.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -879,6 +880,42 @@ test_layer_cache(void **state)
     free(layers);
 }
 
+/* A compressed qcow2 output has zstd clusters (qcow2 v3 header: the compression type
+ * incompatible feature, bit 3 at offset 72, and the compression type byte at offset 104, 1 for
+ * zstd), not qemu-img's default zlib. */
+static void
+test_compressed_output(void **state)
+{
+    struct fx *f = *state;
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s\n"
+                               "      formats: [qcow2]\n      compress: true\n",
+                               f->out);
+    put(f, "dist.yml", dist);
+    free(dist);
+    f->opts.skip_tests = true;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->n_outputs, 1);
+    unsigned char h[112];
+    int fd = open(rec->outputs[0].path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, h, sizeof(h)), sizeof(h));
+    close(fd);
+    assert_memory_equal(h, "QFI\xfb", 4);
+    assert_int_equal(h[7], 3); /* version 3 */
+    assert_true(h[79] & 0x08); /* incompatible features (big endian): compression type */
+    unsigned hlen = (unsigned)h[100] << 24 | (unsigned)h[101] << 16 | (unsigned)h[102] << 8 |
+                    h[103];
+    assert_true(hlen > 104);
+    assert_int_equal(h[104], 1);
+    kiln_image_record_free(rec);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
 static void
 test_tests_disabled(void **state)
 {
@@ -1207,6 +1244,7 @@ test_inventory_on_host(void **state)
 
 KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_compressed_output, setup, teardown),
                cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
