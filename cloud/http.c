@@ -408,6 +408,9 @@ struct xfer {
     bool to_file;
     int write_errno;
     size_t written;
+    /* The last error AWS itself returned for this request: when the time budget then cuts an
+     * attempt short, that (e.g. SlowDown) is what a person needs to see, not the timeout. */
+    struct kiln_error last_aws;
 };
 
 static size_t
@@ -702,6 +705,7 @@ kiln_aws_call_stream(struct kiln_aws_client *c, size_t slots, kiln_aws_feed_fn f
             x->resp = &resps[i];
             x->c = c;
             x->attempt = 0;
+            kiln_error_clear(&x->last_aws);
             x->deadline = now + c->budget;
             x->next_try = now;
             x->active = false;
@@ -766,6 +770,11 @@ kiln_aws_call_stream(struct kiln_aws_client *c, size_t slots, kiln_aws_feed_fn f
             struct kiln_error aerr = {0};
             int r = xfer_finish(x, cc, &aerr);
             double t = mono_now();
+            if (r == 1 && cc == CURLE_OK)
+                x->last_aws = aerr;
+            else if (r == 1 && cc == CURLE_OPERATION_TIMEDOUT && t >= x->deadline - 0.05 &&
+                     x->last_aws.code)
+                aerr = x->last_aws;
             if (r == 1 && x->attempt < c->max_attempts && !stopping) {
                 unsigned ms = kiln_aws_backoff_ms(x->attempt - 1, c->backoff_base_ms,
                                                   c->backoff_cap_ms);

@@ -31,7 +31,8 @@ struct kiln_error {
 
 /* Set the error unless one is already set (first error wins). err may be NULL. Returns code. */
 int kiln_error_set(struct kiln_error *err, int code, const char *fmt, ...) _printf_(3, 4);
-int kiln_error_setv(struct kiln_error *err, int code, const char *fmt, va_list ap);
+int kiln_error_setv(struct kiln_error *err, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* Like kiln_error_set, with strerror(-code) appended. */
 int kiln_error_errno(struct kiln_error *err, int code, const char *fmt, ...) _printf_(3, 4);
 /* Prepend context to an error set deeper down ("recipe x: parent image: not found"). */
