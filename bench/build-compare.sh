@@ -12,7 +12,7 @@
 #   IMAGE: a catalog name (tiny, debian-12) or a folder holding image.json (as
 #   scripts/prepare-images writes it). Default: debian-12 tiny.
 # Environment: KILN_BENCH_RUNS (3), KILN_BENCH_CPUS (1), KILN_BENCH_MEMORY (512, MiB),
-#   KILN_BENCH_SKIP (space-separated: kiln kiln-tests packer virt-customize bare compress),
+#   KILN_BENCH_SKIP (space-separated: kiln kiln-tests packer packer-bios virt-customize bare compress),
 #   KILN_HOME (where the catalog is; default /var/lib/kiln for root), KILN_BENCH_LOGS (a folder
 #   to keep every run's log in).
 # Packer (the Debian package `packer`) is installed with apt-get when missing.
@@ -148,13 +148,13 @@ packer_base() {
 }
 
 packer_build() {
-    local base=$1 kernel=$2 initrd=$3 cmdline=$4 t0 rc=0
+    local base=$1 kernel=$2 initrd=$3 cmdline=$4 direct=${5:-true} t0 rc=0
     rm -rf "$work/packer-out"
     t0=$(now)
     PACKER_CACHE_DIR=$work/packer-cache CHECKPOINT_DISABLE=1 \
         packer build -var "base=$base" -var "kernel=$kernel" -var "initrd=$initrd" \
         -var "cmdline=$cmdline" -var "key=$work/id_bench" -var "output=$work/packer-out" \
-        -var "cpus=$cpus" -var "memory=$memory" -var "text=$text" \
+        -var "cpus=$cpus" -var "memory=$memory" -var "text=$text" -var "direct_boot=$direct" \
         "$top/bench/packer/build-compare.pkr.hcl" >"$work/packer.log" 2>&1 || rc=$?
     local total
     total=$(since "$t0")
@@ -236,7 +236,7 @@ for image in "${images[@]}"; do
 
     echo
     echo "== $name ($dir)"
-    kf=0 ktf=0 k=() kr=() kt=() p=() v=() b=() zl=() zs=() zls=() zss=()
+    kf=0 ktf=0 k=() kr=() kt=() p=() pb=() v=() b=() zl=() zs=() zls=() zss=()
     for i in $(seq "$runs"); do
         if ! skipped kiln; then
             total=
@@ -267,6 +267,13 @@ for image in "${images[@]}"; do
                 p+=("$t")
             fi
         fi
+        # Packer as its users run it on a disk image: firmware (SeaBIOS) and the image's GRUB.
+        if ! skipped packer-bios && [ "$name" != tiny ]; then
+            [ -f "$work/packer-base-$name.qcow2" ] ||
+                packer_base "$disk" "$work/packer-base-$name.qcow2"
+            t=$(packer_build "$work/packer-base-$name.qcow2" "$kernel" "$initrd" "$cmdline" false)
+            pb+=("$t")
+        fi
         if ! skipped virt-customize; then
             if [ "$name" = tiny ]; then
                 # Its inspection needs an OS it can name (/etc/os-release and the like).
@@ -293,6 +300,7 @@ for image in "${images[@]}"; do
     line "kiln build --no-tests" "${k[@]}" || true
     line "kiln build (test stage on)" "${kt[@]}" || true
     line "packer build (qemu, ssh, shell)" "${p[@]}" || true
+    line "packer build, BIOS + GRUB boot" "${pb[@]}" || true
     line "virt-customize --run-command" "${v[@]}" || true
     line "kiln: launch to agent ready" "${kr[@]}" || true
     line "bare direct-kernel boot to login:" "${b[@]}" || true
@@ -302,6 +310,9 @@ for image in "${images[@]}"; do
     echo "  ratios:"
     if [ ${#k[@]} -gt 0 ] && [ ${#p[@]} -gt 0 ]; then
         echo "    packer / kiln --no-tests:        $(ratio "$(median "${p[@]}")" "$(median "${k[@]}")")x (goal >= 3)"
+    fi
+    if [ ${#k[@]} -gt 0 ] && [ ${#pb[@]} -gt 0 ]; then
+        echo "    packer (BIOS+GRUB) / kiln:        $(ratio "$(median "${pb[@]}")" "$(median "${k[@]}")")x (goal >= 3)"
     fi
     if [ ${#k[@]} -gt 0 ] && [ ${#v[@]} -gt 0 ]; then
         echo "    virt-customize / kiln --no-tests: $(ratio "$(median "${v[@]}")" "$(median "${k[@]}")")x"

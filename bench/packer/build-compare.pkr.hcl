@@ -16,6 +16,12 @@ variable "text" {
   type    = string
   default = "written by kiln"
 }
+# true: boot the kernel directly, as Kiln does; false: through the image's firmware and GRUB, as a
+# Packer user's build of a disk image does.
+variable "direct_boot" {
+  type    = bool
+  default = true
+}
 variable "cpus" {
   type    = number
   default = 1
@@ -45,11 +51,11 @@ source "qemu" "bench" {
   net_device       = "virtio-net"
   output_directory = var.output
   vm_name          = "bench.qcow2"
-  qemuargs = [
+  qemuargs = var.direct_boot ? [
     ["-kernel", var.kernel],
     ["-initrd", var.initrd],
     ["-append", var.cmdline],
-  ]
+  ] : []
   communicator         = "ssh"
   ssh_username         = "root"
   ssh_private_key_file = var.key
