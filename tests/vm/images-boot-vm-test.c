@@ -32,6 +32,10 @@ boot_and_run(const char *build_id, const char *firmware, bool direct)
     void *conn = NULL;
     if (kiln_libvirt_driver.open(&cfg, 0, &conn, &err) < 0)
         fail_msg("%s", err.message);
+    /* A failed earlier run of this test may have left its guest (a failing assertion ends the
+     * test before terminate): remove it first, as kiln build's reaper would. */
+    if (kiln_libvirt_driver.reap(conn, build_id, 0, &err) < 0)
+        fail_msg("%s", err.message);
     struct kiln_instance *inst = NULL;
     if (kiln_libvirt_driver.launch(conn, &img, "boot", 900, 0, &inst, &err) < 0)
         fail_msg("%s", err.message);
