@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/time.h"
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
@@ -45,20 +46,12 @@ struct op {
     long long deadline; /* CLOCK_MONOTONIC milliseconds, -1: none */
 };
 
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct op
 op_start(const char *module, const struct kiln_module_ctx *ctx)
 {
     struct op op = {module, ctx, -1};
     if (ctx && ctx->timeout_seconds >= 0)
-        op.deadline = now_ms() + (long long)ctx->timeout_seconds * 1000;
+        op.deadline = kiln_now_ms() + (long long)ctx->timeout_seconds * 1000;
     return op;
 }
 
@@ -67,7 +60,7 @@ op_check(const struct op *op, struct kiln_error *err)
 {
     if (op->ctx && op->ctx->cancel && *op->ctx->cancel)
         return kiln_error_set(err, -ECANCELED, "%s: cancelled", op->module);
-    if (op->deadline >= 0 && now_ms() >= op->deadline)
+    if (op->deadline >= 0 && kiln_now_ms() >= op->deadline)
         return kiln_error_set(err, -ETIMEDOUT, "%s: timed out after %d seconds", op->module,
                               op->ctx->timeout_seconds);
     return 0;

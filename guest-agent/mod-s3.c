@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/time.h"
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
@@ -45,20 +46,12 @@ kiln_s3_get_hooks(void)
     return hooks_set ? &hooks : NULL;
 }
 
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct kiln_s3_limits
 limits_for(const struct kiln_module_ctx *ctx)
 {
     struct kiln_s3_limits l = {.cancel = ctx ? ctx->cancel : NULL, .deadline_ms = -1};
     if (ctx && ctx->timeout_seconds >= 0)
-        l.deadline_ms = now_ms() + (long long)ctx->timeout_seconds * 1000;
+        l.deadline_ms = kiln_now_ms() + (long long)ctx->timeout_seconds * 1000;
     return l;
 }
 

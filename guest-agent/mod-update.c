@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/time.h"
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "guest-agent/mod-common.h"
@@ -114,14 +115,6 @@ kiln_mod_update_os_upgrade_argv(const char *manager, char *const *include, char 
     return v;
 }
 
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 struct runner {
     const struct kiln_module_ctx *ctx;
     long long deadline;
@@ -138,7 +131,7 @@ run(struct runner *rn, char *const *argv, char **ret_stdout, struct kiln_error *
     else
         sub.timeout_seconds = -1;
     if (rn->deadline >= 0) {
-        long long left = rn->deadline - now_ms();
+        long long left = rn->deadline - kiln_now_ms();
         if (left <= 0)
             return kiln_error_set(err, -ETIMEDOUT, MODULE ": timed out after %d seconds",
                                   rn->ctx->timeout_seconds);
@@ -208,7 +201,7 @@ update_apt(struct runner *rn, char *const *include, char *const *exclude, struct
     /* Release the holds even after a failed upgrade (and after a timeout: give it 60 s). */
     if (held[0]) {
         struct runner cleanup = *rn;
-        cleanup.deadline = now_ms() + 60000;
+        cleanup.deadline = kiln_now_ms() + 60000;
         for (char **h = held; *h; h++) {
             int q = apt_mark(&cleanup, "unhold", *h, r < 0 ? NULL : err);
             if (q < 0 && r == 0)
@@ -253,7 +246,7 @@ KILN_MOD_RUN(kiln_mod_update_os)
     struct runner rn = {
         .ctx = ctx,
         .deadline = ctx && ctx->timeout_seconds >= 0
-                        ? now_ms() + (long long)ctx->timeout_seconds * 1000
+                        ? kiln_now_ms() + (long long)ctx->timeout_seconds * 1000
                         : -1,
         .envp = envp,
     };

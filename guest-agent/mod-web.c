@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/time.h"
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
@@ -35,14 +36,6 @@ curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 struct step_clock {
     const struct kiln_module_ctx *ctx;
     long long deadline; /* -1: none */
@@ -53,7 +46,7 @@ stop_requested(const struct step_clock *c)
 {
     if (c->ctx && c->ctx->cancel && *c->ctx->cancel)
         return true;
-    return c->deadline >= 0 && now_ms() >= c->deadline;
+    return c->deadline >= 0 && kiln_now_ms() >= c->deadline;
 }
 
 static int
@@ -207,8 +200,8 @@ attempt(CURL *curl, const char *url, int fd, bool insecure, struct step_clock *c
 static bool
 backoff(long long ms, struct step_clock *clock)
 {
-    long long until = now_ms() + ms;
-    while (now_ms() < until) {
+    long long until = kiln_now_ms() + ms;
+    while (kiln_now_ms() < until) {
         if (stop_requested(clock))
             return false;
         usleep(50000);
@@ -384,7 +377,7 @@ KILN_MOD_RUN(kiln_mod_web_download)
     struct step_clock clock = {
         .ctx = ctx,
         .deadline = ctx && ctx->timeout_seconds >= 0
-                        ? now_ms() + (long long)ctx->timeout_seconds * 1000
+                        ? kiln_now_ms() + (long long)ctx->timeout_seconds * 1000
                         : -1,
     };
     CURL *curl = curl_easy_init();

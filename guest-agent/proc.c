@@ -4,6 +4,7 @@
  * everything it started (SIGTERM to the group, then SIGKILL after a grace period). The leader is
  * watched with waitid(WNOWAIT) and reaped only at the very end: while it is a zombie its pid,
  * and so the group id, cannot be reused, so the final kill(-pgid) never hits a stranger. */
+#include "common/time.h"
 #include "guest-agent/proc.h"
 
 #include <errno.h>
@@ -40,14 +41,6 @@ struct tail {
     char data[ERR_TAIL];
     size_t len;
 };
-
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void
 kiln_proc_result_clear(struct kiln_proc_result *r)
@@ -166,8 +159,8 @@ terminate_group(pid_t pid, int pidfd, struct stream *streams, const struct kiln_
                 struct tail *tail, int grace_ms)
 {
     kill(-pid, SIGTERM);
-    long long until = now_ms() + grace_ms;
-    while (now_ms() < until) {
+    long long until = kiln_now_ms() + grace_ms;
+    while (kiln_now_ms() < until) {
         if (leader_exited(pid) && streams[0].fd < 0 && streams[1].fd < 0)
             break;
         /* once the leader is gone its pidfd stays readable: only wait on the pipes */
@@ -269,7 +262,7 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
     };
     struct tail tail = {.len = 0};
     int timeout_s = ctx ? ctx->timeout_seconds : -1;
-    long long deadline = timeout_s >= 0 ? now_ms() + (long long)timeout_s * 1000 : -1;
+    long long deadline = timeout_s >= 0 ? kiln_now_ms() + (long long)timeout_s * 1000 : -1;
     int grace_ms = (opts->kill_grace_seconds > 0 ? opts->kill_grace_seconds : 5) * 1000;
     long long exited_at = -1;
 
@@ -279,23 +272,23 @@ kiln_proc_run(const struct kiln_proc_opts *opts, const struct kiln_module_ctx *c
             terminate_group(pid, pidfd, streams, ctx, &tail, grace_ms);
             break;
         }
-        if (deadline >= 0 && now_ms() >= deadline) {
+        if (deadline >= 0 && kiln_now_ms() >= deadline) {
             result->timed_out = true;
             terminate_group(pid, pidfd, streams, ctx, &tail, grace_ms);
             break;
         }
         if (exited_at < 0 && leader_exited(pid))
-            exited_at = now_ms();
+            exited_at = kiln_now_ms();
         if (exited_at >= 0) {
             if (streams[0].fd < 0 && streams[1].fd < 0)
                 break;
             /* A background child still holds the pipes: stop waiting for it. */
-            if (now_ms() - exited_at > DRAIN_AFTER_EXIT_MS)
+            if (kiln_now_ms() - exited_at > DRAIN_AFTER_EXIT_MS)
                 break;
         }
         long long wait = POLL_MS;
-        if (deadline >= 0 && deadline - now_ms() < wait)
-            wait = deadline - now_ms() > 0 ? deadline - now_ms() : 0;
+        if (deadline >= 0 && deadline - kiln_now_ms() < wait)
+            wait = deadline - kiln_now_ms() > 0 ? deadline - kiln_now_ms() : 0;
         pump(streams, exited_at < 0 ? pidfd : -1, ctx, &tail, (int)wait);
     }
 

@@ -12,6 +12,7 @@
  * One client is kept for the process (connections are reused across objects); it is rebuilt
  * when a step hands a different cancel flag. Each call's time budget is the step's remaining
  * time, so a step's timeoutSeconds bounds every attempt and retry. */
+#include "common/time.h"
 #include "guest-agent/cmd/s3-bridge.h"
 
 #include <curl/curl.h>
@@ -196,14 +197,6 @@ resolve(struct kiln_error *err)
     return 0;
 }
 
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool
 cancelled(const struct kiln_s3_limits *l)
 {
@@ -213,7 +206,7 @@ cancelled(const struct kiln_s3_limits *l)
 static bool
 expired(const struct kiln_s3_limits *l)
 {
-    return l && l->deadline_ms >= 0 && now_ms() >= l->deadline_ms;
+    return l && l->deadline_ms >= 0 && kiln_now_ms() >= l->deadline_ms;
 }
 
 /* The client for this call, with its budget set to the time the step has left. */
@@ -248,7 +241,7 @@ client_for(const struct kiln_s3_limits *l, struct kiln_aws_client **ret, struct 
     }
     double budget = NO_DEADLINE_BUDGET;
     if (l && l->deadline_ms >= 0)
-        budget = (double)(l->deadline_ms - now_ms()) / 1000.0;
+        budget = (double)(l->deadline_ms - kiln_now_ms()) / 1000.0;
     kiln_aws_client_set_budget(bridge.client, budget > 0.001 ? budget : 0.001);
     *ret = bridge.client;
     return 0;
