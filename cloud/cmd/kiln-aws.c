@@ -169,7 +169,12 @@ run_more(struct kiln_aws_client *cl, const char *cmd, char **args, int nargs,
                 .name = args[0], .architecture = nargs == 3 ? args[2] : "x86_64",
                 .root_device_name = "/dev/xvda", .virtualization_type = "hvm",
                 .ena_support = true, .devices = &dev, .n_devices = 1};
-            r = kiln_ec2_register_image(cl, &req, &image_id, err);
+            /* A snapshot just completed through EBS direct is still pending for a moment, and
+             * RegisterImage refuses it until then (IncorrectState): wait, as a script waits
+             * with "aws ec2 wait snapshot-completed". */
+            r = kiln_ec2_wait_snapshot_completed(cl, args[1], wait, err);
+            if (r == 0)
+                r = kiln_ec2_register_image(cl, &req, &image_id, err);
         } else {
             struct kiln_ec2_copy_image_request req = {
                 .source_region = args[0], .source_image_id = args[1], .name = args[2]};
