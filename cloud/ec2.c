@@ -521,38 +521,43 @@ kiln_ec2_describe_instances(struct kiln_aws_client *c, const struct kiln_ec2_des
 /* Pagination guard: a service that keeps returning the same token would loop forever. */
 #define MAX_PAGES 10000
 
-int
-kiln_ec2_describe_instances_all(struct kiln_aws_client *c,
-                                const struct kiln_ec2_describe_request *req,
-                                struct kiln_ec2_instances *ret, struct kiln_error *err)
-{
-    memset(ret, 0, sizeof(*ret));
-    struct kiln_ec2_describe_request page = req ? *req : (struct kiln_ec2_describe_request){0};
-    _cleanup_free_ char *token = NULL;
-    for (unsigned n = 0; n < MAX_PAGES; n++) {
-        page.next_token = token;
-        struct kiln_ec2_instances part;
-        int r = kiln_ec2_describe_instances(c, &page, &part, err);
-        if (r < 0) {
-            kiln_ec2_instances_clear(ret);
-            return r;
-        }
-        ret->v = kiln_reallocarray(ret->v, ret->n + part.n + 1, sizeof(*ret->v));
-        if (part.n)
-            memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
-        ret->n += part.n;
-        free(part.v);
-        bool same = token && part.next_token && strcmp(token, part.next_token) == 0;
-        free(token);
-        token = part.next_token;
-        if (!token)
-            return 0;
-        if (same)
-            break;
+/* kiln_ec2_describe_<kind>_all: every page of a Describe call, concatenated. The list types
+ * share one shape (v, n, next_token), so one definition serves them all. */
+#define DEFINE_DESCRIBE_ALL(kind, list_type, action)                                               \
+    int kiln_ec2_describe_##kind##_all(struct kiln_aws_client *c,                                  \
+                                       const struct kiln_ec2_describe_request *req,                \
+                                       struct list_type *ret, struct kiln_error *err)              \
+    {                                                                                              \
+        memset(ret, 0, sizeof(*ret));                                                              \
+        struct kiln_ec2_describe_request page =                                                    \
+            req ? *req : (struct kiln_ec2_describe_request){0};                                    \
+        _cleanup_free_ char *token = NULL;                                                         \
+        for (unsigned n = 0; n < MAX_PAGES; n++) {                                                 \
+            page.next_token = token;                                                               \
+            struct list_type part;                                                                 \
+            int r = kiln_ec2_describe_##kind(c, &page, &part, err);                                \
+            if (r < 0) {                                                                           \
+                list_type##_clear(ret);                                                            \
+                return r;                                                                          \
+            }                                                                                      \
+            ret->v = kiln_reallocarray(ret->v, ret->n + part.n + 1, sizeof(*ret->v));              \
+            if (part.n)                                                                            \
+                memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));                         \
+            ret->n += part.n;                                                                      \
+            free(part.v);                                                                          \
+            bool same = token && part.next_token && strcmp(token, part.next_token) == 0;           \
+            free(token);                                                                           \
+            token = part.next_token;                                                               \
+            if (!token)                                                                            \
+                return 0;                                                                          \
+            if (same)                                                                              \
+                break;                                                                             \
+        }                                                                                          \
+        list_type##_clear(ret);                                                                    \
+        return kiln_error_set(err, -KILN_E_LIMIT, action ": pagination does not end");            \
     }
-    kiln_ec2_instances_clear(ret);
-    return kiln_error_set(err, -KILN_E_LIMIT, "DescribeInstances: pagination does not end");
-}
+
+DEFINE_DESCRIBE_ALL(instances, kiln_ec2_instances, "DescribeInstances")
 
 static int
 state_change_call(struct kiln_aws_client *c, const char *action, const char *const *ids,
@@ -817,38 +822,7 @@ kiln_ec2_describe_snapshots(struct kiln_aws_client *c, const struct kiln_ec2_des
     return kiln_ec2_parse_snapshots(doc, ret, err);
 }
 
-int
-kiln_ec2_describe_snapshots_all(struct kiln_aws_client *c,
-                                const struct kiln_ec2_describe_request *req,
-                                struct kiln_ec2_snapshots *ret, struct kiln_error *err)
-{
-    memset(ret, 0, sizeof(*ret));
-    struct kiln_ec2_describe_request page = req ? *req : (struct kiln_ec2_describe_request){0};
-    _cleanup_free_ char *token = NULL;
-    for (unsigned n = 0; n < MAX_PAGES; n++) {
-        page.next_token = token;
-        struct kiln_ec2_snapshots part;
-        int r = kiln_ec2_describe_snapshots(c, &page, &part, err);
-        if (r < 0) {
-            kiln_ec2_snapshots_clear(ret);
-            return r;
-        }
-        ret->v = kiln_reallocarray(ret->v, ret->n + part.n + 1, sizeof(*ret->v));
-        if (part.n)
-            memcpy(ret->v + ret->n, part.v, part.n * sizeof(*part.v));
-        ret->n += part.n;
-        free(part.v);
-        bool same = token && part.next_token && strcmp(token, part.next_token) == 0;
-        free(token);
-        token = part.next_token;
-        if (!token)
-            return 0;
-        if (same)
-            break;
-    }
-    kiln_ec2_snapshots_clear(ret);
-    return kiln_error_set(err, -KILN_E_LIMIT, "DescribeSnapshots: pagination does not end");
-}
+DEFINE_DESCRIBE_ALL(snapshots, kiln_ec2_snapshots, "DescribeSnapshots")
 
 int
 kiln_ec2_delete_snapshot(struct kiln_aws_client *c, const char *snapshot_id, struct kiln_error *err)
