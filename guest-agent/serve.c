@@ -21,6 +21,7 @@
 #include "common/hash.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "guest-agent/proc.h"
 #include "guest-agent/proto.h"
 #include "guest-agent/version.h"
 
@@ -62,6 +63,7 @@ struct agent {
     char *job_id;
     uint32_t job_seq;
     bool resume;
+    bool ready; /* the ready command ran (or there is none) */
     int wake[2]; /* the worker signals the loop when the job ends */
 };
 
@@ -206,6 +208,41 @@ on_console(void *userdata, const char *stream, const char *data, size_t len)
     } while (len > 0);
 }
 
+/* Before the first job: the configured ready command (on systemd guests, the wait for the network
+ * and the local file systems, as the jobs of an Image Builder instance start after
+ * network-online.target). Its trouble is the job's console output, not the job's failure. */
+static void
+wait_ready(struct agent *a)
+{
+    if (a->ready || !a->cfg->ready_argv) {
+        a->ready = true;
+        return;
+    }
+    int timeout = a->cfg->ready_timeout_seconds > 0 ? a->cfg->ready_timeout_seconds : 120;
+    struct kiln_module_ctx ctx = {
+        .phase_name = "ready",
+        .step_name = "ready",
+        .timeout_seconds = timeout,
+        .cancel = &a->cancel,
+        .console = on_console,
+        .console_userdata = a,
+    };
+    struct kiln_proc_opts opts = {.argv = a->cfg->ready_argv, .capture_max = 4096};
+    struct kiln_proc_result res = {0};
+    struct kiln_error err = {0};
+    int64_t start = kiln_proto_now_ms();
+    int r = kiln_proc_run(&opts, &ctx, &res, &err);
+    kiln_proc_result_clear(&res);
+    if (r < 0 && r != -ECANCELED) {
+        _cleanup_free_ char *msg =
+            kiln_asprintf("kiln-agent: the ready command %s failed, running the job anyway: %s\n",
+                          a->cfg->ready_argv[0], err.message);
+        on_console(a, "stderr", msg, strlen(msg));
+    }
+    kiln_debug("kiln-agent: ready command took %lld ms", (long long)(kiln_proto_now_ms() - start));
+    a->ready = r != -ECANCELED;
+}
+
 static const char *
 status_name(enum kiln_run_status s)
 {
@@ -273,6 +310,7 @@ job_thread(void *arg)
         };
         int (*run)(const struct kiln_run_options *, struct kiln_run_result *, struct kiln_error *) =
             a->cfg->run ? a->cfg->run : kiln_engine_run;
+        wait_ready(a);
         r = run(&opts, &res, &err);
     }
 
@@ -999,8 +1037,11 @@ usage(FILE *out)
 {
     fprintf(out,
             "Usage: kiln-agent serve (--port DEVICE | --socket PATH | --fd N) [--state-dir DIR]\n"
+            "                        [--ready-command 'SHELL COMMAND']\n"
             "Serve the host protocol on a virtio-serial port (e.g.\n"
-            "/dev/virtio-ports/org.kiln.agent.0), a listening unix socket, or an inherited fd.\n");
+            "/dev/virtio-ports/org.kiln.agent.0), a listening unix socket, or an inherited fd.\n"
+            "--ready-command runs once before the first job (e.g. 'systemctl start\n"
+            "network-online.target'); its output goes to that job's console.\n");
 }
 
 int
@@ -1009,14 +1050,15 @@ kiln_agent_serve_main(int argc, char **argv)
     static const struct option longopts[] = {
         {"port", required_argument, NULL, 'p'}, {"socket", required_argument, NULL, 's'},
         {"fd", required_argument, NULL, 'f'},   {"state-dir", required_argument, NULL, 'd'},
+        {"ready-command", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
-    const char *port = NULL, *sock = NULL, *state = NULL;
+    const char *port = NULL, *sock = NULL, *state = NULL, *ready = NULL;
     long fdnum = -1;
     int c;
     kiln_log_init_from_env();
     optind = 1;
-    while ((c = getopt_long(argc, argv, "p:s:f:d:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:s:f:d:r:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'p':
             port = optarg;
@@ -1037,6 +1079,9 @@ kiln_agent_serve_main(int argc, char **argv)
         case 'd':
             state = optarg;
             break;
+        case 'r':
+            ready = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -1053,7 +1098,9 @@ kiln_agent_serve_main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    struct kiln_agent_serve_config cfg = {.state_directory = state, .stop = &stop_flag};
+    char *ready_argv[] = {"/bin/sh", "-c", (char *)ready, NULL};
+    struct kiln_agent_serve_config cfg = {.state_directory = state, .stop = &stop_flag,
+                                          .ready_argv = ready ? ready_argv : NULL};
     struct kiln_error err = {0};
     int r;
     if (port)

@@ -21,6 +21,11 @@ struct kiln_agent_serve_config {
     int (*run)(const struct kiln_run_options *opts, struct kiln_run_result *result,
                struct kiln_error *err);
     volatile sig_atomic_t *stop; /* set (e.g. from a signal handler) to stop serving */
+    /* A command run once, before the first job this agent runs (e.g. wait for the guest's
+     * network and file systems): its output goes to the job's console, and a failure or a run
+     * past ready_timeout_seconds is reported there and does not stop the job. NULL: none. */
+    char *const *ready_argv;
+    int ready_timeout_seconds; /* 0: 120 */
 };
 
 /* Serve one connected stream until end of file (0) or poweroff (1); a running job is cancelled

@@ -319,8 +319,81 @@ test_real_dead_agent_mid_job(void **state)
     kiln_rm_rf(dir, NULL);
 }
 
+/* Run one ExecuteBash job whose command is cmd; returns its status, console output in s. */
+static enum kiln_agent_job_status
+run_bash(struct kiln_agent_client *c, const char *dir, const char *id, const char *cmd,
+         struct seen *s)
+{
+    _cleanup_free_ char *text = kiln_asprintf(
+        "name: %s\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+        "      - name: Check\n        action: ExecuteBash\n        inputs:\n"
+        "          commands:\n            - %s\n",
+        id, cmd);
+    _cleanup_free_ char *name = kiln_asprintf("%s.yml", id);
+    _cleanup_free_ char *doc = write_doc(dir, name, text);
+    const char *docs[] = {doc, NULL};
+    const char *phases[] = {"build", NULL};
+    struct kiln_agent_job job = {.execution_id = id, .documents = docs, .phases = phases};
+    struct kiln_agent_client_callbacks cb = {on_event, on_console, s};
+    struct kiln_agent_job_result res = {0};
+    struct kiln_error err = {0};
+    if (kiln_agent_client_run_job(c, &job, &cb, &res, &err) < 0)
+        fail_msg("run_job: %s", err.message);
+    enum kiln_agent_job_status st = res.status;
+    kiln_agent_job_result_clear(&res);
+    return st;
+}
+
+/* The ready command runs once, before the first job's first step, and its output reaches that
+ * job's console; a second job does not run it again. */
+static void
+test_ready_command_runs_once_before_first_job(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    _cleanup_free_ char *count = kiln_path_join(dir, "ready-count");
+    _cleanup_free_ char *cmd =
+        kiln_asprintf("echo waiting-for-ready; sleep 0.3; echo x >> %s", count);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    struct agent_thread t = {.cfg.ready_argv = argv};
+    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    struct seen s1 = {0}, s2 = {0};
+    /* The step sees the ready command's effect: it ran to its end before the job. */
+    _cleanup_free_ char *check = kiln_asprintf("test \"$(wc -l < %s)\" -eq 1", count);
+    assert_int_equal(run_bash(c, dir, "ready-1", check, &s1), KILN_AGENT_JOB_SUCCESS);
+    assert_non_null(s1.out.data);
+    assert_non_null(strstr(s1.out.data, "waiting-for-ready"));
+    assert_int_equal(run_bash(c, dir, "ready-2", check, &s2), KILN_AGENT_JOB_SUCCESS);
+    assert_true(!s2.out.data || !strstr(s2.out.data, "waiting-for-ready"));
+    kiln_buf_clear(&s1.out);
+    kiln_buf_clear(&s2.out);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+/* A failing ready command is reported on the console and the job still runs. */
+static void
+test_ready_command_failure_is_reported(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    char *argv[] = {"/bin/sh", "-c", "echo no network >&2; exit 3", NULL};
+    struct agent_thread t = {.cfg.ready_argv = argv};
+    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    struct seen s = {0};
+    assert_int_equal(run_bash(c, dir, "ready-3", "echo job-ran", &s), KILN_AGENT_JOB_SUCCESS);
+    assert_non_null(s.out.data);
+    assert_non_null(strstr(s.out.data, "the ready command /bin/sh failed"));
+    assert_non_null(strstr(s.out.data, "job-ran"));
+    kiln_buf_clear(&s.out);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_real_document_execute_bash),
                cmocka_unit_test(test_real_reboot_cycle),
                cmocka_unit_test(test_real_failing_step_reports_failure),
                cmocka_unit_test(test_real_cancel_mid_step),
-               cmocka_unit_test(test_real_dead_agent_mid_job))
+               cmocka_unit_test(test_real_dead_agent_mid_job),
+               cmocka_unit_test(test_ready_command_runs_once_before_first_job),
+               cmocka_unit_test(test_ready_command_failure_is_reported))
