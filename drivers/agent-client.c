@@ -666,6 +666,25 @@ kiln_agent_client_poweroff(struct kiln_agent_client *c, struct kiln_error *err)
     return wait_reply(c, seq, KILN_MSG_ACK, "poweroff", NULL, err);
 }
 
+int
+kiln_agent_client_wait_closed(struct kiln_agent_client *c, int timeout_ms, struct kiln_error *err)
+{
+    int64_t deadline = kiln_proto_now_ms() + timeout_ms;
+    for (;;) {
+        if (cancelled(c))
+            return kiln_error_set(err, -ECANCELED, "cancelled while waiting for the guest to stop");
+        int64_t slice = kiln_proto_now_ms() + SLICE_MS;
+        int r = kiln_proto_read_some(c->fd, &c->dec, slice < deadline ? slice : deadline);
+        if (r == 0 || r == -EPIPE || r == -ECONNRESET)
+            return 0;
+        if (r < 0 && r != -ETIMEDOUT && r != -EAGAIN)
+            return kiln_error_errno(err, r, "cannot read from the agent");
+        kiln_proto_decoder_reset(&c->dec); /* what a stopping guest says is not needed */
+        if (kiln_proto_now_ms() >= deadline)
+            return kiln_error_set(err, -ETIMEDOUT, "the agent's channel stayed open");
+    }
+}
+
 /* --- fetch ----------------------------------------------------------------------------------- */
 
 static bool

@@ -90,3 +90,7 @@ int kiln_agent_client_fetch_logs(struct kiln_agent_client *c, const char *execut
                                  struct kiln_error *err);
 /* Ask the guest to sync its disks and power off; returns once the agent acknowledged. */
 int kiln_agent_client_poweroff(struct kiln_agent_client *c, struct kiln_error *err);
+/* Read and drop whatever arrives until the other end closes the connection (0), or until
+ * timeout_ms passed (-ETIMEDOUT). After a poweroff: the channel closes when QEMU exits. */
+int kiln_agent_client_wait_closed(struct kiln_agent_client *c, int timeout_ms,
+                                  struct kiln_error *err);
