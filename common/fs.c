@@ -4,7 +4,9 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <linux/fs.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,6 +48,51 @@ kiln_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len,
     *ret_data = TAKE_PTR(data);
     if (ret_len)
         *ret_len = len;
+    return 0;
+}
+
+static int
+copy_fd(int in, int out, off_t size)
+{
+    if (ioctl(out, FICLONE, in) == 0)
+        return 0;
+    off_t left = size;
+    while (left > 0) {
+        ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO; /* the source shrank under us */
+        left -= n;
+    }
+    return 0;
+}
+
+int
+kiln_copy_file(const char *src, const char *dst, mode_t mode, struct kiln_error *err)
+{
+    _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return kiln_error_errno(err, -errno, "%s", src);
+    struct stat st;
+    if (fstat(in, &st) < 0)
+        return kiln_error_errno(err, -errno, "%s", src);
+    if (!S_ISREG(st.st_mode))
+        return kiln_error_set(err, -EINVAL, "%s: not a regular file", src);
+    int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (out < 0)
+        return kiln_error_errno(err, -errno, "%s", dst);
+    int r = copy_fd(in, out, st.st_size);
+    if (r == 0 && (fsync(out) < 0 || close(out) < 0))
+        r = -errno;
+    else if (r < 0)
+        close(out);
+    if (r < 0) {
+        unlink(dst);
+        return kiln_error_errno(err, r, "copy %s to %s", src, dst);
+    }
     return 0;
 }
 

@@ -566,8 +566,14 @@ distribute(struct build *b, struct kiln_error *err)
                 kiln_reallocarray(b->partial_outputs, b->n_partial + 1, sizeof(char *));
             b->partial_outputs[b->n_partial++] = kiln_strdup(tmp);
             progress_step(b, "writing %s", dst);
-            r = qemu_img_convert(b, b->snapshot.kind ? b->snapshot.kind : "qcow2",
-                                 b->snapshot.location, fmt, d->local.compress, tmp, err);
+            /* The snapshot is already a standalone, flattened image: in its own format and
+             * uncompressed, the output is a copy of it (a reflink where the file system allows). */
+            const char *snap_fmt = b->snapshot.kind ? b->snapshot.kind : "qcow2";
+            if (kiln_streq(fmt, snap_fmt) && !d->local.compress)
+                r = kiln_copy_file(b->snapshot.location, tmp, 0644, err);
+            else
+                r = qemu_img_convert(b, snap_fmt, b->snapshot.location, fmt, d->local.compress,
+                                     tmp, err);
             if (r < 0)
                 return kiln_error_prefix(err, r, "distribution %zu (%s)", i + 1,
                                          d->local.directory);

@@ -1,6 +1,8 @@
 /* Tests for common/: errors, buffers, hashing, files, JSON. */
 #include "kiln-test.h"
 
+#include <sys/stat.h>
+
 #include "common/buf.h"
 #include "common/fs.h"
 #include "common/hash.h"
@@ -78,6 +80,49 @@ test_files(void **state)
     assert_int_equal(access(dir, F_OK), -1);
 }
 
+/* kiln_copy_file: a byte-identical copy (4 MiB + a tail, so more than one copy_file_range
+ * chunk may be needed), never over an existing file, and nothing left behind on failure. */
+static void
+test_copy_file(void **state)
+{
+    _cleanup_free_ char *dir = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_mkdtemp("kiln-test", &dir, &err), 0);
+    size_t n = (4u << 20) + 12345;
+    _cleanup_free_ char *data = kiln_malloc(n);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (char)(i * 2654435761u >> 13);
+    _cleanup_free_ char *src = kiln_path_join(dir, "src.img");
+    _cleanup_free_ char *dst = kiln_path_join(dir, "dst.img");
+    assert_int_equal(kiln_write_file_atomic(src, data, n, 0600, &err), 0);
+    assert_int_equal(kiln_copy_file(src, dst, 0644, &err), 0);
+    _cleanup_free_ char *back = NULL;
+    size_t len = 0;
+    assert_int_equal(kiln_read_file(dst, n + 1, &back, &len, &err), 0);
+    assert_int_equal(len, n);
+    assert_memory_equal(back, data, n);
+    struct stat a, b;
+    assert_int_equal(stat(src, &a), 0);
+    assert_int_equal(stat(dst, &b), 0);
+    assert_true(a.st_ino != b.st_ino); /* a copy, not a link: changing one leaves the other */
+    mode_t mask = umask(0);
+    umask(mask);
+    assert_int_equal(b.st_mode & 0777, 0644 & ~mask);
+    /* dst exists: refused, and the existing file is untouched. */
+    assert_int_equal(kiln_copy_file(src, dst, 0644, &err), -EEXIST);
+    assert_non_null(strstr(err.message, "dst.img"));
+    kiln_error_clear(&err);
+    /* A folder is not copied; a missing source names itself. */
+    _cleanup_free_ char *dst2 = kiln_path_join(dir, "dst2.img");
+    assert_int_equal(kiln_copy_file(dir, dst2, 0644, &err), -EINVAL);
+    kiln_error_clear(&err);
+    _cleanup_free_ char *missing = kiln_path_join(dir, "missing.img");
+    assert_int_equal(kiln_copy_file(missing, dst2, 0644, &err), -ENOENT);
+    assert_non_null(strstr(err.message, "missing.img"));
+    assert_int_equal(access(dst2, F_OK), -1);
+    assert_int_equal(kiln_rm_rf(dir, NULL), 0);
+}
+
 static void
 test_json(void **state)
 {
@@ -96,4 +141,4 @@ test_json(void **state)
 
 KILN_TEST_MAIN(cmocka_unit_test(test_error_first_wins_and_prefix), cmocka_unit_test(test_buf),
                cmocka_unit_test(test_hash_known_values), cmocka_unit_test(test_files),
-               cmocka_unit_test(test_json))
+               cmocka_unit_test(test_copy_file), cmocka_unit_test(test_json))
