@@ -24,6 +24,7 @@
 #include "common/json.h"
 #include "factory/build.h"
 #include "factory/document.h"
+#include "drivers/command.h"
 #include "drivers/fake.h"
 #include "guest-agent/engine.h"
 
@@ -1229,6 +1230,13 @@ test_inventory_on_host(void **state)
             assert_non_null(kiln_json_get_str(p, "version"));
         }
         assert_true(bash);
+        /* Exactly the installed packages: not those removed with their configuration kept. */
+        char *argv[] = {"sh", "-c",
+                        "dpkg-query -W -f='${db:Status-Status}\\n' | grep -cx installed", NULL};
+        char *count = NULL;
+        assert_int_equal(kiln_command_run(argv, &count, NULL), 0);
+        assert_int_equal(json_array_size(pkgs), strtoul(count, NULL, 10));
+        free(count);
     } else {
         assert_non_null(source);
     }
