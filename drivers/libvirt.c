@@ -480,14 +480,17 @@ instance_release(struct kiln_instance *inst, struct kiln_error *err)
     virDomainPtr dom = inst->domain_created ? virDomainLookupByName(c->conn, inst->domain_name)
                                             : NULL;
     if (dom) {
-        if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0) {
-            virErrorPtr e = virGetLastError();
-            if (!e || e->code != VIR_ERR_OPERATION_INVALID) /* already gone meanwhile */
-                r = libvirt_error(err, -KILN_E_REMOTE, "destroy domain %s", inst->domain_name);
-        }
+        /* Destroy may fail because the domain is already going: gone meanwhile, or still torn
+         * down by libvirt after QEMU exited (stop returns as soon as the disk is released).
+         * Its error counts only if the domain then stays. */
+        struct kiln_error derr = {0};
+        if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0)
+            libvirt_error(&derr, -KILN_E_REMOTE, "destroy domain %s", inst->domain_name);
         virDomainFree(dom);
-        if (r == 0 && wait_domain_gone(c->conn, inst->domain_name, 10000) < 0)
-            r = kiln_error_set(err, -ETIMEDOUT, "domain %s did not go away", inst->domain_name);
+        if (wait_domain_gone(c->conn, inst->domain_name, 10000) < 0)
+            r = derr.code ? kiln_error_set(err, derr.code, "%s", derr.message)
+                          : kiln_error_set(err, -ETIMEDOUT, "domain %s did not go away",
+                                           inst->domain_name);
     }
     if (inst->domain_live) {
         notify(c, "libvirt-domain", inst->domain_name, false);

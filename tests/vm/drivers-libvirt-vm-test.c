@@ -5,6 +5,7 @@
 #include <libvirt/libvirt.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/fs.h"
@@ -73,6 +74,18 @@ domain_exists(const char *name)
         virDomainFree(d);
     virConnectClose(c);
     return d != NULL;
+}
+
+/* Stop returns once QEMU released the disk; libvirt then ends the transient domain by itself. */
+static bool
+domain_gone_within(const char *name, int seconds)
+{
+    for (int i = 0; i < seconds * 10; i++) {
+        if (!domain_exists(name))
+            return true;
+        usleep(100 * 1000);
+    }
+    return false;
 }
 
 static struct kiln_instance *
@@ -152,12 +165,12 @@ test_boot_run_stop_snapshot(void **state)
     struct kiln_error err = {0};
     if (kiln_libvirt_driver.stop(inst, 60, 0, &err) < 0)
         fail_msg("%s", err.message);
-    assert_false(domain_exists("kiln-vmtest1-build"));
     _cleanup_free_ char *out = kiln_path_join(v->dir, "layer.qcow2");
     struct kiln_snapshot_options so = {.dest = out, .compress = true};
     struct kiln_image_ref snap = {0};
     if (kiln_libvirt_driver.snapshot(inst, &so, 0, &snap, &err) < 0)
         fail_msg("%s", err.message);
+    assert_true(domain_gone_within("kiln-vmtest1-build", 10));
     char *argv[] = {"qemu-img", "info", "--output=json", out, NULL};
     _cleanup_free_ char *info = NULL;
     assert_int_equal(kiln_command_run(argv, &info, NULL), 0);
