@@ -271,9 +271,9 @@ fake_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log
     } else if (hangs) {
         /* As the libvirt driver reports a job whose time ran out. */
         ret->timed_out = true;
-        ret->failure = kiln_asprintf("job %s timed out after %d seconds in %s/%s; the agent "
-                                     "cancelled it", exec_id, job->timeout_seconds, hang_phase,
-                                     hang_step);
+        ret->failure = kiln_asprintf("job %s timed out after %d second%s in %s/%s; the agent "
+                                     "cancelled it", exec_id, job->timeout_seconds,
+                                     job->timeout_seconds == 1 ? "" : "s", hang_phase, hang_step);
     }
     if (log_dir) {
         char *folder = kiln_asprintf("%s/TOE_fake_%s", log_dir, exec_id);

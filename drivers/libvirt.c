@@ -872,9 +872,11 @@ libvirt_run(struct kiln_instance *inst, const struct kiln_job *job, const char *
         kiln_agent_job_result_clear(&ar);
         _cleanup_free_ char *tail = console_tail(inst->console, CONSOLE_TAIL_LINES);
         if (deadline && (int64_t)kiln_now_ms() >= deadline)
-            return kiln_error_prefix(err, r, "instance %s: job %s timed out after %d seconds%s "
-                                     "(last console lines:\n%s\n)", inst->name, exec_id,
-                                     job->timeout_seconds, while_doing, tail);
+            return kiln_error_prefix(err, r, "instance %s: job %s timed out after %d second%s%s%s%s%s",
+                                     inst->name, exec_id, job->timeout_seconds,
+                                     job->timeout_seconds == 1 ? "" : "s", while_doing,
+                                     *tail ? " (last console lines:\n" : "", tail,
+                                     *tail ? "\n)" : "");
         return kiln_error_prefix(err, r, "instance %s, job %s (last console lines:\n%s\n)",
                                  inst->name, exec_id, tail);
     }
@@ -884,8 +886,9 @@ libvirt_run(struct kiln_instance *inst, const struct kiln_job *job, const char *
         /* Ended by the cancel Kiln sent: a failure of the job, not a cancelled build. */
         res.status = KILN_RUN_FAILED;
         res.timed_out = true;
-        res.failure = kiln_asprintf("job %s timed out after %d seconds%s%s; the agent cancelled "
-                                    "it", exec_id, job->timeout_seconds, ar.step ? " in " : "",
+        res.failure = kiln_asprintf("job %s timed out after %d second%s%s%s; the agent "
+                                    "cancelled it", exec_id, job->timeout_seconds,
+                                    job->timeout_seconds == 1 ? "" : "s", ar.step ? " in " : "",
                                     ar.step ? ar.step : "");
     } else if (ar.failure) {
         res.failure = kiln_strdup(ar.failure);
