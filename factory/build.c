@@ -1068,11 +1068,11 @@ stages(struct build *b, struct kiln_error *err)
         int minutes = b->opts->test_timeout_minutes > 0 ? b->opts->test_timeout_minutes : 720;
         int stage_seconds = minutes * 60;
         _cleanup_free_ char *limit = kiln_asprintf(
-            "the test stage's limit: imageTestsConfiguration.timeoutMinutes %d", minutes);
+            "the test stage's limit, imageTestsConfiguration.timeoutMinutes: %d", minutes);
         if (b->opts->test_timeout_seconds > 0) {
             stage_seconds = b->opts->test_timeout_seconds;
             free(limit);
-            limit = kiln_asprintf("the test stage's limit: %d s (test_timeout_seconds)",
+            limit = kiln_asprintf("the test stage's limit, test_timeout_seconds: %d",
                                   stage_seconds);
         }
         time_t deadline = time(NULL) + (time_t)stage_seconds;

@@ -769,8 +769,8 @@ test_test_phase_timeout(void **state)
     assert_int_equal(res.status, KILN_IMAGE_FAILED);
     assert_non_null(strstr(res.reason, "test of component 1 (hello,"));
     assert_non_null(strstr(res.reason, "timed out in test/Wait after "));
-    assert_non_null(strstr(res.reason, "(the test stage's limit: "
-                                       "imageTestsConfiguration.timeoutMinutes 90)"));
+    assert_non_null(strstr(res.reason, "(the test stage's limit, "
+                                       "imageTestsConfiguration.timeoutMinutes: 90)"));
     assert_non_null(strstr(res.reason, "the job was cancelled"));
     assert_non_null(strstr(res.reason, "logs: "));
     /* The limits each job got: none for the components' build phases and the cleanup, 10
@@ -805,7 +805,7 @@ test_test_timeout_seconds(void **state)
     assert_int_equal(res.status, KILN_IMAGE_FAILED);
     assert_non_null(strstr(res.reason, "test of component 1 (hello,"));
     assert_non_null(strstr(res.reason, "timed out in test/Hang after "));
-    assert_non_null(strstr(res.reason, "the test stage's limit: 20 s"));
+    assert_non_null(strstr(res.reason, "(the test stage's limit, test_timeout_seconds: 20)"));
     assert_true(job_timeout(4) > 15 && job_timeout(4) <= 20);
     assert_released(f, &res);
     kiln_build_result_clear(&res);
