@@ -487,7 +487,7 @@ track_step(const json_t *ev, char running[STEP_NAME_MAX])
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = '?';
     if (kiln_streq(type, "step-start"))
-        memcpy(running, name, STEP_NAME_MAX);
+        memcpy(running, name, strlen(name) + 1);
     else if (kiln_streq(type, "step-end") && kiln_streq(running, name))
         running[0] = '\0';
 }
@@ -526,7 +526,7 @@ follow_job(struct kiln_agent_client *c, uint32_t seq, const char *id,
             cancel_sent = now;
             if (!cancelled(c)) {
                 timed_out = true;
-                memcpy(timed_out_in, running, sizeof(running));
+                memcpy(timed_out_in, running, strlen(running) + 1);
                 kiln_debug("agent client: job %s: deadline passed%s%s; cancelling", id,
                            running[0] ? " in " : "", running);
             }

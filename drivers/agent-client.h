@@ -80,10 +80,11 @@ uint64_t kiln_agent_client_skipped(const struct kiln_agent_client *c);
 
 int kiln_agent_client_ping(struct kiln_agent_client *c, struct kiln_error *err);
 /* Bound the jobs this client follows next (run_job, resume_job) by deadline_ms, on the clock of
- * kiln_now_ms() (common/time.h; 0: no deadline). When it passes, the client sends cancel and gives the
- * agent grace_ms (<= 0: 10000) to end the job: then the call returns 0 with result->timed_out set
- * and result->step naming the step that was running; if the agent does not end the job in time
- * it returns -ETIMEDOUT (the connection is then out of step and re-syncs on next use). */
+ * kiln_now_ms() (common/time.h; 0: no deadline). When it passes, the client sends cancel and
+ * gives the agent grace_ms (<= 0: 10000) to end the job: then the call returns 0 with
+ * result->timed_out set and result->step naming the step that was running; if the agent does
+ * not end the job in time it returns -ETIMEDOUT (the connection is then out of step and re-syncs
+ * on next use). */
 void kiln_agent_client_set_deadline(struct kiln_agent_client *c, int64_t deadline_ms,
                                     int grace_ms);
 /* Upload the documents and run the job, streaming events and console output to cb until the job

@@ -872,7 +872,8 @@ libvirt_run(struct kiln_instance *inst, const struct kiln_job *job, const char *
         kiln_agent_job_result_clear(&ar);
         _cleanup_free_ char *tail = console_tail(inst->console, CONSOLE_TAIL_LINES);
         if (deadline && (int64_t)kiln_now_ms() >= deadline)
-            return kiln_error_prefix(err, r, "instance %s: job %s timed out after %d second%s%s%s%s%s",
+            return kiln_error_prefix(err, r,
+                                     "instance %s: job %s timed out after %d second%s%s%s%s%s",
                                      inst->name, exec_id, job->timeout_seconds,
                                      job->timeout_seconds == 1 ? "" : "s", while_doing,
                                      *tail ? " (last console lines:\n" : "", tail,

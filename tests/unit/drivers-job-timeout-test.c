@@ -232,7 +232,7 @@ test_client_deadline_agent_ignores_cancel(void **state)
     kiln_rm_rf(dir, NULL);
 }
 
-/* --- the libvirt driver's run op --------------------------------------------------------------- */
+/* --- the libvirt driver's run op ------------------------------------------------------------ */
 
 struct lv {
     char *dir;
