@@ -4,7 +4,9 @@
  * timeoutMinutes) can end it: the libvirt driver has the guest agent cancel the job, and the
  * build ends FAILED with a reason naming the component, the step and the limit. Afterwards
  * nothing of the build remains: no domain, no resource in the store, nothing in the home's
- * builds/ and run/ folders, no agent socket in /tmp. Runs in its own Kiln home. Label: vm. */
+ * builds/ and run/ folders, no agent socket in /tmp. A second case reboots the guest (exit 194)
+ * before hanging: the limit holds across the reboot. Each case runs in its own Kiln home.
+ * Components: tests/data/recipes/job-timeout/. Label: vm. */
 #include "kiln-test.h"
 
 #include <dirent.h>
@@ -32,6 +34,7 @@ struct fx {
     char *infra, *dist, *recipe;
     struct kiln_buf steps;
     struct kiln_build_progress progress;
+    time_t test_started; /* when the test stage began */
 };
 
 static void
@@ -47,6 +50,27 @@ on_step(void *userdata, const char *text)
 {
     struct fx *f = userdata;
     kiln_buf_appendf(&f->steps, "%s\n", text);
+}
+
+static void
+on_stage(void *userdata, const char *stage)
+{
+    struct fx *f = userdata;
+    if (kiln_streq(stage, "test"))
+        f->test_started = time(NULL);
+}
+
+static void
+write_recipe(struct fx *f, const char *name, const char *component)
+{
+    char *comp = kiln_asprintf("%s/tests/data/recipes/job-timeout/%s", kiln_test_source_dir(),
+                               component);
+    char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
+                                 "components:\n  - path: %s\n",
+                                 name, comp);
+    put(f->dir, "recipe.yml", recipe);
+    free(recipe);
+    free(comp);
 }
 
 static int
@@ -70,14 +94,6 @@ setup(void **state)
                                f->dir);
     put(f->dir, "dist.yml", dist);
     free(dist);
-    char *comp = kiln_asprintf("%s/tests/data/recipes/job-timeout/hang-test.yml",
-                               kiln_test_source_dir());
-    char *recipe = kiln_asprintf("name: jt-hang-test\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
-                                 "components:\n  - path: %s\n",
-                                 comp);
-    put(f->dir, "recipe.yml", recipe);
-    free(recipe);
-    free(comp);
     /* The tiny image as prepared by the vm fixture, seen from this home. */
     char *catalog = kiln_catalog_home();
     char *images = kiln_path_join(catalog, "images");
@@ -90,7 +106,8 @@ setup(void **state)
     f->dist = kiln_path_join(f->dir, "dist.yml");
     f->recipe = kiln_path_join(f->dir, "recipe.yml");
     kiln_buf_init(&f->steps);
-    f->progress = (struct kiln_build_progress){.step = on_step, .userdata = f};
+    f->progress =
+        (struct kiln_build_progress){.stage = on_stage, .step = on_step, .userdata = f};
     *state = f;
     return 0;
 }
@@ -165,10 +182,13 @@ fallback_socket(struct fx *f, const char *build_id, const char *which)
     return kiln_asprintf("/tmp/kiln-%s.sock", h);
 }
 
+/* Run the build with a test stage limit of seconds; it must fail. Returns its result after
+ * checking the reason names the component, the step Hang and the limit, that the cancelled step
+ * is in the fetched logs, and that nothing of the build remains. */
 static void
-test_test_phase_times_out(void **state)
+build_times_out(struct fx *f, int seconds, const char *component_name,
+                struct kiln_build_result *res)
 {
-    struct fx *f = *state;
     struct kiln_build_options opts = {
         .recipe_path = f->recipe,
         .infrastructure_path = f->infra,
@@ -177,29 +197,34 @@ test_test_phase_times_out(void **state)
         .store = f->store,
         .ready_timeout_seconds = 300,
         .progress = &f->progress,
-        .test_timeout_seconds = 12,
+        .test_timeout_seconds = seconds,
     };
-    struct kiln_build_result res;
     struct kiln_error err = {0};
     time_t t0 = time(NULL);
-    assert_true(kiln_build_run(&opts, &res, &err) < 0);
-    time_t took = time(NULL) - t0;
-    fprintf(stderr, "failed after %lld s: %s\nsteps:\n%s", (long long)took, res.reason,
+    assert_true(kiln_build_run(&opts, res, &err) < 0);
+    time_t end = time(NULL);
+    fprintf(stderr, "failed after %lld s (test stage %lld s): %s\nsteps:\n%s",
+            (long long)(end - t0), (long long)(end - f->test_started), res->reason,
             f->steps.data);
-    assert_int_equal(res.status, KILN_IMAGE_FAILED);
-    /* The test phase started, its first step passed on the new image, the second hung. */
-    assert_non_null(strstr(f->steps.data, "test 1/1 hang-test: test/Hang"));
-    assert_non_null(strstr(res.reason, "test of component 1 (hang-test,"));
-    assert_non_null(strstr(res.reason, "timed out in test/Hang after 12 s"));
-    assert_non_null(strstr(res.reason, "(the test stage's limit, test_timeout_seconds: 12)"));
-    /* Ended by the limit, not much later: two boots and a snapshot under TCG, then 12 s. */
-    assert_true(took < 240);
-    assert_non_null(strstr(res.reason, "the job was cancelled"));
-    assert_non_null(strstr(res.reason, "last output: hanging"));
-    assert_non_null(strstr(res.reason, "(logs: "));
+    assert_int_equal(res->status, KILN_IMAGE_FAILED);
+    /* Ended by the limit, not much later: the grace is 10 s, releasing the instance a few. */
+    assert_true(f->test_started > 0);
+    assert_true(end - f->test_started >= seconds);
+    assert_true(end - f->test_started < seconds + 30);
+    char *what = kiln_asprintf("test of component 1 (%s,", component_name);
+    assert_non_null(strstr(res->reason, what));
+    free(what);
+    assert_non_null(strstr(res->reason, "timed out in test/Hang after "));
+    char *limit = kiln_asprintf("(the test stage's limit, test_timeout_seconds: %d)", seconds);
+    assert_non_null(strstr(res->reason, limit));
+    free(limit);
+    assert_non_null(strstr(res->reason, "the job was cancelled"));
+    assert_non_null(strstr(res->reason, "last output: "));
+    assert_non_null(strstr(res->reason, "hanging (logs: "));
+    assert_non_null(strstr(res->reason, "(logs: "));
 
     /* The agent ended the job: its logs were fetched, with the cancelled step recorded. */
-    const char *logs = strstr(res.reason, "(logs: ") + 7;
+    const char *logs = strstr(res->reason, "(logs: ") + 7;
     char *log_dir = kiln_strndup(logs, strcspn(logs, ")"));
     char *argv[] = {"grep", "-rl", "--include=detailedoutput.json", "cancelled", log_dir, NULL};
     char *found = NULL;
@@ -216,21 +241,49 @@ test_test_phase_times_out(void **state)
         fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
     assert_int_equal(n, 0);
     kiln_resource_record_list_free(list, n);
-    assert_int_equal(domains_of(res.build_id), 0);
+    assert_int_equal(domains_of(res->build_id), 0);
     assert_int_equal(entries_in(f->dir, "builds"), 0);
     assert_int_equal(entries_in(f->dir, "run"), 0);
     for (int i = 0; i < 2; i++) {
-        char *sock = fallback_socket(f, res.build_id, i ? "test" : "build");
+        char *sock = fallback_socket(f, res->build_id, i ? "test" : "build");
         assert_int_equal(access(sock, F_OK), -1);
         free(sock);
     }
     struct kiln_image_record *rec = NULL;
-    assert_int_equal(kiln_store_image_get_by_build_id(f->store, res.build_id, &rec, NULL), 0);
+    assert_int_equal(kiln_store_image_get_by_build_id(f->store, res->build_id, &rec, NULL), 0);
     assert_int_equal(rec->status, KILN_IMAGE_FAILED);
-    assert_string_equal(rec->reason, res.reason);
+    assert_string_equal(rec->reason, res->reason);
     assert_int_equal(rec->n_outputs, 0);
     kiln_image_record_free(rec);
+}
+
+static void
+test_test_phase_times_out(void **state)
+{
+    struct fx *f = *state;
+    write_recipe(f, "jt-hang-test", "hang-test.yml");
+    struct kiln_build_result res;
+    build_times_out(f, 12, "hang-test", &res);
+    /* The test phase started, its first step passed on the new image, the second hung. */
+    assert_non_null(strstr(f->steps.data, "test 1/1 hang-test: test/Check"));
+    assert_non_null(strstr(f->steps.data, "test 1/1 hang-test: test/Hang cancelled"));
+    /* The first component's test job got the whole stage. */
+    assert_non_null(strstr(res.reason, "timed out in test/Hang after 12 s"));
     kiln_build_result_clear(&res);
 }
 
-KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_test_phase_times_out, setup, teardown))
+static void
+test_limit_holds_across_a_reboot(void **state)
+{
+    struct fx *f = *state;
+    write_recipe(f, "jt-reboot", "reboot-hang.yml");
+    struct kiln_build_result res;
+    /* Enough for the reboot under TCG; the hang after it must still end at the same limit. */
+    build_times_out(f, 40, "reboot-hang", &res);
+    assert_non_null(strstr(f->steps.data, "rebooting the guest"));
+    assert_non_null(strstr(f->steps.data, "test 1/1 reboot-hang: test/Hang cancelled"));
+    kiln_build_result_clear(&res);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_test_phase_times_out, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_limit_holds_across_a_reboot, setup, teardown))
