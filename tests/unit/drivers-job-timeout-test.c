@@ -247,8 +247,7 @@ struct lv {
 /* An instance on test:///default whose agent socket is served by the real agent. */
 static void
 lv_start(struct lv *f, const char *build_id,
-         int (*run)(const struct kiln_run_options *, struct kiln_run_result *,
-                    struct kiln_error *))
+         int (*run)(const struct kiln_run_options *, struct kiln_run_result *, struct kiln_error *))
 {
     f->dir = tmpdir();
     f->base = kiln_path_join(f->dir, "base.qcow2");
@@ -262,8 +261,8 @@ lv_start(struct lv *f, const char *build_id,
     if (kiln_libvirt_driver.open(&cfg, 0, &f->conn, &err) < 0)
         fail_msg("%s", err.message);
     struct kiln_image_ref img = {.kind = "qcow2", .location = f->base};
-    if (kiln_libvirt_driver.launch(f->conn, &img, "guest", 5, KILN_LAUNCH_NO_WAIT, &f->inst,
-                                   &err) < 0)
+    if (kiln_libvirt_driver.launch(f->conn, &img, "guest", 5, KILN_LAUNCH_NO_WAIT, &f->inst, &err) <
+        0)
         fail_msg("%s", err.message);
     f->socket = kiln_asprintf("%s/guest/agent.sock", f->dir);
     f->agent.socket_path = f->socket;
@@ -310,8 +309,8 @@ test_libvirt_run_times_out(void **state)
     kiln_job_result_clear(&res);
 
     char *hung_docs[] = {hung, NULL};
-    job = (struct kiln_job){.documents = hung_docs, .execution_id = "jt-hung",
-                            .timeout_seconds = 2};
+    job =
+        (struct kiln_job){.documents = hung_docs, .execution_id = "jt-hung", .timeout_seconds = 2};
     long long t0 = kiln_now_ms();
     if (kiln_libvirt_driver.run(f.inst, &job, logs, &ev, 0, &res, &err) < 0)
         fail_msg("%s", err.message);
@@ -328,16 +327,16 @@ test_libvirt_run_times_out(void **state)
     /* The logs were fetched as after any job. */
     assert_non_null(res.log_dir);
     _cleanup_free_ char *toe = NULL;
-    assert_int_equal(kiln_command_run((char *[]){"find", logs, "-name", "detailedoutput.json",
-                                                 NULL},
-                                      &toe, NULL),
-                     0);
+    assert_int_equal(
+        kiln_command_run((char *[]){"find", logs, "-name", "detailedoutput.json", NULL}, &toe,
+                         NULL),
+        0);
     assert_non_null(strstr(toe, "detailedoutput.json"));
     kiln_job_result_clear(&res);
 
     /* The instance is still usable: the next job runs. */
-    job = (struct kiln_job){.documents = quick_docs, .execution_id = "jt-after",
-                            .timeout_seconds = 30};
+    job = (struct kiln_job){
+        .documents = quick_docs, .execution_id = "jt-after", .timeout_seconds = 30};
     if (kiln_libvirt_driver.run(f.inst, &job, NULL, NULL, 0, &res, &err) < 0)
         fail_msg("%s", err.message);
     assert_int_equal(res.status, KILN_RUN_SUCCESS);

@@ -63,8 +63,8 @@ on_stage(void *userdata, const char *stage)
 static void
 write_recipe(struct fx *f, const char *name, const char *component)
 {
-    char *comp = kiln_asprintf("%s/tests/data/recipes/job-timeout/%s", kiln_test_source_dir(),
-                               component);
+    char *comp =
+        kiln_asprintf("%s/tests/data/recipes/job-timeout/%s", kiln_test_source_dir(), component);
     char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
                                  "components:\n  - path: %s\n",
                                  name, comp);
@@ -106,8 +106,7 @@ setup(void **state)
     f->dist = kiln_path_join(f->dir, "dist.yml");
     f->recipe = kiln_path_join(f->dir, "recipe.yml");
     kiln_buf_init(&f->steps);
-    f->progress =
-        (struct kiln_build_progress){.stage = on_stage, .step = on_step, .userdata = f};
+    f->progress = (struct kiln_build_progress){.stage = on_stage, .step = on_step, .userdata = f};
     *state = f;
     return 0;
 }
@@ -204,8 +203,7 @@ build_times_out(struct fx *f, int seconds, const char *component_name,
     assert_true(kiln_build_run(&opts, res, &err) < 0);
     time_t end = time(NULL);
     fprintf(stderr, "failed after %lld s (test stage %lld s): %s\nsteps:\n%s",
-            (long long)(end - t0), (long long)(end - f->test_started), res->reason,
-            f->steps.data);
+            (long long)(end - t0), (long long)(end - f->test_started), res->reason, f->steps.data);
     assert_int_equal(res->status, KILN_IMAGE_FAILED);
     /* Ended by the limit, not much later: the grace is 10 s, releasing the instance a few. */
     assert_true(f->test_started > 0);
