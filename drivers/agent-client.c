@@ -29,6 +29,8 @@
 #define MAX_UPLOAD_BYTES (16u << 20)
 /* Re-attachments to a running job after rejected frames, before the job is given up. */
 #define MAX_REATTACH 3
+/* How long the agent gets to end a job after the cancel sent when its deadline passed. */
+#define DEFAULT_CANCEL_GRACE_MS 10000
 
 struct kiln_agent_client {
     int fd;
@@ -37,6 +39,8 @@ struct kiln_agent_client {
     uint32_t seq;
     json_t *hello;
     bool need_sync; /* the stream is out of step (a rejected frame, an abandoned transfer) */
+    int64_t deadline_ms; /* of the jobs followed next; 0: none */
+    int grace_ms;
 };
 
 void
@@ -46,6 +50,7 @@ kiln_agent_job_result_clear(struct kiln_agent_job_result *r)
         return;
     free(r->failure);
     free(r->log_folder);
+    free(r->step);
     memset(r, 0, sizeof(*r));
 }
 
@@ -293,6 +298,7 @@ client_new(int fd, const struct kiln_agent_client_options *opts)
     struct kiln_agent_client *c = kiln_new(struct kiln_agent_client, 1);
     c->fd = fd;
     normalise_options(&c->opts, opts);
+    c->grace_ms = DEFAULT_CANCEL_GRACE_MS;
     /* Our own limit, not the agent's claim: a FILE_DATA frame holds one chunk plus its index. */
     kiln_proto_decoder_init(&c->dec, KILN_PROTO_MAX_PAYLOAD);
     int fl = fcntl(fd, F_GETFL);
@@ -396,6 +402,13 @@ ensure_synced(struct kiln_agent_client *c, struct kiln_error *err)
     return kiln_agent_client_sync(c, c->opts.reply_timeout_ms, err);
 }
 
+void
+kiln_agent_client_set_deadline(struct kiln_agent_client *c, int64_t deadline_ms, int grace_ms)
+{
+    c->deadline_ms = deadline_ms > 0 ? deadline_ms : 0;
+    c->grace_ms = grace_ms > 0 ? grace_ms : DEFAULT_CANCEL_GRACE_MS;
+}
+
 int
 kiln_agent_client_ping(struct kiln_agent_client *c, struct kiln_error *err)
 {
@@ -456,6 +469,37 @@ reattach(struct kiln_agent_client *c, const char *id, uint32_t *seq, struct kiln
     return 0;
 }
 
+#define STEP_NAME_MAX 160
+
+/* Follow step-start/step-end events: running holds "phase/step" of the step in progress (the
+ * guest's text: kept printable and bounded), or "" between steps. */
+static void
+track_step(const json_t *ev, char running[STEP_NAME_MAX])
+{
+    const char *type = kiln_json_get_str(ev, "event");
+    const char *phase = kiln_json_get_str(ev, "phase");
+    const char *step = kiln_json_get_str(ev, "step");
+    if (!type || !step)
+        return;
+    char name[STEP_NAME_MAX];
+    snprintf(name, sizeof(name), "%s/%s", phase ? phase : "?", step);
+    for (char *p = name; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    if (kiln_streq(type, "step-start"))
+        memcpy(running, name, strlen(name) + 1);
+    else if (kiln_streq(type, "step-end") && kiln_streq(running, name))
+        running[0] = '\0';
+}
+
+static void
+set_timed_out(struct kiln_agent_job_result *result, bool timed_out, const char *step)
+{
+    result->timed_out = timed_out;
+    if (timed_out && step[0])
+        result->step = kiln_strdup(step);
+}
+
 /* Stream a running job's frames to cb until it ends. Pings keep the agent honest: silence longer
  * than the reply timeout is a dead agent. */
 static int
@@ -467,16 +511,34 @@ follow_job(struct kiln_agent_client *c, uint32_t seq, const char *id,
     uint32_t ping_seq = 0;
     int64_t cancel_sent = 0;
     int reattached = 0;
+    /* The step running now (from step-start/step-end events), and the one running when the
+     * deadline passed. */
+    char running[STEP_NAME_MAX] = "", timed_out_in[STEP_NAME_MAX] = "";
+    bool timed_out = false;
     for (;;) {
         int64_t now = kiln_proto_now_ms();
-        if (cancelled(c) && !cancel_sent) {
+        bool deadline_passed = c->deadline_ms > 0 && now >= c->deadline_ms;
+        if ((cancelled(c) || deadline_passed) && !cancel_sent) {
             _cleanup_json_ json_t *req = json_object();
             int r = send_json(c, KILN_MSG_CANCEL, next_seq(c), req, err);
             if (r < 0)
                 return r;
             cancel_sent = now;
+            if (!cancelled(c)) {
+                timed_out = true;
+                memcpy(timed_out_in, running, strlen(running) + 1);
+                kiln_debug("agent client: job %s: deadline passed%s%s; cancelling", id,
+                           running[0] ? " in " : "", running);
+            }
         }
-        if (cancel_sent && now - cancel_sent > c->opts.reply_timeout_ms) {
+        if (timed_out && now - cancel_sent > c->grace_ms) {
+            c->need_sync = true;
+            return kiln_error_set(err, -ETIMEDOUT, "the job's time ran out%s%s and the agent did "
+                                  "not end it within %d s of the cancel",
+                                  timed_out_in[0] ? " in " : "", timed_out_in,
+                                  (c->grace_ms + 999) / 1000);
+        }
+        if (cancel_sent && !timed_out && now - cancel_sent > c->opts.reply_timeout_ms) {
             c->need_sync = true;
             return kiln_error_set(err, -ECANCELED, "job %s cancelled; the agent did not confirm",
                                   id);
@@ -521,7 +583,10 @@ follow_job(struct kiln_agent_client *c, uint32_t seq, const char *id,
             return remote_error(&f, id, err);
         case KILN_MSG_EVENT: {
             _cleanup_json_ json_t *ev = NULL;
-            if (kiln_proto_frame_json(&f, &ev, NULL) == 0 && cb && cb->event)
+            if (kiln_proto_frame_json(&f, &ev, NULL) < 0)
+                break;
+            track_step(ev, running);
+            if (cb && cb->event)
                 cb->event(cb->userdata, ev);
             break;
         }
@@ -532,6 +597,8 @@ follow_job(struct kiln_agent_client *c, uint32_t seq, const char *id,
             break;
         case KILN_MSG_REBOOT_REQUIRED:
             result->status = KILN_AGENT_JOB_REBOOT_REQUIRED;
+            /* Asked for just as the time ran out: the caller must not reboot and resume. */
+            set_timed_out(result, timed_out, timed_out_in);
             return 0;
         case KILN_MSG_JOB_DONE: {
             _cleanup_json_ json_t *done = NULL;
@@ -551,6 +618,12 @@ follow_job(struct kiln_agent_client *c, uint32_t seq, const char *id,
             const char *folder = kiln_json_get_str(done, "log-folder");
             if (folder && kiln_proto_check_relpath(folder, NULL) == 0)
                 result->log_folder = kiln_strdup(folder);
+            /* A job that still succeeded or failed on its own ended by itself, not by the
+             * cancel: its own status tells more. */
+            if (result->status == KILN_AGENT_JOB_CANCELLED)
+                set_timed_out(result, timed_out, timed_out_in);
+            if (timed_out)
+                return 0;
             if (cancel_sent)
                 return kiln_error_set(err, -ECANCELED, "job %s cancelled", id);
             return 0;

@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -44,6 +45,10 @@ struct kiln_agent_job_result {
     char *failure;    /* the engine's reason, or NULL */
     char *log_folder; /* the TOE_<date>_<id> folder name inside the fetched logs, or NULL */
     int executed, failed, ignored; /* step counts, as the engine reports them */
+    /* The job deadline passed (kiln_agent_client_set_deadline): the client asked the agent to
+     * cancel and the agent ended the job (status: as it reports it, normally cancelled). */
+    bool timed_out;
+    char *step; /* timed out: "phase/step" that was running then, or NULL */
 };
 
 void kiln_agent_job_result_clear(struct kiln_agent_job_result *r);
@@ -74,6 +79,14 @@ const json_t *kiln_agent_client_hello(const struct kiln_agent_client *c);
 uint64_t kiln_agent_client_skipped(const struct kiln_agent_client *c);
 
 int kiln_agent_client_ping(struct kiln_agent_client *c, struct kiln_error *err);
+/* Bound the jobs this client follows next (run_job, resume_job) by deadline_ms, on the clock of
+ * kiln_now_ms() (common/time.h; 0: no deadline). When it passes, the client sends cancel and
+ * gives the agent grace_ms (<= 0: 10000) to end the job: then the call returns 0 with
+ * result->timed_out set and result->step naming the step that was running; if the agent does
+ * not end the job in time it returns -ETIMEDOUT (the connection is then out of step and re-syncs
+ * on next use). */
+void kiln_agent_client_set_deadline(struct kiln_agent_client *c, int64_t deadline_ms,
+                                    int grace_ms);
 /* Upload the documents and run the job, streaming events and console output to cb until the job
  * ends (0 with result->status) or the connection fails (negative, with a clear message). */
 int kiln_agent_client_run_job(struct kiln_agent_client *c, const struct kiln_agent_job *job,

@@ -43,13 +43,17 @@ struct kiln_job {
     char **phases;      /* NULL-terminated, NULL = all */
     json_t *parameters; /* object name -> string, may be NULL */
     const char *execution_id;
-    int timeout_seconds; /* whole job; -1: none */
+    /* The whole job, reboots included; <= 0 (-1): none. When it runs out, the driver has the
+     * agent cancel the job and returns a KILN_RUN_FAILED result with timed_out set, or an error
+     * when the agent does not end the job within a short grace. */
+    int timeout_seconds;
 };
 
 struct kiln_job_result {
     enum kiln_run_status status;
     char *failure;  /* person-readable reason, or NULL */
     char *log_dir;  /* host folder holding the fetched TOE_<date>_<id> folder(s) */
+    bool timed_out; /* the job's timeout_seconds ran out and it was cancelled (status FAILED) */
 };
 
 void kiln_job_result_clear(struct kiln_job_result *r);

@@ -1,16 +1,17 @@
 /* The fake driver: instances are records in memory; run "executes" each document by emitting
  * the events the real agent would; snapshot writes a small JSON file describing the image's
  * lineage (parent and documents run), so that layer-cache tests can tell images apart. Failures
- * are injected per operation. Deterministic: no clocks, no randomness. */
+ * are injected per operation; a job can be made to hang, and then ends as a real driver ends it
+ * when the job's timeout_seconds runs out. Deterministic: no clocks, no randomness. */
 #include <sys/stat.h>
 
 #include "common/fs.h"
 #include "common/json.h"
 #include "drivers/fake.h"
 
-#define FAKE_OPS 7
-static const char *const fake_ops[FAKE_OPS] = {"launch", "run",  "stop", "snapshot",
-                                               "terminate", "reap", "job"};
+#define FAKE_OPS 8
+static const char *const fake_ops[FAKE_OPS] = {"launch",    "run",  "stop", "snapshot",
+                                               "terminate", "reap", "job",  "hang"};
 
 struct fake_failure {
     unsigned countdown; /* fail when it reaches 1; 0 = none */
@@ -226,8 +227,21 @@ fake_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log
         return r;
     struct kiln_error job_err = {0};
     bool job_fails = fake_call(inst->conn, "job", &job_err) < 0;
-
+    /* A hanging job: its last document's first phase never ends a step named by the injected
+     * message. */
     const char *exec_id = job->execution_id ? job->execution_id : "fake";
+    int hang_i = op_index("hang");
+    _cleanup_free_ char *hang_step = kiln_strdup(inst->conn->failures[hang_i].message
+                                                     ? inst->conn->failures[hang_i].message
+                                                     : "Hang");
+    bool hangs = fake_call(inst->conn, "hang", NULL) < 0;
+    const char *hang_phase = job->phases && job->phases[0] ? job->phases[0] : "build";
+    if (hangs && job->timeout_seconds <= 0)
+        return kiln_error_set(err, -ETIMEDOUT, "fake run: job %s hangs in %s/%s and has no "
+                              "timeout (a real instance would wait for ever)", exec_id,
+                              hang_phase, hang_step);
+    const char *last_status = job_fails ? "failed" : hangs ? "cancelled" : "success";
+
     for (char **d = job->documents; d && *d; d++) {
         json_t *phases = json_array();
         for (char **p = job->phases; p && *p; p++)
@@ -235,8 +249,15 @@ fake_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log
         emit(events, json_pack("{s:s, s:s, s:o}", "event", "document-start", "document", *d,
                                "phases", json_copy(phases)));
         bool last = d[1] == NULL;
+        if (last && hangs) {
+            emit(events, json_pack("{s:s, s:s, s:s, s:s}", "event", "step-start", "document", *d,
+                                   "phase", hang_phase, "step", hang_step));
+            emit(events, json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "step-end", "document",
+                                   *d, "phase", hang_phase, "step", hang_step, "status",
+                                   "cancelled"));
+        }
         emit(events, json_pack("{s:s, s:s, s:s}", "event", "document-end", "document", *d,
-                               "status", job_fails && last ? "failed" : "success"));
+                               "status", last ? last_status : "success"));
         json_array_append_new(inst->history,
                               json_pack("{s:s, s:o}", "document", *d, "phases", phases));
     }
@@ -244,17 +265,24 @@ fake_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log
         events->console(events->userdata, "stdout", "fake run\n", 9);
 
     *ret = (struct kiln_job_result){0};
-    ret->status = job_fails ? KILN_RUN_FAILED : KILN_RUN_SUCCESS;
-    if (job_fails)
+    ret->status = job_fails || hangs ? KILN_RUN_FAILED : KILN_RUN_SUCCESS;
+    if (job_fails) {
         ret->failure = kiln_strdup(job_err.message);
+    } else if (hangs) {
+        /* As the libvirt driver reports a job whose time ran out. */
+        ret->timed_out = true;
+        ret->failure = kiln_asprintf("job %s timed out after %d second%s in %s/%s; the agent "
+                                     "cancelled it", exec_id, job->timeout_seconds,
+                                     job->timeout_seconds == 1 ? "" : "s", hang_phase, hang_step);
+    }
     if (log_dir) {
         char *folder = kiln_asprintf("%s/TOE_fake_%s", log_dir, exec_id);
         r = kiln_mkdir_p(folder, 0755, err);
         if (r == 0) {
             char *path = kiln_path_join(folder, "detailedoutput.json");
             _cleanup_json_ json_t *out = json_pack(
-                "{s:s, s:s, s:O}", "executionId", exec_id, "status",
-                job_fails ? "failed" : "success", "documents", inst->history);
+                "{s:s, s:s, s:O}", "executionId", exec_id, "status", last_status, "documents",
+                inst->history);
             char *text = kiln_json_dumps(out, true);
             r = kiln_write_file_atomic(path, text, strlen(text), 0644, err);
             free(text);

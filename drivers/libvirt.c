@@ -21,6 +21,7 @@
 #include "common/hash.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/time.h"
 #include "drivers/agent-client.h"
 #include "drivers/command.h"
 #include "drivers/libvirt.h"
@@ -29,6 +30,8 @@
 #define CONSOLE_TAIL_LINES 20
 #define CONSOLE_SCAN_MAX (256u << 10)
 #define SUN_PATH_MAX 107
+/* How long the agent gets to end a job whose time ran out, once asked to cancel it. */
+#define CANCEL_GRACE_MS 10000
 
 struct libvirt_conn {
     virConnectPtr conn;
@@ -795,6 +798,18 @@ reboot_guest(struct kiln_instance *inst, int timeout_s, struct kiln_error *err)
     return connect_agent(inst, timeout_s, old_boot, err);
 }
 
+/* Seconds left before deadline (ms, 0: none), capped at cap; 0 when it has passed. */
+static int
+seconds_left(int64_t deadline, int cap)
+{
+    if (!deadline)
+        return cap;
+    int64_t left = (deadline - (int64_t)kiln_now_ms() + 999) / 1000;
+    if (left <= 0)
+        return 0;
+    return left < cap ? (int)left : cap;
+}
+
 static int
 libvirt_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_dir,
             const struct kiln_engine_events *events, unsigned flags, struct kiln_job_result *ret,
@@ -803,9 +818,13 @@ libvirt_run(struct kiln_instance *inst, const struct kiln_job *job, const char *
     KILN_CHECK_FLAGS(flags, 0, err);
     if (!job || !job->documents || !job->documents[0])
         return kiln_error_set(err, -EINVAL, "run: no documents");
+    /* The job's whole time, reboots included (Image Builder's timeouts are wall-clock). */
+    int64_t deadline = job->timeout_seconds > 0
+                           ? (int64_t)kiln_now_ms() + (int64_t)job->timeout_seconds * 1000
+                           : 0;
     int r;
     if (!inst->agent) {
-        r = connect_agent(inst, 300, NULL, err);
+        r = connect_agent(inst, seconds_left(deadline, 300), NULL, err);
         if (r < 0)
             return r;
     }
@@ -827,28 +846,57 @@ libvirt_run(struct kiln_instance *inst, const struct kiln_job *job, const char *
         cb.userdata = events->userdata;
     }
     struct kiln_agent_job_result ar = {0};
+    const char *while_doing = "";
+    kiln_agent_client_set_deadline(inst->agent, deadline, CANCEL_GRACE_MS);
     r = kiln_agent_client_run_job(inst->agent, &aj, &cb, &ar, err);
-    for (int reboots = 0; r == 0 && ar.status == KILN_AGENT_JOB_REBOOT_REQUIRED; reboots++) {
+    for (int reboots = 0; r == 0 && ar.status == KILN_AGENT_JOB_REBOOT_REQUIRED && !ar.timed_out;
+         reboots++) {
         if (reboots >= 16) {
             r = kiln_error_set(err, -KILN_E_LIMIT, "run %s: more than 16 reboots", exec_id);
             break;
         }
         kiln_agent_job_result_clear(&ar);
-        r = reboot_guest(inst, 600, err);
+        /* The reboot counts against the job's time: wait for the new boot only while some is
+         * left. */
+        int wait_s = seconds_left(deadline, 600);
+        if (wait_s == 0) {
+            r = kiln_error_set(err, -ETIMEDOUT, "no time left to reboot the guest");
+            break;
+        }
+        while_doing = " while the guest rebooted";
+        r = reboot_guest(inst, wait_s, err);
         if (r < 0)
             break;
+        while_doing = "";
+        kiln_agent_client_set_deadline(inst->agent, deadline, CANCEL_GRACE_MS);
         r = kiln_agent_client_resume_job(inst->agent, exec_id, &cb, &ar, err);
     }
     if (r < 0) {
         kiln_agent_job_result_clear(&ar);
         _cleanup_free_ char *tail = console_tail(inst->console, CONSOLE_TAIL_LINES);
+        if (deadline && (int64_t)kiln_now_ms() >= deadline)
+            return kiln_error_prefix(err, r,
+                                     "instance %s: job %s timed out after %d second%s%s%s%s%s",
+                                     inst->name, exec_id, job->timeout_seconds,
+                                     job->timeout_seconds == 1 ? "" : "s", while_doing,
+                                     *tail ? " (last console lines:\n" : "", tail,
+                                     *tail ? "\n)" : "");
         return kiln_error_prefix(err, r, "instance %s, job %s (last console lines:\n%s\n)",
                                  inst->name, exec_id, tail);
     }
 
     struct kiln_job_result res = {.status = run_status(ar.status)};
-    if (ar.failure)
+    if (ar.timed_out) {
+        /* Ended by the cancel Kiln sent: a failure of the job, not a cancelled build. */
+        res.status = KILN_RUN_FAILED;
+        res.timed_out = true;
+        res.failure = kiln_asprintf("job %s timed out after %d second%s%s%s; the agent "
+                                    "cancelled it", exec_id, job->timeout_seconds,
+                                    job->timeout_seconds == 1 ? "" : "s", ar.step ? " in " : "",
+                                    ar.step ? ar.step : "");
+    } else if (ar.failure) {
         res.failure = kiln_strdup(ar.failure);
+    }
     kiln_agent_job_result_clear(&ar);
     if (log_dir) {
         r = kiln_mkdir_p(log_dir, 0755, err);

@@ -245,6 +245,7 @@ struct build {
     const char *phase_label;
     bool store_failed;      /* a resource could not be recorded */
     char failed_step[256];  /* "phase/step" of the last step that failed in the current job */
+    char started_step[256]; /* "phase/step" of the last step that started in the current job */
     char last_output[1024]; /* the tail of the current job's console output */
 };
 
@@ -305,8 +306,11 @@ engine_event(void *userdata, const json_t *ev)
         snprintf(who, sizeof(who), "%s", b->phase_label);
     if (kiln_streq(type, "document-start"))
         progress_step(b, "%s", who);
-    else if (kiln_streq(type, "step-start"))
+    else if (kiln_streq(type, "step-start")) {
         progress_step(b, "%s: %s/%s", who, phase ? phase : "?", step ? step : "?");
+        snprintf(b->started_step, sizeof(b->started_step), "%s/%s", phase ? phase : "?",
+                 step ? step : "?");
+    }
     else if (kiln_streq(type, "step-end") && status && !kiln_streq(status, "success")) {
         progress_step(b, "%s: %s/%s %s", who, phase ? phase : "?", step ? step : "?", status);
         if (kiln_streq(status, "failed"))
@@ -386,10 +390,23 @@ component_parameters(const struct kiln_component_ref *c)
     return o;
 }
 
-/* Run one job on the current instance. what names it for messages ("component 2 (hello)"). */
+/* "90 minutes" or "75 s". */
+static void
+duration_text(char *buf, size_t size, int seconds)
+{
+    if (seconds >= 60 && seconds % 60 == 0)
+        snprintf(buf, size, "%d minute%s", seconds / 60, seconds == 60 ? "" : "s");
+    else
+        snprintf(buf, size, "%d s", seconds);
+}
+
+/* Run one job on the current instance. what names it for messages ("component 2 (hello)");
+ * limit names where timeout_seconds comes from, for the message when it runs out (NULL: Kiln's
+ * own limit for that job). */
 static int
 run_job(struct build *b, const char *document, const char *const *phases, json_t *parameters,
-        const char *what, const char *log_sub, int timeout_seconds, struct kiln_error *err)
+        const char *what, const char *log_sub, int timeout_seconds, const char *limit,
+        struct kiln_error *err)
 {
     _cleanup_free_ char *log_dir = kiln_path_join(b->log_dir, log_sub);
     int r = kiln_mkdir_p(log_dir, 0755, err);
@@ -410,12 +427,27 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     struct kiln_engine_events events = {engine_event, engine_console, b};
     struct kiln_job_result res = {0};
     b->failed_step[0] = '\0';
+    b->started_step[0] = '\0';
     b->last_output[0] = '\0';
     r = b->ops->run(b->inst, &job, log_dir, &events, 0, &res, err);
     if (r < 0) {
         free(res.failure);
         free(res.log_dir);
         return kiln_error_prefix(err, r, "%s", what);
+    }
+    if (res.timed_out) {
+        /* The driver cancelled the job when its time ran out: say which limit, and where. */
+        _cleanup_free_ char *tail = output_tail(b, 3);
+        char after[64];
+        duration_text(after, sizeof(after), timeout_seconds);
+        r = kiln_error_set(err, -ETIMEDOUT, "%s timed out%s%s after %s (%s); the job was "
+                           "cancelled%s%s (logs: %s)", what, b->started_step[0] ? " in " : "",
+                           b->started_step, after, limit ? limit : "Kiln's limit for this job",
+                           tail ? "; last output: " : "", tail ? tail : "",
+                           res.log_dir ? res.log_dir : log_dir);
+        free(res.failure);
+        free(res.log_dir);
+        return r;
     }
     switch (res.status) {
     case KILN_RUN_SUCCESS:
@@ -806,7 +838,7 @@ inventory(struct build *b, struct kiln_error *err)
     static const char *const phases[] = {"build", NULL};
     struct kiln_error e = {0};
     r = run_job(b, path, phases, NULL, "the package inventory (kiln-inventory)", "inventory", 600,
-                &e);
+                NULL, &e);
     if (r == -ECANCELED || cancelled(b))
         return kiln_error_set(err, -ECANCELED, "cancelled");
     if (r < 0) {
@@ -959,7 +991,8 @@ stages(struct build *b, struct kiln_error *err)
             _cleanup_free_ char *what = kiln_asprintf("component %zu (%s, %s)", i + 1, d->name,
                                                       rec->components[i].resolved);
             _cleanup_free_ char *sub = kiln_asprintf("build/%02zu-%s", i + 1, d->name);
-            r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1, err);
+            r = run_job(b, rec->components[i].resolved, build_phases, params, what, sub, -1,
+                        NULL, err);
             if (r < 0)
                 return r;
         }
@@ -996,7 +1029,7 @@ stages(struct build *b, struct kiln_error *err)
         _cleanup_json_ json_t *params = json_pack("{s:s, s:s}", "workingDirectory",
                                                   rec->working_directory, "keepToeFolder", keep);
         r = run_job(b, cleanup, phases, params, "the Linux cleanup (kiln-linux-cleanup)", "cleanup",
-                    -1, err);
+                    -1, NULL, err);
         if (r < 0)
             return r;
     }
@@ -1039,7 +1072,16 @@ stages(struct build *b, struct kiln_error *err)
             return r;
         b->phase_label = "test";
         int minutes = b->opts->test_timeout_minutes > 0 ? b->opts->test_timeout_minutes : 720;
-        time_t deadline = time(NULL) + (time_t)minutes * 60;
+        int stage_seconds = minutes * 60;
+        _cleanup_free_ char *limit = kiln_asprintf(
+            "the test stage's limit, imageTestsConfiguration.timeoutMinutes: %d", minutes);
+        if (b->opts->test_timeout_seconds > 0) {
+            stage_seconds = b->opts->test_timeout_seconds;
+            free(limit);
+            limit = kiln_asprintf("the test stage's limit, test_timeout_seconds: %d",
+                                  stage_seconds);
+        }
+        time_t deadline = time(NULL) + (time_t)stage_seconds;
         static const char *const test_phases[] = {"test", NULL};
         for (size_t i = 0; i < rec->n_components; i++) {
             if (cancelled(b))
@@ -1050,13 +1092,14 @@ stages(struct build *b, struct kiln_error *err)
                 continue;
             int left = (int)(deadline - time(NULL));
             if (left <= 0)
-                return kiln_error_set(
-                    err, -ETIMEDOUT, "the test stage ran longer than timeoutMinutes (%d)", minutes);
+                return kiln_error_set(err, -ETIMEDOUT, "the test stage ran out of time before "
+                                      "component %zu (%s)", i + 1, limit);
             _cleanup_json_ json_t *params = component_parameters(&rec->components[i]);
             _cleanup_free_ char *what = kiln_asprintf("test of component %zu (%s, %s)", i + 1,
                                                       d->name, rec->components[i].resolved);
             _cleanup_free_ char *sub = kiln_asprintf("test/%02zu-%s", i + 1, d->name);
-            r = run_job(b, rec->components[i].resolved, test_phases, params, what, sub, left, err);
+            r = run_job(b, rec->components[i].resolved, test_phases, params, what, sub, left,
+                        limit, err);
             if (r < 0)
                 return r;
         }

@@ -46,6 +46,9 @@ struct kiln_build_options {
      * from the longest prefix already built (one more boot per component when building). */
     bool layer_cache;
     int test_timeout_minutes;  /* 0: 720 */
+    /* > 0: the test stage's limit in seconds instead of test_timeout_minutes (Image Builder's
+     * minimum is 60 minutes; this finer limit is for tests). */
+    int test_timeout_seconds;
     int ready_timeout_seconds; /* 0: 600 */
     const char *qemu_img;      /* NULL: "qemu-img" from PATH */
     const struct kiln_build_progress *progress;

@@ -143,6 +143,62 @@ test_fake_injected_failures(void **state)
 }
 
 static void
+on_step_event(void *userdata, const json_t *event)
+{
+    json_t *steps = userdata;
+    const char *type = kiln_json_get_str(event, "event");
+    if (kiln_streq(type, "step-start") || kiln_streq(type, "step-end"))
+        json_array_append_new(steps, json_pack("{s:s, s:s?, s:s?}", "event", type, "step",
+                                               kiln_json_get_str(event, "step"), "status",
+                                               kiln_json_get_str(event, "status")));
+}
+
+static void
+test_fake_hang(void **state)
+{
+    const struct kiln_driver_ops *d = &kiln_fake_driver;
+    struct kiln_driver_config cfg = {.build_id = "b4"};
+    void *conn = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(d->open(&cfg, 0, &conn, &err), 0);
+    struct kiln_instance *a = NULL;
+    assert_int_equal(d->launch(conn, &base, "a", 60, 0, &a, &err), 0);
+    char *docs[] = {"/docs/a.yml", "/docs/t.yml", NULL};
+    char *phases[] = {"test", NULL};
+    _cleanup_json_ json_t *steps = json_array();
+    struct kiln_engine_events ev = {.event = on_step_event, .userdata = steps};
+    struct kiln_job job = {.documents = docs, .phases = phases, .execution_id = "e4",
+                           .timeout_seconds = 1800};
+    struct kiln_job_result res = {0};
+
+    /* With a timeout: ended as the libvirt driver ends a job whose time ran out. */
+    kiln_fake_inject_failure(conn, "hang", 1, 0, "Wait");
+    assert_int_equal(d->run(a, &job, NULL, &ev, 0, &res, &err), 0);
+    assert_int_equal(res.status, KILN_RUN_FAILED);
+    assert_true(res.timed_out);
+    assert_string_equal(res.failure,
+                        "job e4 timed out after 1800 seconds in test/Wait; the agent cancelled it");
+    assert_int_equal(json_array_size(steps), 2);
+    assert_string_equal(kiln_json_get_str(json_array_get(steps, 0), "step"), "Wait");
+    assert_string_equal(kiln_json_get_str(json_array_get(steps, 1), "status"), "cancelled");
+    kiln_job_result_clear(&res);
+
+    /* The next job does not hang. */
+    assert_int_equal(d->run(a, &job, NULL, NULL, 0, &res, &err), 0);
+    assert_int_equal(res.status, KILN_RUN_SUCCESS);
+    assert_false(res.timed_out);
+    kiln_job_result_clear(&res);
+
+    /* Without a timeout (0 or -1) a hang has no end: the fake says so instead of waiting. */
+    kiln_fake_inject_failure(conn, "hang", 1, 0, NULL);
+    job.timeout_seconds = -1;
+    assert_int_equal(d->run(a, &job, NULL, NULL, 0, &res, &err), -ETIMEDOUT);
+    assert_non_null(strstr(err.message, "job e4 hangs in test/Hang and has no timeout"));
+    d->terminate(a, 0, NULL);
+    d->close(conn);
+}
+
+static void
 test_fake_reap_and_flags(void **state)
 {
     const struct kiln_driver_ops *d = &kiln_fake_driver;
@@ -164,4 +220,5 @@ test_fake_reap_and_flags(void **state)
 
 KILN_TEST_MAIN(cmocka_unit_test(test_fake_find_and_lifecycle),
                cmocka_unit_test(test_fake_injected_failures),
+               cmocka_unit_test(test_fake_hang),
                cmocka_unit_test(test_fake_reap_and_flags))

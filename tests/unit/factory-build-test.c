@@ -287,8 +287,9 @@ fk_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_d
         json_array_append_new(phases, json_string(job->phases[i]));
     char *desc = kiln_fake_driver.describe(inst);
     json_array_append_new(fk.jobs,
-                          json_pack("{s:o, s:o, s:O?, s:s}", "documents", docs, "phases", phases,
-                                    "parameters", job->parameters, "instance", desc));
+                          json_pack("{s:o, s:o, s:O?, s:s, s:i}", "documents", docs, "phases",
+                                    phases, "parameters", job->parameters, "instance", desc,
+                                    "timeout", job->timeout_seconds));
     free(desc);
     if (fk.cancel_on_run)
         *fk.cfg->cancel = 1; /* Ctrl-C arrives while the step runs */
@@ -744,6 +745,93 @@ test_test_phase_failure(void **state)
             assert_true(de->d_name[0] == '.');
         closedir(d);
     }
+    kiln_build_result_clear(&res);
+}
+
+/* The timeout_seconds of job i (in the order run). */
+static int
+job_timeout(size_t i)
+{
+    return (int)json_integer_value(json_object_get(json_array_get(fk.jobs, i), "timeout"));
+}
+
+static void
+test_test_phase_timeout(void **state)
+{
+    struct fx *f = *state;
+    /* Jobs: hello build, second build, inventory, cleanup, hello test: the fifth hangs in its
+     * step Wait until the driver's timeout ends it. */
+    fk_fail("hang", 5, 0, "Wait");
+    f->opts.test_timeout_minutes = 90;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ETIMEDOUT);
+    fprintf(stderr, "%s\n", res.reason);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "test of component 1 (hello,"));
+    assert_non_null(strstr(res.reason, "timed out in test/Wait after "));
+    assert_non_null(strstr(res.reason, "(the test stage's limit, "
+                                       "imageTestsConfiguration.timeoutMinutes: 90)"));
+    assert_non_null(strstr(res.reason, "the job was cancelled"));
+    assert_non_null(strstr(res.reason, "logs: "));
+    /* The limits each job got: none for the components' build phases and the cleanup, 10
+     * minutes for the inventory, what was left of the 90 minutes for the test. */
+    assert_int_equal(json_array_size(fk.jobs), 5);
+    assert_int_equal(job_timeout(0), -1);
+    assert_int_equal(job_timeout(1), -1);
+    assert_int_equal(job_timeout(2), 600);
+    assert_int_equal(job_timeout(3), -1);
+    assert_true(job_timeout(4) > 90 * 60 - 5 && job_timeout(4) <= 90 * 60);
+    assert_int_equal(fk.launches, 2);
+    assert_released(f, &res);
+    struct kiln_image_record *rec = record(f, &res);
+    assert_int_equal(rec->status, KILN_IMAGE_FAILED);
+    assert_string_equal(rec->reason, res.reason);
+    assert_int_equal(rec->n_outputs, 0);
+    kiln_image_record_free(rec);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_test_timeout_seconds(void **state)
+{
+    struct fx *f = *state;
+    /* The finer limit for tests wins over the minutes, and the reason names it. */
+    fk_fail("hang", 5, 0, NULL);
+    f->opts.test_timeout_minutes = 60;
+    f->opts.test_timeout_seconds = 20;
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ETIMEDOUT);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "test of component 1 (hello,"));
+    assert_non_null(strstr(res.reason, "timed out in test/Hang after "));
+    assert_non_null(strstr(res.reason, "(the test stage's limit, test_timeout_seconds: 20)"));
+    assert_true(job_timeout(4) > 15 && job_timeout(4) <= 20);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_inventory_timeout_not_fatal(void **state)
+{
+    struct fx *f = *state;
+    /* The inventory (third job) hangs: its 600 s run out, and the build goes on without a
+     * package list; the manifest says why. */
+    fk_fail("hang", 3, 0, "ListInstalledPackages");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    int r = kiln_build_run(&f->opts, &res, &err);
+    if (r < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(res.manifest_path, 1 << 20, &m, NULL), 0);
+    _cleanup_free_ char *text = kiln_json_dumps(m, false);
+    json_decref(m);
+    assert_non_null(strstr(text, "timed out in build/ListInstalledPackages after 10 minutes "
+                                 "(Kiln's limit for this job)"));
+    assert_released(f, &res);
     kiln_build_result_clear(&res);
 }
 
@@ -1258,6 +1346,9 @@ KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_snapshot_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_test_phase_failure, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_test_phase_timeout, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_test_timeout_seconds, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_inventory_timeout_not_fatal, setup, teardown),
                cmocka_unit_test_setup_teardown(test_terminate_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_distribution_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_tests_disabled, setup, teardown),

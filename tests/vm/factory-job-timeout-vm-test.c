@@ -1,0 +1,287 @@
+/* VM test of a job's whole-time limit: a build on the tiny image (libvirt, TCG unless
+ * KILN_TEST_ACCEL says otherwise) whose test phase sleeps for ever, with no step timeout. Only
+ * the test stage's limit (test_timeout_seconds, the finer form of imageTestsConfiguration's
+ * timeoutMinutes) can end it: the libvirt driver has the guest agent cancel the job, and the
+ * build ends FAILED with a reason naming the component, the step and the limit. Afterwards
+ * nothing of the build remains: no domain, no resource in the store, nothing in the home's
+ * builds/ and run/ folders, no agent socket in /tmp. A second case reboots the guest (exit 194)
+ * before hanging: the limit holds across the reboot. Each case runs in its own Kiln home.
+ * Components: tests/data/recipes/job-timeout/. Label: vm. */
+#include "kiln-test.h"
+
+#include <dirent.h>
+#include <libvirt/libvirt.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "drivers/command.h"
+#include "factory/build.h"
+#include "images/catalog.h"
+
+static const char *
+uri(void)
+{
+    const char *u = getenv("KILN_TEST_URI");
+    return u && *u ? u : "qemu:///system";
+}
+
+struct fx {
+    char *dir; /* the Kiln home, and where the test's files go */
+    struct kiln_store *store;
+    char *infra, *dist, *recipe;
+    struct kiln_buf steps;
+    struct kiln_build_progress progress;
+    time_t test_started; /* when the test stage began */
+};
+
+static void
+put(const char *dir, const char *name, const char *text)
+{
+    char *p = kiln_path_join(dir, name);
+    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
+    free(p);
+}
+
+static void
+on_step(void *userdata, const char *text)
+{
+    struct fx *f = userdata;
+    kiln_buf_appendf(&f->steps, "%s\n", text);
+}
+
+static void
+on_stage(void *userdata, const char *stage)
+{
+    struct fx *f = userdata;
+    if (kiln_streq(stage, "test"))
+        f->test_started = time(NULL);
+}
+
+static void
+write_recipe(struct fx *f, const char *name, const char *component)
+{
+    char *comp =
+        kiln_asprintf("%s/tests/data/recipes/job-timeout/%s", kiln_test_source_dir(), component);
+    char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
+                                 "components:\n  - path: %s\n",
+                                 name, comp);
+    put(f->dir, "recipe.yml", recipe);
+    free(recipe);
+    free(comp);
+}
+
+static int
+setup(void **state)
+{
+    struct fx *f = kiln_new(struct fx, 1);
+    struct kiln_error err = {0};
+    if (kiln_mkdtemp("kiln-jt-vm", &f->dir, &err) < 0 ||
+        kiln_store_open(f->dir, &f->store, &err) < 0) {
+        fprintf(stderr, "%s\n", err.message);
+        return -1;
+    }
+    const char *accel = getenv("KILN_TEST_ACCEL");
+    char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: %s\nvcpus: 1\n"
+                                "memoryMiB: 256\n",
+                                uri(), accel && *accel ? accel : "tcg");
+    put(f->dir, "infra.yml", infra);
+    free(infra);
+    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/out\n"
+                               "      formats: [qcow2]\n",
+                               f->dir);
+    put(f->dir, "dist.yml", dist);
+    free(dist);
+    /* The tiny image as prepared by the vm fixture, seen from this home. */
+    char *catalog = kiln_catalog_home();
+    char *images = kiln_path_join(catalog, "images");
+    char *link = kiln_path_join(f->dir, "images");
+    assert_int_equal(symlink(images, link), 0);
+    free(link);
+    free(images);
+    free(catalog);
+    f->infra = kiln_path_join(f->dir, "infra.yml");
+    f->dist = kiln_path_join(f->dir, "dist.yml");
+    f->recipe = kiln_path_join(f->dir, "recipe.yml");
+    kiln_buf_init(&f->steps);
+    f->progress = (struct kiln_build_progress){.stage = on_stage, .step = on_step, .userdata = f};
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+    kiln_store_free(f->store);
+    kiln_rm_rf(f->dir, NULL);
+    free(f->dir);
+    free(f->infra);
+    free(f->dist);
+    free(f->recipe);
+    kiln_buf_clear(&f->steps);
+    free(f);
+    return 0;
+}
+
+/* Domains whose name carries the build id (every domain of a build does). */
+static int
+domains_of(const char *build_id)
+{
+    virConnectPtr c = virConnectOpen(uri());
+    assert_non_null(c);
+    virDomainPtr *doms = NULL;
+    int n = virConnectListAllDomains(c, &doms, 0);
+    assert_true(n >= 0);
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = virDomainGetName(doms[i]);
+        if (name && strstr(name, build_id)) {
+            fprintf(stderr, "domain left: %s\n", name);
+            found++;
+        }
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    virConnectClose(c);
+    return found;
+}
+
+static int
+entries_in(const char *dir, const char *sub)
+{
+    char *p = kiln_path_join(dir, sub);
+    DIR *d = opendir(p);
+    int n = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+                fprintf(stderr, "left in %s: %s\n", p, e->d_name);
+                n++;
+            }
+        closedir(d);
+    }
+    free(p);
+    return n;
+}
+
+/* The agent socket when WORK/NAME/agent.sock is too long for a unix socket (drivers/libvirt.c):
+ * /tmp/kiln-<first 24 hex of SHA-256(WORK/NAME)>.sock. */
+static char *
+fallback_socket(struct fx *f, const char *build_id, const char *which)
+{
+    char *dir = kiln_asprintf("%s/builds/%s/%s-%s", f->dir, build_id, build_id, which);
+    char h[KILN_HASH_MAX_HEX];
+    kiln_hash_buf_hex(KILN_HASH_SHA256, dir, strlen(dir), h);
+    h[24] = '\0';
+    free(dir);
+    return kiln_asprintf("/tmp/kiln-%s.sock", h);
+}
+
+/* Run the build with a test stage limit of seconds; it must fail. Returns its result after
+ * checking the reason names the component, the step Hang and the limit, that the cancelled step
+ * is in the fetched logs, and that nothing of the build remains. */
+static void
+build_times_out(struct fx *f, int seconds, const char *component_name,
+                struct kiln_build_result *res)
+{
+    struct kiln_build_options opts = {
+        .recipe_path = f->recipe,
+        .infrastructure_path = f->infra,
+        .distribution_path = f->dist,
+        .home = f->dir,
+        .store = f->store,
+        .ready_timeout_seconds = 300,
+        .progress = &f->progress,
+        .test_timeout_seconds = seconds,
+    };
+    struct kiln_error err = {0};
+    time_t t0 = time(NULL);
+    assert_true(kiln_build_run(&opts, res, &err) < 0);
+    time_t end = time(NULL);
+    fprintf(stderr, "failed after %lld s (test stage %lld s): %s\nsteps:\n%s",
+            (long long)(end - t0), (long long)(end - f->test_started), res->reason, f->steps.data);
+    assert_int_equal(res->status, KILN_IMAGE_FAILED);
+    /* Ended by the limit, not much later: the grace is 10 s, releasing the instance a few. */
+    assert_true(f->test_started > 0);
+    assert_true(end - f->test_started >= seconds);
+    assert_true(end - f->test_started < seconds + 30);
+    char *what = kiln_asprintf("test of component 1 (%s,", component_name);
+    assert_non_null(strstr(res->reason, what));
+    free(what);
+    assert_non_null(strstr(res->reason, "timed out in test/Hang after "));
+    char *limit = kiln_asprintf("(the test stage's limit, test_timeout_seconds: %d)", seconds);
+    assert_non_null(strstr(res->reason, limit));
+    free(limit);
+    assert_non_null(strstr(res->reason, "the job was cancelled"));
+    assert_non_null(strstr(res->reason, "last output: "));
+    assert_non_null(strstr(res->reason, "hanging (logs: "));
+    assert_non_null(strstr(res->reason, "(logs: "));
+
+    /* The agent ended the job: its logs were fetched, with the cancelled step recorded. */
+    const char *logs = strstr(res->reason, "(logs: ") + 7;
+    char *log_dir = kiln_strndup(logs, strcspn(logs, ")"));
+    char *argv[] = {"grep", "-rl", "--include=detailedoutput.json", "cancelled", log_dir, NULL};
+    char *found = NULL;
+    assert_int_equal(kiln_command_run(argv, &found, NULL), 0);
+    assert_non_null(strstr(found, "detailedoutput.json"));
+    free(found);
+    free(log_dir);
+
+    /* Nothing of the build remains. */
+    struct kiln_resource_record *list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
+    assert_int_equal(n, 0);
+    kiln_resource_record_list_free(list, n);
+    assert_int_equal(domains_of(res->build_id), 0);
+    assert_int_equal(entries_in(f->dir, "builds"), 0);
+    assert_int_equal(entries_in(f->dir, "run"), 0);
+    for (int i = 0; i < 2; i++) {
+        char *sock = fallback_socket(f, res->build_id, i ? "test" : "build");
+        assert_int_equal(access(sock, F_OK), -1);
+        free(sock);
+    }
+    struct kiln_image_record *rec = NULL;
+    assert_int_equal(kiln_store_image_get_by_build_id(f->store, res->build_id, &rec, NULL), 0);
+    assert_int_equal(rec->status, KILN_IMAGE_FAILED);
+    assert_string_equal(rec->reason, res->reason);
+    assert_int_equal(rec->n_outputs, 0);
+    kiln_image_record_free(rec);
+}
+
+static void
+test_test_phase_times_out(void **state)
+{
+    struct fx *f = *state;
+    write_recipe(f, "jt-hang-test", "hang-test.yml");
+    struct kiln_build_result res;
+    build_times_out(f, 12, "hang-test", &res);
+    /* The test phase started, its first step passed on the new image, the second hung. */
+    assert_non_null(strstr(f->steps.data, "test 1/1 hang-test: test/Check"));
+    assert_non_null(strstr(f->steps.data, "test 1/1 hang-test: test/Hang cancelled"));
+    /* The first component's test job got the whole stage. */
+    assert_non_null(strstr(res.reason, "timed out in test/Hang after 12 s"));
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_limit_holds_across_a_reboot(void **state)
+{
+    struct fx *f = *state;
+    write_recipe(f, "jt-reboot", "reboot-hang.yml");
+    struct kiln_build_result res;
+    /* Enough for the reboot under TCG; the hang after it must still end at the same limit. */
+    build_times_out(f, 40, "reboot-hang", &res);
+    assert_non_null(strstr(f->steps.data, "rebooting the guest"));
+    assert_non_null(strstr(f->steps.data, "test 1/1 reboot-hang: test/Hang cancelled"));
+    kiln_build_result_clear(&res);
+}
+
+KILN_TEST_MAIN(cmocka_unit_test_setup_teardown(test_test_phase_times_out, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_limit_holds_across_a_reboot, setup, teardown))
