@@ -83,6 +83,55 @@ kiln_build_cleanup_document(void)
     return cleanup_document;
 }
 
+/* The kernel the image's boot loader will start, against the one this instance runs (the parent's
+ * direct-boot kernel): "key value" lines after "kiln-boot-kernel 1". The version is read from
+ * the bzImage header (the string uname -r prints), falling back to the file name; the kernel
+ * is the first entry of grub.cfg (GRUB_DEFAULT=0, Debian's default), else /vmlinuz, else the
+ * newest /boot/vmlinuz-*. Shell, awk, od and dd only: milliseconds in the guest. */
+#define BOOT_KERNEL_STEP                                                                           \
+    "      - name: ReportBootKernel\n"                                                             \
+    "        action: ExecuteBash\n"                                                                \
+    "        inputs:\n"                                                                            \
+    "          commands:\n"                                                                        \
+    "            - |\n"                                                                            \
+    "              hdr_version() {\n"                                                              \
+    "                [ \"$(dd if=\"$1\" bs=1 skip=514 count=4 2>/dev/null)\" = HdrS ] || return 1\n" \
+    "                off=$(od -An -tu2 -j 526 -N 2 \"$1\" | tr -d ' ')\n"                          \
+    "                [ -n \"$off\" ] && [ \"$off\" -gt 0 ] || return 1\n"                          \
+    "                dd if=\"$1\" bs=512 skip=$((off / 512 + 1)) count=1 2>/dev/null |\n"          \
+    "                  dd bs=1 skip=$((off % 512)) count=96 2>/dev/null | tr '\\000' '\\n' |\n"   \
+    "                  head -n 1 | cut -d ' ' -f 1\n"                                              \
+    "              }\n"                                                                            \
+    "              echo 'kiln-boot-kernel 1'\n"                                                    \
+    "              running=$(uname -r)\n"                                                          \
+    "              echo \"running $running\"\n"                                                    \
+    "              if [ -d \"/lib/modules/$running\" ]; then echo 'modules yes'\n"                 \
+    "              else echo 'modules no'; fi\n"                                                   \
+    "              path=\n"                                                                        \
+    "              for cfg in /boot/grub/grub.cfg /boot/grub2/grub.cfg; do\n"                      \
+    "                [ -r \"$cfg\" ] || continue\n"                                                \
+    "                echo 'loader grub'\n"                                                         \
+    "                path=$(awk '$1 == \"linux\" || $1 == \"linuxefi\" || $1 == \"linux16\" {\n"   \
+    "                  print $2; exit }' \"$cfg\")\n"                                              \
+    "                break\n"                                                                      \
+    "              done\n"                                                                         \
+    "              # A separate /boot: GRUB names the kernel relative to it.\n"                    \
+    "              if [ -n \"$path\" ] && [ ! -e \"$path\" ] && [ -e \"/boot$path\" ]; then\n"   \
+    "                path=/boot$path\n"                                                            \
+    "              fi\n"                                                                           \
+    "              if [ -z \"$path\" ] && [ -e /vmlinuz ]; then path=$(readlink -f /vmlinuz); fi\n" \
+    "              if [ -z \"$path\" ]; then\n"                                                    \
+    "                path=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V 2>/dev/null | tail -n 1)\n" \
+    "              fi\n"                                                                           \
+    "              if [ -n \"$path\" ] && [ -f \"$path\" ]; then\n"                                \
+    "                echo \"path $path\"\n"                                                        \
+    "                version=$(hdr_version \"$path\") || version=\n"                               \
+    "                if [ -z \"$version\" ]; then\n"                                               \
+    "                  case \"$path\" in */vmlinuz-*) version=${path##*/vmlinuz-} ;; esac\n"       \
+    "                fi\n"                                                                         \
+    "                if [ -n \"$version\" ]; then echo \"version $version\"; fi\n"                 \
+    "              fi\n"
+
 /* The inventory Kiln takes before the cleanup: the installed packages, one "name<TAB>version<TAB>
  * architecture" line each, from whichever package manager the image has. */
 static const char inventory_document[] =
@@ -114,10 +163,26 @@ static const char inventory_document[] =
     "                printf '%s\\n' \"$pkgs\" | sed 's/-\\([0-9][^-]*-r[0-9]*\\)$/\\t\\1\\t/'\n"
     "              else\n"
     "                echo 'kiln-inventory none'\n"
-    "              fi\n";
+    "              fi\n"
+    BOOT_KERNEL_STEP;
 
 const char *
 kiln_build_inventory_document(void)
 {
     return inventory_document;
+}
+
+static const char boot_kernel_document[] =
+    "name: kiln-boot-kernel\n"
+    "description: Reports the kernel the image's boot loader will start.\n"
+    "schemaVersion: 1.0\n"
+    "phases:\n"
+    "  - name: build\n"
+    "    steps:\n"
+    BOOT_KERNEL_STEP;
+
+const char *
+kiln_build_boot_kernel_document(void)
+{
+    return boot_kernel_document;
 }
