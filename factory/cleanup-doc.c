@@ -84,26 +84,21 @@ kiln_build_cleanup_document(void)
 }
 
 /* The kernel the image's boot loader will start, against the one this instance runs (the parent's
- * direct-boot kernel): "key value" lines after "kiln-boot-kernel 1". The version is read from
- * the bzImage header (the string uname -r prints), falling back to the file name; the kernel
- * is the first entry of grub.cfg (GRUB_DEFAULT=0, Debian's default), else /vmlinuz, else the
- * newest /boot/vmlinuz-*. Shell, awk, od and dd only: milliseconds in the guest. */
+ * direct-boot kernel): "key value" lines after "kiln-boot-kernel 1". The kernel is the first
+ * entry of grub.cfg (GRUB_DEFAULT=0, Debian's default), else /vmlinuz, else the newest
+ * /boot/vmlinuz-*. Its version: a file named vmlinuz-<running version> is the running kernel
+ * (the common case: shell builtins only, as process starts are what costs under TCG);
+ * otherwise the bzImage header says it (the string uname -r prints: the setup header's "HdrS"
+ * at 0x202, the offset of the version string at 0x20e), so that a renamed copy of the same
+ * kernel is not taken for another; else the file name. */
 #define BOOT_KERNEL_STEP                                                                           \
     "      - name: ReportBootKernel\n"                                                             \
     "        action: ExecuteBash\n"                                                                \
     "        inputs:\n"                                                                            \
     "          commands:\n"                                                                        \
     "            - |\n"                                                                            \
-    "              hdr_version() {\n"                                                              \
-    "                [ \"$(dd if=\"$1\" bs=1 skip=514 count=4 2>/dev/null)\" = HdrS ] || return 1\n" \
-    "                off=$(od -An -tu2 -j 526 -N 2 \"$1\" | tr -d ' ')\n"                          \
-    "                [ -n \"$off\" ] && [ \"$off\" -gt 0 ] || return 1\n"                          \
-    "                dd if=\"$1\" bs=512 skip=$((off / 512 + 1)) count=1 2>/dev/null |\n"          \
-    "                  dd bs=1 skip=$((off % 512)) count=96 2>/dev/null | tr '\\000' '\\n' |\n"   \
-    "                  head -n 1 | cut -d ' ' -f 1\n"                                              \
-    "              }\n"                                                                            \
     "              echo 'kiln-boot-kernel 1'\n"                                                    \
-    "              running=$(uname -r)\n"                                                          \
+    "              read -r running </proc/sys/kernel/osrelease 2>/dev/null || running=$(uname -r)\n" \
     "              echo \"running $running\"\n"                                                    \
     "              if [ -d \"/lib/modules/$running\" ]; then echo 'modules yes'\n"                 \
     "              else echo 'modules no'; fi\n"                                                   \
@@ -111,8 +106,9 @@ kiln_build_cleanup_document(void)
     "              for cfg in /boot/grub/grub.cfg /boot/grub2/grub.cfg; do\n"                      \
     "                [ -r \"$cfg\" ] || continue\n"                                                \
     "                echo 'loader grub'\n"                                                         \
-    "                path=$(awk '$1 == \"linux\" || $1 == \"linuxefi\" || $1 == \"linux16\" {\n"   \
-    "                  print $2; exit }' \"$cfg\")\n"                                              \
+    "                while read -r word arg _; do\n"                                               \
+    "                  case $word in linux|linuxefi|linux16) path=$arg; break ;; esac\n"           \
+    "                done <\"$cfg\"\n"                                                             \
     "                break\n"                                                                      \
     "              done\n"                                                                         \
     "              # A separate /boot: GRUB names the kernel relative to it.\n"                    \
@@ -121,11 +117,23 @@ kiln_build_cleanup_document(void)
     "              fi\n"                                                                           \
     "              if [ -z \"$path\" ] && [ -e /vmlinuz ]; then path=$(readlink -f /vmlinuz); fi\n" \
     "              if [ -z \"$path\" ]; then\n"                                                    \
-    "                path=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V 2>/dev/null | tail -n 1)\n" \
+    "                set -- /boot/vmlinuz-*\n"                                                    \
+    "                if [ -e \"$1\" ]; then path=$1; fi\n"                                         \
+    "                if [ -n \"$path\" ] && [ $# -gt 1 ]; then\n"                                  \
+    "                  path=$(ls -1 /boot/vmlinuz-* | sort -V | tail -n 1)\n"                     \
+    "                fi\n"                                                                         \
     "              fi\n"                                                                           \
     "              if [ -n \"$path\" ] && [ -f \"$path\" ]; then\n"                                \
     "                echo \"path $path\"\n"                                                        \
-    "                version=$(hdr_version \"$path\") || version=\n"                               \
+    "                version=\n"                                                                   \
+    "                case \"$path\" in */vmlinuz-\"$running\") version=$running ;; esac\n"          \
+    "                if [ -z \"$version\" ]; then\n"                                               \
+    "                  set -- $(od -An -tu2 -j 514 -N 14 \"$path\" 2>/dev/null)\n"                   \
+    "                  if [ \"$1 $2\" = '25672 21362' ] && [ \"${7:-0}\" -gt 0 ]; then\n"          \
+    "                    { version=$(dd if=\"$path\" bs=1 skip=$(($7 + 512)) count=64 2>/dev/null); } 2>/dev/null\n" \
+    "                    version=${version%%[ ]*}\n"                                               \
+    "                  fi\n"                                                                       \
+    "                fi\n"                                                                         \
     "                if [ -z \"$version\" ]; then\n"                                               \
     "                  case \"$path\" in */vmlinuz-*) version=${path##*/vmlinuz-} ;; esac\n"       \
     "                fi\n"                                                                         \
