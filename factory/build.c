@@ -788,6 +788,8 @@ kiln_inventory_read(const char *dir, json_t **ret_packages, char **ret_source, c
     *ret_source = kiln_strdup(line + 15);
     json_t *packages = json_array();
     while ((line = strtok_r(NULL, "\n", &save))) {
+        if (kiln_streq(line, "kiln-boot-kernel 1"))
+            break; /* the kernel report follows the packages */
         char *f[3] = {line, NULL, NULL};
         for (int k = 1; k < 3 && f[k - 1]; k++) {
             char *tab = strchr(f[k - 1], '\t');
@@ -857,10 +859,20 @@ int
 kiln_boot_kernel_read(const char *dir, struct kiln_boot_kernel *ret)
 {
     memset(ret, 0, sizeof(*ret));
+    /* A step of its own (kiln_build_boot_kernel_document), or after the inventory's packages. */
     _cleanup_free_ char *text = step_stdout(dir, "ReportBootKernel");
-    if (!text)
+    if (text)
+        return kiln_boot_kernel_parse(text, ret);
+    text = step_stdout(dir, "ListInstalledPackages");
+    const char *report = text;
+    while (report && strncmp(report, "kiln-boot-kernel 1\n", 19) != 0) {
+        report = strchr(report, '\n');
+        if (report)
+            report++;
+    }
+    if (!report)
         return -ENOENT;
-    return kiln_boot_kernel_parse(text, ret);
+    return kiln_boot_kernel_parse(report, ret);
 }
 
 bool

@@ -90,13 +90,9 @@ kiln_build_cleanup_document(void)
  * (the common case: shell builtins only, as process starts are what costs under TCG);
  * otherwise the bzImage header says it (the string uname -r prints: the setup header's "HdrS"
  * at 0x202, the offset of the version string at 0x20e), so that a renamed copy of the same
- * kernel is not taken for another; else the file name. */
-#define BOOT_KERNEL_STEP                                                                           \
-    "      - name: ReportBootKernel\n"                                                             \
-    "        action: ExecuteBash\n"                                                                \
-    "        inputs:\n"                                                                            \
-    "          commands:\n"                                                                        \
-    "            - |\n"                                                                            \
+ * kernel is not taken for another; else the file name. The inventory runs it after the package
+ * list in the same shell (a step of its own costs a shell start, 0.1-0.2 s under TCG). */
+#define BOOT_KERNEL_SCRIPT                                                                         \
     "              echo 'kiln-boot-kernel 1'\n"                                                    \
     "              read -r running </proc/sys/kernel/osrelease 2>/dev/null || running=$(uname -r)\n" \
     "              echo \"running $running\"\n"                                                    \
@@ -172,7 +168,7 @@ static const char inventory_document[] =
     "              else\n"
     "                echo 'kiln-inventory none'\n"
     "              fi\n"
-    BOOT_KERNEL_STEP;
+    BOOT_KERNEL_SCRIPT;
 
 const char *
 kiln_build_inventory_document(void)
@@ -187,7 +183,12 @@ static const char boot_kernel_document[] =
     "phases:\n"
     "  - name: build\n"
     "    steps:\n"
-    BOOT_KERNEL_STEP;
+    "      - name: ReportBootKernel\n"
+    "        action: ExecuteBash\n"
+    "        inputs:\n"
+    "          commands:\n"
+    "            - |\n"
+    BOOT_KERNEL_SCRIPT;
 
 const char *
 kiln_build_boot_kernel_document(void)

@@ -355,11 +355,11 @@ fk_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_d
      * writes (detailedoutput.json with the step's outputs), as a dpkg system would print. */
     if (r == 0 && ret->log_dir && strstr(job->documents[0], "kiln-inventory.yml")) {
         json_t *steps = json_array();
-        json_array_append_new(steps, fk_step("ListInstalledPackages",
-                                             "kiln-inventory dpkg\nbash\t5.2.15-2+b2\tamd64\n"
-                                             "libc6\t2.36-9\tamd64"));
-        if (fk.kernel_report)
-            json_array_append_new(steps, fk_step("ReportBootKernel", fk.kernel_report));
+        char *out = kiln_asprintf("kiln-inventory dpkg\nbash\t5.2.15-2+b2\tamd64\n"
+                                  "libc6\t2.36-9\tamd64\n%s",
+                                  fk.kernel_report ? fk.kernel_report : "");
+        json_array_append_new(steps, fk_step("ListInstalledPackages", out));
+        free(out);
         fk_write_detail(ret->log_dir, "kiln-inventory", steps);
     }
     if (r == 0 && ret->log_dir && strstr(job->documents[0], "kiln-boot-kernel.yml") &&
@@ -1193,10 +1193,14 @@ test_cleanup_document(void **state)
     char *inv = kiln_path_join(dir, "inventory.yml");
     const char *inventory = kiln_build_inventory_document();
     assert_int_equal(kiln_write_file_atomic(inv, inventory, strlen(inventory), 0644, NULL), 0);
-    char *paths[] = {path, inv, NULL};
+    char *bk = kiln_path_join(dir, "boot-kernel.yml");
+    const char *boot_kernel = kiln_build_boot_kernel_document();
+    assert_int_equal(kiln_write_file_atomic(bk, boot_kernel, strlen(boot_kernel), 0644, NULL), 0);
+    char *paths[] = {path, inv, bk, NULL};
     struct kiln_error err = {0};
     if (kiln_documents_validate(paths, NULL, &err) < 0)
         fail_msg("%s", err.message);
+    free(bk);
     free(inv);
     free(path);
     kiln_rm_rf(dir, NULL);
@@ -1395,13 +1399,15 @@ build_manifest_boot(struct fx *f, struct kiln_build_result *res)
     assert_int_equal(kiln_json_load_file(res->manifest_path, 1 << 20, &m, NULL), 0);
     json_t *boot = json_incref(json_object_get(m, "boot"));
     assert_non_null(boot);
+    /* The kernel report after the package list is not taken for packages. */
+    assert_int_equal(json_array_size(json_object_get(m, "installedPackages")), 2);
     json_decref(m);
     assert_released(f, res);
     return boot;
 }
 
 /* The kernel did not change: the test instance boots the parent's kernel directly, as today, and
- * the check costs no job of its own (it is a step of the inventory). */
+ * the check costs no job of its own (the inventory prints it). */
 static void
 test_boot_kernel_unchanged(void **state)
 {
@@ -1507,8 +1513,8 @@ test_boot_kernel_layer_cache(void **state)
     kiln_build_result_clear(&res);
 }
 
-/* The report run by the real component engine on this host (as part of the inventory
- * document): the running kernel is uname's, and a kernel found in /boot has the version its
+/* The report run by the real component engine on this host (at the end of the inventory's
+ * ListInstalledPackages step): the running kernel is uname's, and a kernel found in /boot has the version its
  * bzImage header gives, which Debian also writes in the file name. */
 static void
 test_boot_kernel_on_host(void **state)
@@ -1544,6 +1550,20 @@ test_boot_kernel_on_host(void **state)
         assert_string_equal(k.version, strstr(k.path, "/vmlinuz-") + 9);
     }
     kiln_boot_kernel_clear(&k);
+    /* ... and the package list before it ends where the report begins. */
+    json_t *pkgs = NULL;
+    char *source = NULL, *note = NULL;
+    assert_int_equal(kiln_inventory_read(logs, &pkgs, &source, &note), 0);
+    size_t i;
+    json_t *p;
+    json_array_foreach(pkgs, i, p)
+    {
+        const char *name = kiln_json_get_str(p, "name");
+        assert_true(strncmp(name, "kiln-boot-kernel", 16) != 0 && strncmp(name, "running ", 8));
+    }
+    json_decref(pkgs);
+    free(source);
+    free(note);
     free(doc);
     free(logs);
     free(state_dir);
