@@ -6,8 +6,9 @@
 # flavour than the image's cloud-amd64, so `uname -r` tells them apart), with the modules the
 # image's initramfs lists, served to the guest over HTTP by this script (QEMU's user network
 # reaches the host's loopback at 10.0.2.2; there is no package mirror). The component installs
-# it as a kernel package would: depmod, update-initramfs, the old kernel and its modules removed,
-# update-grub. Its test phase checks `uname -r` and that GRUB booted the new file.
+# it as a kernel package would: depmod, the old kernel and its modules removed, update-grub (its
+# initramfs is made on the host with the image's initramfs-tools configuration: mkinitramfs in
+# the guest takes 70 s under TCG). Its test phase checks `uname -r` and that GRUB booted the new file.
 # Checks: the build is AVAILABLE (so the test phase passed in the guest), the manifest says
 # "boot": firmware with the new kernelVersion and the parent's, and the test log shows the new
 # kernel's uname.
@@ -52,6 +53,16 @@ done | awk '$1 == "insmod" { print $2 }' | sort -u | while read -r f; do
     cp "$f" "$pkg/usr/lib/modules/$new/$rel"
 done
 cp "/lib/modules/$new"/modules.{order,builtin,builtin.modinfo} "$pkg/usr/lib/modules/$new/"
+# Its initramfs is made here, with the image's initramfs-tools configuration (MODULES=list, the
+# same module list): update-initramfs in the guest takes 70 s under TCG, 7 s here.
+conf=$home/initramfs-conf
+mkdir -p "$conf/conf.d" "$conf/scripts" "$conf/hooks"
+cp /etc/initramfs-tools/initramfs.conf "$conf/"
+cp "$src/images/debian-12/files/rootfs/initramfs.conf" "$conf/conf.d/kiln.conf"
+echo RESUME=none >"$conf/conf.d/resume"
+cp "$src/images/debian-12/files/rootfs/initramfs-modules" "$conf/modules"
+mkinitramfs -d "$conf" -o "$pkg/boot/initrd.img-$new" "$new" 2>/dev/null \
+    || fail "mkinitramfs for $new"
 tar -C "$pkg" -cf "$home/www/kernel.tar" boot usr
 rm -rf "$pkg"
 
@@ -87,16 +98,19 @@ phases:
             - |
               set -e
               old=\$(uname -r)
+              t0=\$(date +%s%N)
+              lap() { echo "kiln-lap \$1 \$(( (\$(date +%s%N) - t0) / 1000000 )) ms"; }
               curl -fsS --retry 30 --retry-delay 1 --retry-connrefused --retry-all-errors \\
                 -o /var/tmp/kernel.tar '{{ url }}'
               tar -C / --keep-directory-symlink -xf /var/tmp/kernel.tar
               rm -f /var/tmp/kernel.tar
+              lap download
               depmod '{{ version }}'
-              update-initramfs -c -k '{{ version }}' >/dev/null
               rm -f "/boot/vmlinuz-\$old" "/boot/initrd.img-\$old" "/boot/System.map-\$old" \\
                 "/boot/config-\$old"
               rm -rf "/lib/modules/\$old"
               update-grub 2>&1 | tail -n 3
+              lap update-grub
   - name: test
     steps:
       - name: NewKernelBooted
@@ -141,5 +155,7 @@ assert boot["parentKernelVersion"] == sys.argv[3], boot
 assert boot["bootLoaderKernel"] == "/boot/vmlinuz-" + sys.argv[2], boot
 PY
 logs=$(dirname "$manifest")/log
+# Where the component's time went (it dominates the test's).
+grep -rhos 'kiln-lap [a-z-]* [0-9]* ms' "$logs/build" | sort -u -k3,3n || true
 grep -rqs "kiln-test-uname $new" "$logs/test" || fail "the test phase's log has no uname $new"
 echo "ok: the test stage booted $new through GRUB (the parent's direct kernel is $old)"
