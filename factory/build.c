@@ -659,17 +659,17 @@ write_manifest(struct build *b, const char *status, struct kiln_error *err)
     if (b->snapshot.location) {
         /* How the image's instances (the test stage's) boot, and which kernel. */
         const struct kiln_boot_kernel *k = b->have_kernel ? &b->kernel : NULL;
-        const char *version = !k                  ? NULL
+        const char *version = !k                   ? NULL
                               : b->snapshot.kernel ? k->running
                               : k->version         ? k->version
                                                    : NULL;
-        json_object_set_new(
-            m, "boot",
-            json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?}", "mode",
-                      b->snapshot.kernel ? "direct" : "firmware", "kernel", b->snapshot.kernel,
-                      "kernelVersion", version, "parentKernelVersion",
-                      k && b->booted_direct ? k->running : NULL, "bootLoaderKernel",
-                      k ? k->path : NULL, "note", b->boot_note));
+        json_object_set_new(m, "boot",
+                            json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?}", "mode",
+                                      b->snapshot.kernel ? "direct" : "firmware", "kernel",
+                                      b->snapshot.kernel, "kernelVersion", version,
+                                      "parentKernelVersion",
+                                      k && b->booted_direct ? k->running : NULL, "bootLoaderKernel",
+                                      k ? k->path : NULL, "note", b->boot_note));
     }
     if (b->layer_keys)
         json_object_set_new(
@@ -1205,8 +1205,7 @@ stages(struct build *b, struct kiln_error *err)
         free(b->snapshot.initrd);
         free(b->snapshot.cmdline);
         b->snapshot.kernel = b->snapshot.initrd = b->snapshot.cmdline = NULL;
-        progress_step(b, "the image boots through its firmware and boot loader: %s",
-                      b->boot_note);
+        progress_step(b, "the image boots through its firmware and boot loader: %s", b->boot_note);
     }
     drop_instance(b);
 

@@ -108,23 +108,23 @@ kiln_build_cleanup_document(void)
     "                break\n"                                                                      \
     "              done\n"                                                                         \
     "              # A separate /boot: GRUB names the kernel relative to it.\n"                    \
-    "              if [ -n \"$path\" ] && [ ! -e \"$path\" ] && [ -e \"/boot$path\" ]; then\n"   \
+    "              if [ -n \"$path\" ] && [ ! -e \"$path\" ] && [ -e \"/boot$path\" ]; then\n"     \
     "                path=/boot$path\n"                                                            \
     "              fi\n"                                                                           \
     "              if [ -z \"$path\" ] && [ -e /vmlinuz ]; then path=$(readlink -f /vmlinuz); fi\n" \
     "              if [ -z \"$path\" ]; then\n"                                                    \
-    "                set -- /boot/vmlinuz-*\n"                                                    \
+    "                set -- /boot/vmlinuz-*\n"                                                     \
     "                if [ -e \"$1\" ]; then path=$1; fi\n"                                         \
     "                if [ -n \"$path\" ] && [ $# -gt 1 ]; then\n"                                  \
-    "                  path=$(ls -1 /boot/vmlinuz-* | sort -V | tail -n 1)\n"                     \
+    "                  path=$(ls -1 /boot/vmlinuz-* | sort -V | tail -n 1)\n"                      \
     "                fi\n"                                                                         \
     "              fi\n"                                                                           \
     "              if [ -n \"$path\" ] && [ -f \"$path\" ]; then\n"                                \
     "                echo \"path $path\"\n"                                                        \
     "                version=\n"                                                                   \
-    "                case \"$path\" in */vmlinuz-\"$running\") version=$running ;; esac\n"          \
+    "                case \"$path\" in */vmlinuz-\"$running\") version=$running ;; esac\n"         \
     "                if [ -z \"$version\" ]; then\n"                                               \
-    "                  set -- $(od -An -tu2 -j 514 -N 14 \"$path\" 2>/dev/null)\n"                   \
+    "                  set -- $(od -An -tu2 -j 514 -N 14 \"$path\" 2>/dev/null)\n"                 \
     "                  if [ \"$1 $2\" = '25672 21362' ] && [ \"${7:-0}\" -gt 0 ]; then\n"          \
     "                    { version=$(dd if=\"$path\" bs=1 skip=$(($7 + 512)) count=64 2>/dev/null); } 2>/dev/null\n" \
     "                    version=${version%%[ ]*}\n"                                               \

@@ -287,8 +287,8 @@ launched_kernel(const char *role, bool *found)
 static void
 fk_write_detail(const char *log_dir, const char *doc, json_t *steps)
 {
-    json_t *detail = json_pack("{s:[{s:s, s:[{s:s, s:o}]}]}", "documents", "name", doc,
-                               "phases", "name", "build", "steps", steps);
+    json_t *detail = json_pack("{s:[{s:s, s:[{s:s, s:o}]}]}", "documents", "name", doc, "phases",
+                               "name", "build", "steps", steps);
     char *text = kiln_json_dumps(detail, true);
     char *path = kiln_path_join(log_dir, "detailedoutput.json");
     assert_int_equal(kiln_write_file_atomic(path, text, strlen(text), 0644, NULL), 0);
@@ -302,8 +302,8 @@ fk_step(const char *name, const char *stdout_text)
 {
     json_t *outputs = json_pack("[{s:s}]", "stdout", stdout_text);
     char *outputs_text = kiln_json_dumps(outputs, false);
-    json_t *step = json_pack("{s:s, s:s, s:s}", "name", name, "status", "success", "outputs",
-                             outputs_text);
+    json_t *step =
+        json_pack("{s:s, s:s, s:s}", "name", name, "status", "success", "outputs", outputs_text);
     free(outputs_text);
     json_decref(outputs);
     return step;
@@ -1351,9 +1351,8 @@ test_boot_kernel_decision(void **state)
     kiln_boot_kernel_clear(&k);
 
     /* No kernel in the image (the tiny image): the parent's kernel it is. */
-    assert_int_equal(kiln_boot_kernel_parse("kiln-boot-kernel 1\nrunning 6.1.0-1\nmodules no\n",
-                                            &k),
-                     0);
+    assert_int_equal(
+        kiln_boot_kernel_parse("kiln-boot-kernel 1\nrunning 6.1.0-1\nmodules no\n", &k), 0);
     assert_null(k.version);
     assert_true(kiln_boot_kernel_keeps_direct(&k, NULL));
     kiln_boot_kernel_clear(&k);
@@ -1477,9 +1476,9 @@ test_boot_kernel_layer_cache(void **state)
     /* One kernel report, on the build instance (layer 2 already boots through its firmware). */
     size_t reports = 0, i;
     json_t *j;
-    json_array_foreach(fk.jobs, i, j) reports += strstr(json_string_value(json_array_get(
-                                                            json_object_get(j, "documents"), 0)),
-                                                        "kiln-boot-kernel.yml") != NULL;
+    json_array_foreach(fk.jobs, i, j) reports +=
+        strstr(json_string_value(json_array_get(json_object_get(j, "documents"), 0)),
+               "kiln-boot-kernel.yml") != NULL;
     assert_int_equal(reports, 1);
     json_decref(boot);
     kiln_build_result_clear(&res);
@@ -1514,8 +1513,8 @@ test_boot_kernel_layer_cache(void **state)
 }
 
 /* The report run by the real component engine on this host (at the end of the inventory's
- * ListInstalledPackages step): the running kernel is uname's, and a kernel found in /boot has the version its
- * bzImage header gives, which Debian also writes in the file name. */
+ * ListInstalledPackages step): the running kernel is uname's, and a kernel found in /boot has the
+ * version its bzImage header gives, which Debian also writes in the file name. */
 static void
 test_boot_kernel_on_host(void **state)
 {
