@@ -235,6 +235,10 @@ struct build {
     json_t *packages;            /* [{name, version, architecture}] from the inventory, or NULL */
     char *packages_source;       /* "dpkg", "rpm", "apk", "none" */
     char *packages_note;         /* why there is no package list */
+    struct kiln_boot_kernel kernel; /* the inventory's kernel report */
+    bool have_kernel;               /* kernel holds a report */
+    bool booted_direct;             /* the build instance booted the parent's kernel directly */
+    char *boot_note;                /* why the image boots the way it does, for the manifest */
     struct kiln_image_ref parent;
     struct kiln_image_ref snapshot;
     char **partial_outputs; /* files being written, removed on failure */
@@ -690,6 +694,21 @@ write_manifest(struct build *b, const char *status, struct kiln_error *err)
     _cleanup_json_ json_t *m = manifest_new(b, status);
     if (!m)
         return kiln_error_set(err, -EINVAL, "cannot build the manifest");
+    if (b->snapshot.location) {
+        /* How the image's instances (the test stage's) boot, and which kernel. */
+        const struct kiln_boot_kernel *k = b->have_kernel ? &b->kernel : NULL;
+        const char *version = !k                   ? NULL
+                              : b->snapshot.kernel ? k->running
+                              : k->version         ? k->version
+                                                   : NULL;
+        json_object_set_new(m, "boot",
+                            json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?}", "mode",
+                                      b->snapshot.kernel ? "direct" : "firmware", "kernel",
+                                      b->snapshot.kernel, "kernelVersion", version,
+                                      "parentKernelVersion",
+                                      k && b->booted_direct ? k->running : NULL, "bootLoaderKernel",
+                                      k ? k->path : NULL, "note", b->boot_note));
+    }
     if (b->layer_keys)
         json_object_set_new(
             m, "layerCache",
@@ -807,6 +826,8 @@ kiln_inventory_read(const char *dir, json_t **ret_packages, char **ret_source, c
     *ret_source = kiln_strdup(line + 15);
     json_t *packages = json_array();
     while ((line = strtok_r(NULL, "\n", &save))) {
+        if (kiln_streq(line, "kiln-boot-kernel 1"))
+            break; /* the kernel report follows the packages */
         char *f[3] = {line, NULL, NULL};
         for (int k = 1; k < 3 && f[k - 1]; k++) {
             char *tab = strchr(f[k - 1], '\t');
@@ -823,6 +844,102 @@ kiln_inventory_read(const char *dir, json_t **ret_packages, char **ret_source, c
     }
     *ret_packages = packages;
     return 0;
+}
+
+/* ---- the kernel the image boots ---- */
+
+void
+kiln_boot_kernel_clear(struct kiln_boot_kernel *k)
+{
+    if (!k)
+        return;
+    free(k->running);
+    free(k->loader);
+    free(k->path);
+    free(k->version);
+    memset(k, 0, sizeof(*k));
+}
+
+int
+kiln_boot_kernel_parse(const char *text, struct kiln_boot_kernel *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    _cleanup_free_ char *copy = kiln_strdup(text ? text : "");
+    char *save = NULL;
+    char *line = strtok_r(copy, "\n", &save);
+    if (!line || strcmp(line, "kiln-boot-kernel 1") != 0)
+        return -KILN_E_PARSE;
+    while ((line = strtok_r(NULL, "\n", &save))) {
+        char *value = strchr(line, ' ');
+        if (!value || value[1] == '\0')
+            continue;
+        *value++ = '\0';
+        char **field = kiln_streq(line, "running")   ? &ret->running
+                       : kiln_streq(line, "loader")  ? &ret->loader
+                       : kiln_streq(line, "path")    ? &ret->path
+                       : kiln_streq(line, "version") ? &ret->version
+                                                     : NULL;
+        if (field) {
+            free(*field);
+            *field = kiln_strdup(value);
+        } else if (kiln_streq(line, "modules")) {
+            ret->running_modules = kiln_streq(value, "yes");
+        }
+    }
+    if (!ret->running) {
+        kiln_boot_kernel_clear(ret);
+        return -KILN_E_PARSE;
+    }
+    return 0;
+}
+
+int
+kiln_boot_kernel_read(const char *dir, struct kiln_boot_kernel *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    /* A step of its own (kiln_build_boot_kernel_document), or after the inventory's packages. */
+    _cleanup_free_ char *text = step_stdout(dir, "ReportBootKernel");
+    if (text)
+        return kiln_boot_kernel_parse(text, ret);
+    text = step_stdout(dir, "ListInstalledPackages");
+    const char *report = text;
+    while (report && strncmp(report, "kiln-boot-kernel 1\n", 19) != 0) {
+        report = strchr(report, '\n');
+        if (report)
+            report++;
+    }
+    if (!report)
+        return -ENOENT;
+    return kiln_boot_kernel_parse(report, ret);
+}
+
+bool
+kiln_boot_kernel_keeps_direct(const struct kiln_boot_kernel *k, char **ret_note)
+{
+    char *note = NULL;
+    bool keep = true;
+    if (!k)
+        note = kiln_strdup("no kernel report from the guest: the image keeps the parent's "
+                           "direct-boot kernel");
+    else if (!k->version || kiln_streq(k->version, k->running))
+        note = NULL; /* no kernel of its own (the tiny image), or the same one */
+    else if (!k->loader)
+        note = kiln_asprintf("the image's kernel %s is not the parent's direct-boot kernel %s, "
+                             "but the image has no boot loader: its instances boot %s",
+                             k->version, k->running, k->running);
+    else {
+        keep = false;
+        note = kiln_asprintf("the image's boot loader starts kernel %s (%s), not the parent's "
+                             "direct-boot kernel %s%s: instances boot through the firmware and "
+                             "the boot loader",
+                             k->version, k->path ? k->path : "?", k->running,
+                             k->running_modules ? "" : ", whose modules are gone");
+    }
+    if (ret_note)
+        *ret_note = note;
+    else
+        free(note);
+    return keep;
 }
 
 /* List the installed packages for the manifest. Not fatal: a build does not fail because its
@@ -847,6 +964,34 @@ inventory(struct build *b, struct kiln_error *err)
     }
     _cleanup_free_ char *dir = kiln_path_join(b->log_dir, "inventory");
     kiln_inventory_read(dir, &b->packages, &b->packages_source, &b->packages_note);
+    b->have_kernel = kiln_boot_kernel_read(dir, &b->kernel) == 0;
+    return 0;
+}
+
+/* Whether the image on the build instance (about to be captured as a layer) may keep booting
+ * the parent's kernel directly: the kernel report, run alone. */
+static int
+layer_keeps_direct(struct build *b, size_t i, bool *ret, struct kiln_error *err)
+{
+    *ret = false;
+    if (!b->booted_direct)
+        return 0;
+    _cleanup_free_ char *path = kiln_path_join(b->work_dir, "kiln-boot-kernel.yml");
+    const char *doc = kiln_build_boot_kernel_document();
+    int r = kiln_write_file_atomic(path, doc, strlen(doc), 0644, err);
+    if (r < 0)
+        return r;
+    static const char *const phases[] = {"build", NULL};
+    _cleanup_free_ char *sub = kiln_asprintf("layer/%02zu-boot-kernel", i + 1);
+    struct kiln_error e = {0};
+    r = run_job(b, path, phases, NULL, "the kernel report (kiln-boot-kernel)", sub, 300, &e);
+    if (r == -ECANCELED || cancelled(b))
+        return kiln_error_set(err, -ECANCELED, "cancelled");
+    struct kiln_boot_kernel k = {0};
+    _cleanup_free_ char *dir = kiln_path_join(b->log_dir, sub);
+    bool have = r == 0 && kiln_boot_kernel_read(dir, &k) == 0;
+    *ret = kiln_boot_kernel_keeps_direct(have ? &k : NULL, NULL);
+    kiln_boot_kernel_clear(&k);
     return 0;
 }
 
@@ -890,13 +1035,25 @@ layer_path(struct build *b, size_t i)
     return kiln_path_join(b->plan.home, rel);
 }
 
+/* A layer that must boot through its firmware although its parent boots a kernel directly has
+ * a file <key>.boot saying "firmware" beside it; a layer without one boots like its parent. */
+static char *
+layer_boot_path(const char *layer)
+{
+    _cleanup_free_ char *base = kiln_strndup(layer, strlen(layer) - strlen(".qcow2"));
+    return kiln_asprintf("%s.boot", base);
+}
+
 static void
-layer_ref(struct build *b, const char *path)
+layer_ref(struct build *b, const char *path, bool direct)
 {
     ref_clear(&b->layer);
     b->layer.kind = kiln_strdup("qcow2");
     b->layer.location = kiln_strdup(path);
-    /* A direct-kernel parent boots its layers the same way. */
+    /* A direct-kernel parent boots its layers the same way, unless a component gave the image
+     * another kernel (layer_keeps_direct). */
+    if (!direct)
+        return;
     b->layer.kernel = strdup_or_null(b->parent.kernel);
     b->layer.initrd = strdup_or_null(b->parent.initrd);
     b->layer.cmdline = strdup_or_null(b->parent.cmdline);
@@ -909,7 +1066,12 @@ layer_lookup(struct build *b)
     for (size_t n = json_array_size(b->layer_keys); n > 0; n--) {
         _cleanup_free_ char *path = layer_path(b, n - 1);
         if (access(path, R_OK) == 0) {
-            layer_ref(b, path);
+            _cleanup_free_ char *boot = layer_boot_path(path);
+            _cleanup_free_ char *mode = NULL;
+            size_t len = 0;
+            bool direct = kiln_read_file(boot, 64, &mode, &len, NULL) < 0 ||
+                          strncmp(mode, "firmware", 8) != 0;
+            layer_ref(b, path, direct);
             b->layers_reused = n;
             return n;
         }
@@ -927,6 +1089,10 @@ layer_save(struct build *b, size_t i, struct kiln_error *err)
     int r = kiln_mkdir_p(dir, 0755, err);
     if (r < 0)
         return r;
+    bool direct = false;
+    r = layer_keeps_direct(b, i, &direct, err);
+    if (r < 0)
+        return r;
     progress_step(b, "layer cache: saving the result of component %zu", i + 1);
     r = b->ops->stop(b->inst, 300, 0, err);
     if (r < 0)
@@ -941,12 +1107,22 @@ layer_save(struct build *b, size_t i, struct kiln_error *err)
     ref_clear(&saved);
     if (r < 0)
         return kiln_error_prefix(err, r, "saving the layer of component %zu", i + 1);
+    /* The boot mode before the layer, so that a layer is never seen without it. */
+    _cleanup_free_ char *boot = layer_boot_path(path);
+    if (b->parent.kernel && !direct)
+        r = kiln_write_file_atomic(boot, "firmware\n", 9, 0644, err);
+    else if (unlink(boot) < 0 && errno != ENOENT)
+        r = kiln_error_errno(err, -errno, "%s", boot);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "layer cache");
     if (rename(tmp, path) < 0)
         return kiln_error_errno(err, -errno, "layer cache: %s", path);
     drop_instance(b);
-    layer_ref(b, path);
+    layer_ref(b, path, direct);
     _cleanup_free_ char *role = kiln_asprintf("layer-%zu", i + 1);
-    return launch(b, &b->layer, role, err);
+    r = launch(b, &b->layer, role, err);
+    b->booted_direct = r == 0 && b->layer.kernel;
+    return r;
 }
 
 static int
@@ -976,6 +1152,7 @@ stages(struct build *b, struct kiln_error *err)
     r = launch(b, first > 0 ? &b->layer : &b->parent, "build", err);
     if (r < 0)
         return r;
+    b->booted_direct = (first > 0 ? b->layer.kernel : b->parent.kernel) != NULL;
 
     /* build and validate phases, one component at a time (each has its own parameters) */
     progress_stage(b, "build");
@@ -1048,11 +1225,26 @@ stages(struct build *b, struct kiln_error *err)
     r = b->ops->snapshot(b->inst, &so, 0, &b->snapshot, err);
     if (r < 0)
         return kiln_error_prefix(err, r, "snapshot of the build instance");
-    /* A direct-kernel parent (the tiny image) boots its snapshot the same way. */
-    if (!b->snapshot.kernel && b->parent.kernel) {
+    /* A direct-kernel parent (the tiny image, debian-12) boots its snapshot the same way (the
+     * driver's reference boots like the instance did), unless the image's boot loader now
+     * starts another kernel: then the snapshot boots through its firmware and boot loader, as
+     * the output will, so that the test stage tests what ships. */
+    bool direct = false;
+    if (b->booted_direct)
+        direct = kiln_boot_kernel_keeps_direct(b->have_kernel ? &b->kernel : NULL, &b->boot_note);
+    else if (b->parent.kernel)
+        b->boot_note = kiln_strdup("the build resumed from a cached layer that boots through its "
+                                   "firmware and boot loader");
+    if (direct && !b->snapshot.kernel) {
         b->snapshot.kernel = kiln_strdup(b->parent.kernel);
         b->snapshot.initrd = strdup_or_null(b->parent.initrd);
         b->snapshot.cmdline = strdup_or_null(b->parent.cmdline);
+    } else if (!direct && b->parent.kernel) {
+        free(b->snapshot.kernel);
+        free(b->snapshot.initrd);
+        free(b->snapshot.cmdline);
+        b->snapshot.kernel = b->snapshot.initrd = b->snapshot.cmdline = NULL;
+        progress_step(b, "the image boots through its firmware and boot loader: %s", b->boot_note);
     }
     drop_instance(b);
 
@@ -1281,6 +1473,8 @@ kiln_build_run(const struct kiln_build_options *opts, struct kiln_build_result *
     json_decref(b.packages);
     free(b.packages_source);
     free(b.packages_note);
+    kiln_boot_kernel_clear(&b.kernel);
+    free(b.boot_note);
     json_decref(b.outputs);
     free(b.work_dir);
     free(b.log_dir);

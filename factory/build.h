@@ -95,3 +95,28 @@ const char *kiln_build_inventory_document(void);
  * engine wrote): *ret_packages [{name, version, architecture}] and *ret_source ("dpkg", "rpm",
  * "apk", "none"); or a negative code and *ret_note saying why there is no list. */
 int kiln_inventory_read(const char *dir, json_t **ret_packages, char **ret_source, char **ret_note);
+
+/* The kernel report (printed by the inventory after the packages, and run alone as
+ * kiln_build_boot_kernel_document() before a layer is saved): what the guest runs and what its
+ * boot loader will start. */
+struct kiln_boot_kernel {
+    char *running;        /* uname -r: the kernel this instance booted */
+    bool running_modules; /* /lib/modules/<running> exists */
+    char *loader;         /* "grub", or NULL: no boot loader configuration in the image */
+    char *path;           /* the kernel file the boot loader (or /vmlinuz) starts, or NULL */
+    char *version;        /* that kernel's version (uname -r once booted), or NULL */
+};
+
+void kiln_boot_kernel_clear(struct kiln_boot_kernel *k);
+const char *kiln_build_boot_kernel_document(void);
+/* Parse the report's text ("kiln-boot-kernel 1" then "key value" lines). -KILN_E_PARSE when the
+ * text is not a report. */
+int kiln_boot_kernel_parse(const char *text, struct kiln_boot_kernel *ret);
+/* Read the report from the TOE folder(s) under dir (the ReportBootKernel step's output, or the
+ * end of ListInstalledPackages'); -ENOENT when there is none. */
+int kiln_boot_kernel_read(const char *dir, struct kiln_boot_kernel *ret);
+/* Whether an image made on an instance that booted the parent's kernel directly may keep booting
+ * that kernel directly (k NULL: no report). False when the image's boot loader will start
+ * another kernel: the image must then boot through its firmware and boot loader. *ret_note
+ * (may be NULL) says why, for the manifest. */
+bool kiln_boot_kernel_keeps_direct(const struct kiln_boot_kernel *k, char **ret_note);

@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -239,6 +240,8 @@ static struct {
     unsigned launches;
     unsigned reaps;
     json_t *jobs;
+    json_t *launched;          /* [{name, kernel}] of each launch */
+    const char *kernel_report; /* the guest's ReportBootKernel output, or NULL: none */
 } fk;
 
 static struct kiln_driver_ops fk_ops;
@@ -247,8 +250,64 @@ static void
 fk_reset(void)
 {
     json_decref(fk.jobs);
+    json_decref(fk.launched);
     memset(&fk, 0, sizeof(fk));
     fk.jobs = json_array();
+    fk.launched = json_array();
+}
+
+static int
+fk_launch(void *conn, const struct kiln_image_ref *image, const char *name, int timeout,
+          unsigned flags, struct kiln_instance **ret, struct kiln_error *err)
+{
+    json_array_append_new(fk.launched,
+                          json_pack("{s:s, s:s?}", "name", name, "kernel", image->kernel));
+    return kiln_fake_driver.launch(conn, image, name, timeout, flags, ret, err);
+}
+
+/* The kernel of the nth launch whose name ends with role ("-build", "-test", "-layer-2"). */
+static const char *
+launched_kernel(const char *role, bool *found)
+{
+    size_t i;
+    json_t *l;
+    *found = false;
+    json_array_foreach(fk.launched, i, l)
+    {
+        const char *name = kiln_json_get_str(l, "name");
+        size_t n = strlen(name), k = strlen(role);
+        if (n >= k && strcmp(name + n - k, role) == 0) {
+            *found = true;
+            return kiln_json_get_str(l, "kernel");
+        }
+    }
+    return NULL;
+}
+
+/* Write what the engine writes for a job (detailedoutput.json with each step's outputs). */
+static void
+fk_write_detail(const char *log_dir, const char *doc, json_t *steps)
+{
+    json_t *detail = json_pack("{s:[{s:s, s:[{s:s, s:o}]}]}", "documents", "name", doc, "phases",
+                               "name", "build", "steps", steps);
+    char *text = kiln_json_dumps(detail, true);
+    char *path = kiln_path_join(log_dir, "detailedoutput.json");
+    assert_int_equal(kiln_write_file_atomic(path, text, strlen(text), 0644, NULL), 0);
+    free(path);
+    free(text);
+    json_decref(detail);
+}
+
+static json_t *
+fk_step(const char *name, const char *stdout_text)
+{
+    json_t *outputs = json_pack("[{s:s}]", "stdout", stdout_text);
+    char *outputs_text = kiln_json_dumps(outputs, false);
+    json_t *step =
+        json_pack("{s:s, s:s, s:s}", "name", name, "status", "success", "outputs", outputs_text);
+    free(outputs_text);
+    json_decref(outputs);
+    return step;
 }
 
 static int
@@ -297,22 +356,19 @@ fk_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_d
     /* The fake's TOE folder holds its own summary; for the inventory, write what the engine
      * writes (detailedoutput.json with the step's outputs), as a dpkg system would print. */
     if (r == 0 && ret->log_dir && strstr(job->documents[0], "kiln-inventory.yml")) {
-        const char *stdout_text = "kiln-inventory dpkg\nbash\t5.2.15-2+b2\tamd64\n"
-                                  "libc6\t2.36-9\tamd64";
-        json_t *outputs = json_pack("[{s:s}]", "stdout", stdout_text);
-        char *outputs_text = kiln_json_dumps(outputs, false);
-        json_t *detail =
-            json_pack("{s:[{s:s, s:[{s:s, s:[{s:s, s:s, s:s}]}]}]}", "documents", "name",
-                      "kiln-inventory", "phases", "name", "build", "steps", "name",
-                      "ListInstalledPackages", "status", "success", "outputs", outputs_text);
-        char *text = kiln_json_dumps(detail, true);
-        char *path = kiln_path_join(ret->log_dir, "detailedoutput.json");
-        assert_int_equal(kiln_write_file_atomic(path, text, strlen(text), 0644, NULL), 0);
-        free(path);
-        free(text);
-        json_decref(detail);
-        free(outputs_text);
-        json_decref(outputs);
+        json_t *steps = json_array();
+        char *out = kiln_asprintf("kiln-inventory dpkg\nbash\t5.2.15-2+b2\tamd64\n"
+                                  "libc6\t2.36-9\tamd64\n%s",
+                                  fk.kernel_report ? fk.kernel_report : "");
+        json_array_append_new(steps, fk_step("ListInstalledPackages", out));
+        free(out);
+        fk_write_detail(ret->log_dir, "kiln-inventory", steps);
+    }
+    if (r == 0 && ret->log_dir && strstr(job->documents[0], "kiln-boot-kernel.yml") &&
+        fk.kernel_report) {
+        json_t *steps = json_array();
+        json_array_append_new(steps, fk_step("ReportBootKernel", fk.kernel_report));
+        fk_write_detail(ret->log_dir, "kiln-boot-kernel", steps);
     }
     return r;
 }
@@ -340,6 +396,7 @@ fk_find(const char *name)
 {
     fk_ops = kiln_fake_driver;
     fk_ops.open = fk_open;
+    fk_ops.launch = fk_launch;
     fk_ops.close = fk_close;
     fk_ops.run = fk_run;
     fk_ops.snapshot = fk_snapshot;
@@ -470,6 +527,8 @@ teardown(void **state)
     dbl.dir = NULL;
     json_decref(fk.jobs);
     fk.jobs = NULL;
+    json_decref(fk.launched);
+    fk.launched = NULL;
     json_decref(f->stages);
     free(f);
     return 0;
@@ -1223,10 +1282,14 @@ test_cleanup_document(void **state)
     char *inv = kiln_path_join(dir, "inventory.yml");
     const char *inventory = kiln_build_inventory_document();
     assert_int_equal(kiln_write_file_atomic(inv, inventory, strlen(inventory), 0644, NULL), 0);
-    char *paths[] = {path, inv, NULL};
+    char *bk = kiln_path_join(dir, "boot-kernel.yml");
+    const char *boot_kernel = kiln_build_boot_kernel_document();
+    assert_int_equal(kiln_write_file_atomic(bk, boot_kernel, strlen(boot_kernel), 0644, NULL), 0);
+    char *paths[] = {path, inv, bk, NULL};
     struct kiln_error err = {0};
     if (kiln_documents_validate(paths, NULL, &err) < 0)
         fail_msg("%s", err.message);
+    free(bk);
     free(inv);
     free(path);
     kiln_rm_rf(dir, NULL);
@@ -1338,7 +1401,277 @@ test_inventory_on_host(void **state)
     free(dir);
 }
 
+/* ---- the kernel the image boots ---- */
+
+static const char *report_same = "kiln-boot-kernel 1\nrunning 6.1.0-56-cloud-amd64\nmodules yes\n"
+                                 "loader grub\npath /boot/vmlinuz-6.1.0-56-cloud-amd64\n"
+                                 "version 6.1.0-56-cloud-amd64\n";
+static const char *report_new = "kiln-boot-kernel 1\nrunning 6.1.0-56-cloud-amd64\nmodules no\n"
+                                "loader grub\npath /boot/vmlinuz-6.1.0-57-amd64\n"
+                                "version 6.1.0-57-amd64\n";
+
+/* The report's parser and the decision, on the cases a guest can produce. */
+static void
+test_boot_kernel_decision(void **state)
+{
+    (void)state;
+    struct kiln_boot_kernel k;
+    char *note = NULL;
+    assert_int_equal(kiln_boot_kernel_parse(report_same, &k), 0);
+    assert_string_equal(k.running, "6.1.0-56-cloud-amd64");
+    assert_true(k.running_modules);
+    assert_string_equal(k.loader, "grub");
+    assert_string_equal(k.path, "/boot/vmlinuz-6.1.0-56-cloud-amd64");
+    assert_true(kiln_boot_kernel_keeps_direct(&k, &note));
+    assert_null(note);
+    kiln_boot_kernel_clear(&k);
+
+    /* Another kernel behind GRUB, the old one's modules removed: boot through the firmware. */
+    assert_int_equal(kiln_boot_kernel_parse(report_new, &k), 0);
+    assert_false(k.running_modules);
+    assert_false(kiln_boot_kernel_keeps_direct(&k, &note));
+    assert_non_null(strstr(note, "starts kernel 6.1.0-57-amd64 (/boot/vmlinuz-6.1.0-57-amd64)"));
+    assert_non_null(strstr(note, "6.1.0-56-cloud-amd64, whose modules are gone"));
+    free(note);
+    kiln_boot_kernel_clear(&k);
+
+    /* Another kernel but no boot loader to start it: direct boot is all there is. */
+    assert_int_equal(kiln_boot_kernel_parse("kiln-boot-kernel 1\nrunning 6.1.0-1\nmodules yes\n"
+                                            "path /boot/vmlinuz-6.1.0-2\nversion 6.1.0-2\n",
+                                            &k),
+                     0);
+    assert_null(k.loader);
+    assert_true(kiln_boot_kernel_keeps_direct(&k, &note));
+    assert_non_null(strstr(note, "no boot loader"));
+    free(note);
+    kiln_boot_kernel_clear(&k);
+
+    /* No kernel in the image (the tiny image): the parent's kernel it is. */
+    assert_int_equal(
+        kiln_boot_kernel_parse("kiln-boot-kernel 1\nrunning 6.1.0-1\nmodules no\n", &k), 0);
+    assert_null(k.version);
+    assert_true(kiln_boot_kernel_keeps_direct(&k, NULL));
+    kiln_boot_kernel_clear(&k);
+
+    /* No report: today's behaviour, said in the note. */
+    assert_true(kiln_boot_kernel_keeps_direct(NULL, &note));
+    assert_non_null(strstr(note, "no kernel report"));
+    free(note);
+
+    assert_int_equal(kiln_boot_kernel_parse("kiln-inventory dpkg\nbash\t5\tamd64\n", &k),
+                     -KILN_E_PARSE);
+    assert_int_equal(kiln_boot_kernel_parse("kiln-boot-kernel 1\nmodules yes\n", &k),
+                     -KILN_E_PARSE);
+    assert_int_equal(kiln_boot_kernel_parse("", &k), -KILN_E_PARSE);
+}
+
+/* A parent image from the catalog that boots its kernel directly, as debian-12 does. */
+static void
+direct_kernel_parent(struct fx *f)
+{
+    put(f, "home/images/debian-12/d1/disk.qcow2", "disk");
+    put(f, "home/images/debian-12/d1/vmlinux", "kernel");
+    put(f, "home/images/debian-12/d1/initrd.img", "initrd");
+    put(f, "home/images/debian-12/d1/image.json",
+        "{\"name\": \"debian-12\", \"format\": \"qcow2\", \"disk\": \"disk.qcow2\", "
+        "\"kernel\": \"vmlinux\", \"initrd\": \"initrd.img\", \"cmdline\": \"root=LABEL=r\", "
+        "\"kernelVersion\": \"6.1.0-56-cloud-amd64\"}");
+    char *link = kiln_path_join(f->home, "images/debian-12/current");
+    assert_int_equal(symlink("d1", link), 0);
+    free(link);
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: debian-12\ncomponents:\n"
+        "  - path: components/hello.yml\n  - path: components/second.yml\n");
+}
+
+static json_t *
+build_manifest_boot(struct fx *f, struct kiln_build_result *res)
+{
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, res, &err) < 0)
+        fail_msg("%s", err.message);
+    json_t *m = NULL;
+    assert_int_equal(kiln_json_load_file(res->manifest_path, 1 << 20, &m, NULL), 0);
+    json_t *boot = json_incref(json_object_get(m, "boot"));
+    assert_non_null(boot);
+    /* The kernel report after the package list is not taken for packages. */
+    assert_int_equal(json_array_size(json_object_get(m, "installedPackages")), 2);
+    json_decref(m);
+    assert_released(f, res);
+    return boot;
+}
+
+/* The kernel did not change: the test instance boots the parent's kernel directly, as today, and
+ * the check costs no job of its own (the inventory prints it). */
+static void
+test_boot_kernel_unchanged(void **state)
+{
+    struct fx *f = *state;
+    direct_kernel_parent(f);
+    fk.kernel_report = report_same;
+    struct kiln_build_result res;
+    json_t *boot = build_manifest_boot(f, &res);
+    bool found;
+    const char *kernel = launched_kernel("-test", &found);
+    assert_true(found);
+    assert_non_null(kernel);
+    assert_non_null(strstr(kernel, "images/debian-12/d1/vmlinux"));
+    assert_string_equal(kiln_json_get_str(boot, "mode"), "direct");
+    assert_string_equal(kiln_json_get_str(boot, "kernelVersion"), "6.1.0-56-cloud-amd64");
+    assert_null(kiln_json_get_str(boot, "note"));
+    assert_int_equal(json_array_size(fk.jobs), 5); /* 2 components, inventory, cleanup, test */
+    json_decref(boot);
+    kiln_build_result_clear(&res);
+}
+
+/* A component gave the image another kernel: the test instance boots the image's own boot
+ * loader (no kernel in its reference), and the manifest says so and why. */
+static void
+test_boot_kernel_changed(void **state)
+{
+    struct fx *f = *state;
+    direct_kernel_parent(f);
+    fk.kernel_report = report_new;
+    struct kiln_build_result res;
+    json_t *boot = build_manifest_boot(f, &res);
+    bool found;
+    assert_non_null(launched_kernel("-build", &found));
+    assert_null(launched_kernel("-test", &found));
+    assert_true(found);
+    assert_string_equal(kiln_json_get_str(boot, "mode"), "firmware");
+    assert_null(kiln_json_get_str(boot, "kernel"));
+    assert_string_equal(kiln_json_get_str(boot, "kernelVersion"), "6.1.0-57-amd64");
+    assert_string_equal(kiln_json_get_str(boot, "parentKernelVersion"), "6.1.0-56-cloud-amd64");
+    assert_string_equal(kiln_json_get_str(boot, "bootLoaderKernel"),
+                        "/boot/vmlinuz-6.1.0-57-amd64");
+    assert_non_null(strstr(kiln_json_get_str(boot, "note"), "whose modules are gone"));
+    json_decref(boot);
+    kiln_build_result_clear(&res);
+}
+
+/* With the layer cache, the layer after the component that changed the kernel boots through
+ * the firmware too, in this build and in the next one that reuses it. */
+static void
+test_boot_kernel_layer_cache(void **state)
+{
+    struct fx *f = *state;
+    direct_kernel_parent(f);
+    f->opts.layer_cache = true;
+    fk.kernel_report = report_new;
+    struct kiln_build_result res;
+    json_t *boot = build_manifest_boot(f, &res);
+    bool found;
+    assert_non_null(launched_kernel("-build", &found));
+    assert_null(launched_kernel("-layer-1", &found));
+    assert_true(found);
+    assert_null(launched_kernel("-layer-2", &found));
+    assert_true(found);
+    assert_null(launched_kernel("-test", &found));
+    assert_true(found);
+    assert_string_equal(kiln_json_get_str(boot, "mode"), "firmware");
+    /* One kernel report, on the build instance (layer 2 already boots through its firmware). */
+    size_t reports = 0, i;
+    json_t *j;
+    json_array_foreach(fk.jobs, i, j) reports +=
+        strstr(json_string_value(json_array_get(json_object_get(j, "documents"), 0)),
+               "kiln-boot-kernel.yml") != NULL;
+    assert_int_equal(reports, 1);
+    json_decref(boot);
+    kiln_build_result_clear(&res);
+
+    /* The rebuild starts from layer 2, through its firmware. */
+    fk_reset();
+    fk.kernel_report = report_new;
+    boot = build_manifest_boot(f, &res);
+    assert_int_equal(fk.launches, 2);
+    assert_null(launched_kernel("-build", &found));
+    assert_true(found);
+    assert_null(launched_kernel("-test", &found));
+    assert_true(found);
+    assert_string_equal(kiln_json_get_str(boot, "mode"), "firmware");
+    assert_non_null(strstr(kiln_json_get_str(boot, "note"), "cached layer"));
+    json_decref(boot);
+    kiln_build_result_clear(&res);
+
+    /* Unchanged kernel: the layers boot the parent's kernel directly. */
+    char *layers = kiln_path_join(f->home, "cache/layers");
+    kiln_rm_rf(layers, NULL);
+    free(layers);
+    fk_reset();
+    fk.kernel_report = report_same;
+    boot = build_manifest_boot(f, &res);
+    assert_non_null(launched_kernel("-layer-1", &found));
+    assert_non_null(launched_kernel("-layer-2", &found));
+    assert_non_null(launched_kernel("-test", &found));
+    assert_string_equal(kiln_json_get_str(boot, "mode"), "direct");
+    json_decref(boot);
+    kiln_build_result_clear(&res);
+}
+
+/* The report run by the real component engine on this host (at the end of the inventory's
+ * ListInstalledPackages step): the running kernel is uname's, and a kernel found in /boot has the
+ * version its bzImage header gives, which Debian also writes in the file name. */
+static void
+test_boot_kernel_on_host(void **state)
+{
+    (void)state;
+    char *dir = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-boot-kernel", &dir, NULL), 0);
+    char *doc = kiln_path_join(dir, "kiln-inventory.yml");
+    const char *text = kiln_build_inventory_document();
+    assert_int_equal(kiln_write_file_atomic(doc, text, strlen(text), 0644, NULL), 0);
+    char *logs = kiln_path_join(dir, "logs");
+    char *state_dir = kiln_path_join(dir, "state");
+    assert_int_equal(kiln_mkdir_p(logs, 0755, NULL), 0);
+    char *docs[] = {doc, NULL};
+    struct kiln_run_options ro = {
+        .documents = docs, .log_directory = logs, .state_directory = state_dir};
+    struct kiln_run_result rr = {0};
+    struct kiln_error err = {0};
+    if (kiln_engine_run(&ro, &rr, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(rr.status, KILN_RUN_SUCCESS);
+    kiln_run_result_clear(&rr);
+    struct kiln_boot_kernel k;
+    assert_int_equal(kiln_boot_kernel_read(logs, &k), 0);
+    struct utsname u;
+    assert_int_equal(uname(&u), 0);
+    assert_string_equal(k.running, u.release);
+    char *mods = kiln_asprintf("/lib/modules/%s", u.release);
+    assert_int_equal(k.running_modules, access(mods, F_OK) == 0);
+    free(mods);
+    if (k.path && strstr(k.path, "/vmlinuz-") && access("/boot/grub/grub.cfg", F_OK) != 0) {
+        assert_non_null(k.version);
+        assert_string_equal(k.version, strstr(k.path, "/vmlinuz-") + 9);
+    }
+    kiln_boot_kernel_clear(&k);
+    /* ... and the package list before it ends where the report begins. */
+    json_t *pkgs = NULL;
+    char *source = NULL, *note = NULL;
+    assert_int_equal(kiln_inventory_read(logs, &pkgs, &source, &note), 0);
+    size_t i;
+    json_t *p;
+    json_array_foreach(pkgs, i, p)
+    {
+        const char *name = kiln_json_get_str(p, "name");
+        assert_true(strncmp(name, "kiln-boot-kernel", 16) != 0 && strncmp(name, "running ", 8));
+    }
+    json_decref(pkgs);
+    free(source);
+    free(note);
+    free(doc);
+    free(logs);
+    free(state_dir);
+    kiln_rm_rf(dir, NULL);
+    free(dir);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
+               cmocka_unit_test(test_boot_kernel_decision),
+               cmocka_unit_test(test_boot_kernel_on_host),
+               cmocka_unit_test_setup_teardown(test_boot_kernel_unchanged, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_boot_kernel_changed, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_boot_kernel_layer_cache, setup, teardown),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
                cmocka_unit_test_setup_teardown(test_compressed_output, setup, teardown),
                cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
