@@ -984,7 +984,8 @@ layer_keeps_direct(struct build *b, size_t i, bool *ret, struct kiln_error *err)
     static const char *const phases[] = {"build", NULL};
     _cleanup_free_ char *sub = kiln_asprintf("layer/%02zu-boot-kernel", i + 1);
     struct kiln_error e = {0};
-    r = run_job(b, path, phases, NULL, "the kernel report (kiln-boot-kernel)", sub, 300, &e);
+    r = run_job(b, path, phases, NULL, "the kernel report (kiln-boot-kernel)", sub, 300, NULL,
+                &e);
     if (r == -ECANCELED || cancelled(b))
         return kiln_error_set(err, -ECANCELED, "cancelled");
     struct kiln_boot_kernel k = {0};
