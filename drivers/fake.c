@@ -8,6 +8,7 @@
 #include "common/fs.h"
 #include "common/json.h"
 #include "drivers/fake.h"
+#include "guest-agent/proto.h"
 
 #define FAKE_OPS 8
 static const char *const fake_ops[FAKE_OPS] = {"launch",    "run",  "stop", "snapshot",
@@ -230,6 +231,8 @@ fake_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log
     /* A hanging job: its last document's first phase never ends a step named by the injected
      * message. */
     const char *exec_id = job->execution_id ? job->execution_id : "fake";
+    if (!kiln_proto_valid_id(exec_id)) /* as the real agent */
+        return kiln_error_set(err, -KILN_E_INVALID, "fake run: invalid execution id %s", exec_id);
     int hang_i = op_index("hang");
     _cleanup_free_ char *hang_step = kiln_strdup(inst->conn->failures[hang_i].message
                                                      ? inst->conn->failures[hang_i].message

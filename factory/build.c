@@ -404,6 +404,26 @@ duration_text(char *buf, size_t size, int seconds)
         snprintf(buf, size, "%d s", seconds);
 }
 
+/* The agent's execution id for a job: the build id and the job's log folder, in the characters
+ * and the 64 bytes the agent accepts (component names may hold spaces, recipe names run to 126
+ * characters). A longer one keeps its start and ends with a hash of the whole. */
+static char *
+job_execution_id(const char *build_id, const char *log_sub)
+{
+    char *id = kiln_asprintf("%s-%s", build_id, log_sub);
+    for (char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-'))
+            *p = '-';
+    if (strlen(id) <= 63)
+        return id;
+    char hex[KILN_HASH_MAX_HEX];
+    kiln_hash_buf_hex(KILN_HASH_SHA256, id, strlen(id), hex);
+    char *bounded = kiln_asprintf("%.46s-%.16s", id, hex);
+    free(id);
+    return bounded;
+}
+
 /* Run one job on the current instance. what names it for messages ("component 2 (hello)");
  * limit names where timeout_seconds comes from, for the message when it runs out (NULL: Kiln's
  * own limit for that job). */
@@ -417,10 +437,7 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     if (r < 0)
         return r;
     char *docs[] = {(char *)document, NULL};
-    _cleanup_free_ char *exec_id = kiln_asprintf("%s-%s", b->image->build_id, log_sub);
-    for (char *p = exec_id; *p; p++)
-        if (*p == '/')
-            *p = '-';
+    _cleanup_free_ char *exec_id = job_execution_id(b->image->build_id, log_sub);
     struct kiln_job job = {
         .documents = docs,
         .phases = (char **)phases,

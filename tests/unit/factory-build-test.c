@@ -346,9 +346,10 @@ fk_run(struct kiln_instance *inst, const struct kiln_job *job, const char *log_d
         json_array_append_new(phases, json_string(job->phases[i]));
     char *desc = kiln_fake_driver.describe(inst);
     json_array_append_new(fk.jobs,
-                          json_pack("{s:o, s:o, s:O?, s:s, s:i}", "documents", docs, "phases",
-                                    phases, "parameters", job->parameters, "instance", desc,
-                                    "timeout", job->timeout_seconds));
+                          json_pack("{s:o, s:o, s:O?, s:s, s:i, s:s}", "documents", docs,
+                                    "phases", phases, "parameters", job->parameters, "instance",
+                                    desc, "timeout", job->timeout_seconds, "execution-id",
+                                    job->execution_id));
     free(desc);
     if (fk.cancel_on_run)
         *fk.cfg->cancel = 1; /* Ctrl-C arrives while the step runs */
@@ -671,6 +672,45 @@ test_success(void **state)
 }
 
 /* parentImage by name: the base image images/tiny/build.sh writes under the Kiln home. */
+/* Image Builder allows 126-character recipe names and component names with spaces: the agent's
+ * execution ids (at most 64 bytes of [A-Za-z0-9._-]) are still valid and distinct. */
+static void
+test_long_names(void **state)
+{
+    struct fx *f = *state;
+    put(f, "components/spaced.yml",
+        "name: a component with spaces and a rather long name indeed\nschemaVersion: 1.0\n"
+        "phases:\n  - name: build\n    steps:\n      - name: One\n        action: ExecuteBash\n"
+        "        inputs:\n          commands: [\"true\"]\n");
+    char *recipe = kiln_asprintf(
+        "name: %s\nsemanticVersion: 1.2.3\nparentImage: parent.qcow2\ncomponents:\n"
+        "  - path: components/spaced.yml\n  - path: components/hello.yml\n",
+        "a-recipe-name-of-one-hundred-and-twenty-characters-which-image-builder-accepts-and-"
+        "which-kiln-must-accept-too-x");
+    put(f, "recipe.yml", recipe);
+    free(recipe);
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    size_t i, j;
+    json_t *a, *b;
+    json_array_foreach(fk.jobs, i, a)
+    {
+        const char *id = kiln_json_get_str(a, "execution-id");
+        assert_true(strlen(id) <= 64);
+        json_array_foreach(fk.jobs, j, b)
+        {
+            if (j != i)
+                assert_string_not_equal(id, kiln_json_get_str(b, "execution-id"));
+        }
+    }
+    assert_true(json_array_size(fk.jobs) >= 4);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
 static void
 test_parent_from_catalog(void **state)
 {
@@ -1674,6 +1714,7 @@ KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_boot_kernel_layer_cache, setup, teardown),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
                cmocka_unit_test_setup_teardown(test_compressed_output, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_long_names, setup, teardown),
                cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
