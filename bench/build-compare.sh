@@ -130,11 +130,14 @@ EOF
         return 1
     fi
     # From the launch stage (the build instance is being created) to the build stage (the
-    # agent answered its hello).
-    local ready
+    # agent answered its hello), and to the first step (the agent's ready command found the
+    # network online: jobs can start).
+    local ready first
     ready=$(awk '$3 == "launch" && !l { l = $1 } $3 == "build" && !b { b = $1 }
                  END { printf "%.2f", b - l }' "$work/kiln.log")
-    echo "$total $ready"
+    first=$(awk '$3 == "launch" && !l { l = $1 } $3 == "build" && / build\// && !f { f = $1 }
+                 END { printf "%.2f", f - l }' "$work/kiln.log")
+    echo "$total $ready $first"
 }
 
 # A copy of the base image Packer can log in to: root's authorized key injected, host keys.
@@ -236,14 +239,15 @@ for image in "${images[@]}"; do
 
     echo
     echo "== $name ($dir)"
-    kf=0 ktf=0 k=() kr=() kt=() p=() pb=() v=() b=() zl=() zs=() zls=() zss=()
+    kf=0 ktf=0 k=() kr=() kf1=() kt=() p=() pb=() v=() b=() zl=() zs=() zls=() zss=()
     for i in $(seq "$runs"); do
         if ! skipped kiln; then
             total=
-            read -r total ready < <(kiln_build "$name" off "$home") || true
+            read -r total ready first < <(kiln_build "$name" off "$home") || true
             if [ -n "$total" ]; then
                 k+=("$total")
                 kr+=("$ready")
+                kf1+=("$first")
             else
                 kf=$((kf + 1))
             fi
@@ -254,7 +258,7 @@ for image in "${images[@]}"; do
         fi
         if ! skipped kiln-tests; then
             total=
-            read -r total _ < <(kiln_build "$name" on "$home") || true
+            read -r total _ _ < <(kiln_build "$name" on "$home") || true
             if [ -n "$total" ]; then kt+=("$total"); else ktf=$((ktf + 1)); fi
         fi
         if ! skipped packer; then
@@ -302,7 +306,8 @@ for image in "${images[@]}"; do
     line "packer build (qemu, ssh, shell)" "${p[@]}" || true
     line "packer build, BIOS + GRUB boot" "${pb[@]}" || true
     line "virt-customize --run-command" "${v[@]}" || true
-    line "kiln: launch to agent ready" "${kr[@]}" || true
+    line "kiln: launch to agent ready (hello)" "${kr[@]}" || true
+    line "kiln: launch to first step (network up)" "${kf1[@]}" || true
     line "bare direct-kernel boot to login:" "${b[@]}" || true
     line "qemu-img convert -c (zlib)" "${zl[@]}" || true
     line "qemu-img convert -c zstd" "${zs[@]}" || true
@@ -319,6 +324,9 @@ for image in "${images[@]}"; do
     fi
     if [ ${#kr[@]} -gt 0 ] && [ ${#b[@]} -gt 0 ]; then
         echo "    agent ready / bare boot:          $(ratio "$(median "${kr[@]}")" "$(median "${b[@]}")") (goal <= 0.6)"
+    fi
+    if [ ${#kf1[@]} -gt 0 ] && [ ${#b[@]} -gt 0 ]; then
+        echo "    first step / bare boot:           $(ratio "$(median "${kf1[@]}")" "$(median "${b[@]}")") (jobs wait for network-online)"
     fi
     if [ ${#zl[@]} -gt 0 ]; then
         echo "    zlib / zstd compression time:     $(ratio "$(median "${zl[@]}")" "$(median "${zs[@]}")")x (sizes: zlib $(median "${zls[@]}") B, zstd $(median "${zss[@]}") B, input $(stat -c %s "$work/kiln-output.qcow2") B)"
