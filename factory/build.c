@@ -229,6 +229,10 @@ struct build {
     int lock_fd;
     struct kiln_instance *inst;
     char inst_role[32];          /* "build", "test", "layer-2", ... */
+    /* A stopped instance whose disk is captured: terminated at the end (or when another one is
+     * retired), so that the driver's teardown of it overlaps the build's next stages. */
+    struct kiln_instance *retired;
+    char retired_role[32];
     struct kiln_image_ref layer; /* the cached layer the build resumed from, or the last one made */
     size_t layers_reused;        /* components whose result came from the layer cache */
     json_t *layer_keys;          /* the cache key of each component's result */
@@ -532,6 +536,29 @@ drop_instance(struct build *b)
         kiln_warn("build %s: %s (run `kiln reap` to retry)", b->image->build_id, e.message);
         progress_step(b, "warning: %s", e.message);
     }
+}
+
+static void
+drop_retired(struct build *b)
+{
+    if (!b->retired)
+        return;
+    struct kiln_error e = {0};
+    if (b->ops->terminate(TAKE_PTR(b->retired), 0, &e) < 0) {
+        kiln_warn("build %s: terminating the %s instance: %s (run `kiln reap` to retry)",
+                  b->image->build_id, b->retired_role, e.message);
+        progress_step(b, "warning: terminating the %s instance: %s", b->retired_role, e.message);
+    }
+}
+
+/* Set the current instance aside once it is stopped and its disk captured: libvirt takes a
+ * second or two to tear a domain down, which need not hold up the next stage. */
+static void
+retire_instance(struct build *b)
+{
+    drop_retired(b);
+    b->retired = TAKE_PTR(b->inst);
+    snprintf(b->retired_role, sizeof(b->retired_role), "%s", b->inst_role);
 }
 
 /* qemu-img convert through posix_spawn (no shell); stderr goes to the build log. */
@@ -1135,7 +1162,7 @@ layer_save(struct build *b, size_t i, struct kiln_error *err)
         return kiln_error_prefix(err, r, "layer cache");
     if (rename(tmp, path) < 0)
         return kiln_error_errno(err, -errno, "layer cache: %s", path);
-    drop_instance(b);
+    retire_instance(b);
     layer_ref(b, path, direct);
     _cleanup_free_ char *role = kiln_asprintf("layer-%zu", i + 1);
     r = launch(b, &b->layer, role, err);
@@ -1264,7 +1291,7 @@ stages(struct build *b, struct kiln_error *err)
         b->snapshot.kernel = b->snapshot.initrd = b->snapshot.cmdline = NULL;
         progress_step(b, "the image boots through its firmware and boot loader: %s", b->boot_note);
     }
-    drop_instance(b);
+    retire_instance(b);
 
     /* test phases on a fresh instance from the new image */
     bool any_test = false;
@@ -1354,6 +1381,7 @@ release(struct build *b, bool keep, struct kiln_build_result *result)
     }
     if (terminate(b, &e) < 0)
         kiln_warn("build %s: %s (run `kiln reap` to retry)", b->image->build_id, e.message);
+    drop_retired(b);
     for (size_t i = 0; i < b->n_partial; i++) {
         unlink(b->partial_outputs[i]);
         free(b->partial_outputs[i]);
