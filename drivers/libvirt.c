@@ -1004,7 +1004,6 @@ static int
 libvirt_snapshot(struct kiln_instance *inst, const struct kiln_snapshot_options *opts,
                  unsigned flags, struct kiln_image_ref *ret, struct kiln_error *err)
 {
-    struct libvirt_conn *c = inst->c;
     KILN_CHECK_FLAGS(flags, 0, err);
     if (!opts || !opts->dest)
         return kiln_error_set(err, -EINVAL, "snapshot: no destination");
@@ -1013,15 +1012,12 @@ libvirt_snapshot(struct kiln_instance *inst, const struct kiln_snapshot_options 
         return kiln_error_set(err, -EINVAL, "snapshot: unknown format %s", format);
     if (opts->compress && !kiln_streq(format, "qcow2"))
         return kiln_error_set(err, -EINVAL, "snapshot: only qcow2 can be compressed");
-    /* A domain that libvirt still tears down after QEMU exited is fine: its disk is closed. */
-    virDomainPtr dom = virDomainLookupByName(c->conn, inst->domain_name);
-    if (dom) {
-        int active = virDomainIsActive(dom);
-        virDomainFree(dom);
-        if (active == 1 && disk_locked(inst->overlay))
-            return kiln_error_set(err, -EBUSY, "snapshot: instance %s is still running (stop it "
-                                  "first)", inst->name);
-    }
+    /* QEMU holds image locks on the overlay for as long as it has it open (libvirt leaves
+     * QEMU's image locking on). Not asking libvirt: while it tears a stopped domain down (a
+     * second or two after QEMU exited), its calls on that domain wait for the teardown. */
+    if (disk_locked(inst->overlay))
+        return kiln_error_set(err, -EBUSY, "snapshot: instance %s is still running (stop it "
+                              "first)", inst->name);
     /* Flatten the overlay and its backing chain into one standalone image through QEMU's block
      * layer; written beside the destination, then renamed into place. */
     _cleanup_free_ char *tmp = kiln_asprintf("%s.tmp", opts->dest);

@@ -161,8 +161,17 @@ test_boot_run_stop_snapshot(void **state)
     assert_non_null(strstr(ev.console.data, "hello from kiln-tiny"));
     kiln_buf_clear(&ev.console);
 
-    /* Orderly power-off, then the overlay becomes a standalone compressed image. */
+    /* While the guest runs, QEMU's image locks refuse a snapshot. */
     struct kiln_error err = {0};
+    _cleanup_free_ char *early = kiln_path_join(v->dir, "early.qcow2");
+    struct kiln_snapshot_options eo = {.dest = early};
+    struct kiln_image_ref none = {0};
+    assert_int_equal(kiln_libvirt_driver.snapshot(inst, &eo, 0, &none, &err), -EBUSY);
+    assert_non_null(strstr(err.message, "still running"));
+    assert_int_equal(access(early, F_OK), -1);
+    kiln_error_clear(&err);
+
+    /* Orderly power-off, then the overlay becomes a standalone compressed image. */
     if (kiln_libvirt_driver.stop(inst, 60, 0, &err) < 0)
         fail_msg("%s", err.message);
     _cleanup_free_ char *out = kiln_path_join(v->dir, "layer.qcow2");
