@@ -149,8 +149,14 @@ test_build_tiny(void **state)
     struct fx *f = *state;
     char *comp =
         kiln_asprintf("%s/examples/recipes/components/hello-world.yml", kiln_test_source_dir());
+    /* The first step of the build finds the network configured (the agent's ready command). */
+    put(f->dir, "network.yml",
+        "name: network-first\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+        "      - name: DefaultRoute\n        action: ExecuteBash\n        inputs:\n"
+        "          commands: [\"ip route | grep -q 'default via 10.0.2.2'\"]\n");
     char *recipe = kiln_asprintf("name: vm-hello\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
-                                 "components:\n  - path: %s\n    parameters:\n"
+                                 "components:\n  - path: network.yml\n  - path: %s\n"
+                                 "    parameters:\n"
                                  "      - name: greeting\n        value: [hello from a vm test]\n",
                                  comp);
     put(f->dir, "recipe.yml", recipe);
