@@ -85,10 +85,10 @@ kiln_copy_file(const char *src, const char *dst, mode_t mode, struct kiln_error 
     if (out < 0)
         return kiln_error_errno(err, -errno, "%s", dst);
     int r = copy_fd(in, out, st.st_size);
-    if (r == 0 && (fsync(out) < 0 || close(out) < 0))
+    if (r == 0 && fsync(out) < 0)
         r = -errno;
-    else if (r < 0)
-        close(out);
+    if (close(out) < 0 && r == 0)
+        r = -errno;
     if (r < 0) {
         unlink(dst);
         return kiln_error_errno(err, r, "copy %s to %s", src, dst);
