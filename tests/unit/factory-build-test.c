@@ -1385,18 +1385,18 @@ test_examples_validate(void **state)
     free(pipeline);
 }
 
-/* The inventory document run by the real component engine on this host, and its output read
- * back as the manifest reads it: the host's own package manager, or none. */
+/* Run Kiln's inventory document with the real component engine on this host, in a fresh folder
+ * (*ret_dir, removed by the caller); *ret_logs is its log directory, as the manifest reads it. */
 static void
-test_inventory_on_host(void **state)
+run_inventory_on_host(char **ret_dir, char **ret_logs)
 {
     char *dir = NULL;
     assert_int_equal(kiln_mkdtemp("kiln-inventory", &dir, NULL), 0);
-    char *doc = kiln_path_join(dir, "kiln-inventory.yml");
+    _cleanup_free_ char *doc = kiln_path_join(dir, "kiln-inventory.yml");
     const char *text = kiln_build_inventory_document();
     assert_int_equal(kiln_write_file_atomic(doc, text, strlen(text), 0644, NULL), 0);
     char *logs = kiln_path_join(dir, "logs");
-    char *state_dir = kiln_path_join(dir, "state");
+    _cleanup_free_ char *state_dir = kiln_path_join(dir, "state");
     assert_int_equal(kiln_mkdir_p(logs, 0755, NULL), 0);
     char *docs[] = {doc, NULL};
     struct kiln_run_options ro = {
@@ -1407,6 +1407,17 @@ test_inventory_on_host(void **state)
         fail_msg("%s", err.message);
     assert_int_equal(rr.status, KILN_RUN_SUCCESS);
     kiln_run_result_clear(&rr);
+    *ret_dir = dir;
+    *ret_logs = logs;
+}
+
+/* The inventory document run by the real component engine on this host, and its output read
+ * back as the manifest reads it: the host's own package manager, or none. */
+static void
+test_inventory_on_host(void **state)
+{
+    char *dir = NULL, *logs = NULL;
+    run_inventory_on_host(&dir, &logs);
     json_t *pkgs = NULL;
     char *source = NULL, *note = NULL;
     assert_int_equal(kiln_inventory_read(logs, &pkgs, &source, &note), 0);
@@ -1434,9 +1445,7 @@ test_inventory_on_host(void **state)
     json_decref(pkgs);
     free(source);
     free(note);
-    free(doc);
     free(logs);
-    free(state_dir);
     kiln_rm_rf(dir, NULL);
     free(dir);
 }
@@ -1655,23 +1664,8 @@ static void
 test_boot_kernel_on_host(void **state)
 {
     (void)state;
-    char *dir = NULL;
-    assert_int_equal(kiln_mkdtemp("kiln-boot-kernel", &dir, NULL), 0);
-    char *doc = kiln_path_join(dir, "kiln-inventory.yml");
-    const char *text = kiln_build_inventory_document();
-    assert_int_equal(kiln_write_file_atomic(doc, text, strlen(text), 0644, NULL), 0);
-    char *logs = kiln_path_join(dir, "logs");
-    char *state_dir = kiln_path_join(dir, "state");
-    assert_int_equal(kiln_mkdir_p(logs, 0755, NULL), 0);
-    char *docs[] = {doc, NULL};
-    struct kiln_run_options ro = {
-        .documents = docs, .log_directory = logs, .state_directory = state_dir};
-    struct kiln_run_result rr = {0};
-    struct kiln_error err = {0};
-    if (kiln_engine_run(&ro, &rr, &err) < 0)
-        fail_msg("%s", err.message);
-    assert_int_equal(rr.status, KILN_RUN_SUCCESS);
-    kiln_run_result_clear(&rr);
+    char *dir = NULL, *logs = NULL;
+    run_inventory_on_host(&dir, &logs);
     struct kiln_boot_kernel k;
     assert_int_equal(kiln_boot_kernel_read(logs, &k), 0);
     struct utsname u;
@@ -1699,9 +1693,7 @@ test_boot_kernel_on_host(void **state)
     json_decref(pkgs);
     free(source);
     free(note);
-    free(doc);
     free(logs);
-    free(state_dir);
     kiln_rm_rf(dir, NULL);
     free(dir);
 }

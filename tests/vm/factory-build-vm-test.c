@@ -5,6 +5,8 @@
  * and no resource in the store. Labels: vm. */
 #include "kiln-test.h"
 
+#include "factory-vm-common.h"
+
 #include <fcntl.h>
 #include <libvirt/libvirt.h>
 #include <signal.h>
@@ -17,13 +19,6 @@
 #include "common/json.h"
 #include "factory/build.h"
 #include "images/catalog.h"
-
-static const char *
-uri(void)
-{
-    const char *u = getenv("KILN_TEST_URI");
-    return u && *u ? u : "qemu:///system";
-}
 
 struct fx {
     char *dir;
@@ -41,39 +36,12 @@ resolve_tiny(void *userdata, const struct kiln_recipe *recipe, struct kiln_image
     return kiln_catalog_resolve(NULL, recipe->parent_image, ret, err);
 }
 
-static void
-put(const char *dir, const char *name, const char *text)
-{
-    char *p = kiln_path_join(dir, name);
-    char *d = kiln_strdup(p);
-    *strrchr(d, '/') = '\0';
-    assert_int_equal(kiln_mkdir_p(d, 0755, NULL), 0);
-    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
-    free(d);
-    free(p);
-}
-
 static int
 setup(void **state)
 {
     struct fx *f = kiln_new(struct fx, 1);
-    struct kiln_error err = {0};
-    if (kiln_mkdtemp("kiln-build-vm", &f->dir, &err) < 0 ||
-        kiln_store_open(f->dir, &f->store, &err) < 0) {
-        fprintf(stderr, "%s\n", err.message);
+    if (vm_home_new("kiln-build-vm", "[qcow2, raw]", false, &f->dir, &f->store) < 0)
         return -1;
-    }
-    const char *accel = getenv("KILN_TEST_ACCEL");
-    char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: %s\nvcpus: 1\n"
-                                "memoryMiB: 256\n",
-                                uri(), accel && *accel ? accel : "tcg");
-    put(f->dir, "infra.yml", infra);
-    free(infra);
-    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/out\n"
-                               "      formats: [qcow2, raw]\n",
-                               f->dir);
-    put(f->dir, "dist.yml", dist);
-    free(dist);
     f->infra = kiln_path_join(f->dir, "infra.yml");
     f->dist = kiln_path_join(f->dir, "dist.yml");
     f->recipe = kiln_path_join(f->dir, "recipe.yml");
@@ -95,27 +63,6 @@ teardown(void **state)
     return 0;
 }
 
-/* Domains whose name carries the build id (every domain of a build does). */
-static int
-domains_of(const char *build_id)
-{
-    virConnectPtr c = virConnectOpen(uri());
-    assert_non_null(c);
-    virDomainPtr *doms = NULL;
-    int n = virConnectListAllDomains(c, &doms, 0);
-    assert_true(n >= 0);
-    int found = 0;
-    for (int i = 0; i < n; i++) {
-        const char *name = virDomainGetName(doms[i]);
-        if (name && strstr(name, build_id))
-            found++;
-        virDomainFree(doms[i]);
-    }
-    free(doms);
-    virConnectClose(c);
-    return found;
-}
-
 static void
 assert_no_resources(struct fx *f, const char *build_id)
 {
@@ -126,7 +73,7 @@ assert_no_resources(struct fx *f, const char *build_id)
         fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
     assert_int_equal(n, 0);
     kiln_resource_record_list_free(list, n);
-    assert_int_equal(domains_of(build_id), 0);
+    assert_int_equal(vm_domains_of(build_id), 0);
 }
 
 static struct kiln_build_options
@@ -150,16 +97,16 @@ test_build_tiny(void **state)
     char *comp =
         kiln_asprintf("%s/examples/recipes/components/hello-world.yml", kiln_test_source_dir());
     /* The first step of the build finds the network configured (the agent's ready command). */
-    put(f->dir, "network.yml",
-        "name: network-first\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
-        "      - name: DefaultRoute\n        action: ExecuteBash\n        inputs:\n"
-        "          commands: [\"ip route | grep -q 'default via 10.0.2.2'\"]\n");
+    vm_put(f->dir, "network.yml",
+           "name: network-first\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+           "      - name: DefaultRoute\n        action: ExecuteBash\n        inputs:\n"
+           "          commands: [\"ip route | grep -q 'default via 10.0.2.2'\"]\n");
     char *recipe = kiln_asprintf("name: vm-hello\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
                                  "components:\n  - path: network.yml\n  - path: %s\n"
                                  "    parameters:\n"
                                  "      - name: greeting\n        value: [hello from a vm test]\n",
                                  comp);
-    put(f->dir, "recipe.yml", recipe);
+    vm_put(f->dir, "recipe.yml", recipe);
     struct kiln_build_options opts = options(f);
     struct kiln_build_result res;
     struct kiln_error err = {0};
@@ -203,13 +150,13 @@ static void
 test_failing_component(void **state)
 {
     struct fx *f = *state;
-    put(f->dir, "fails.yml",
-        "name: fails\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
-        "      - name: Fail\n        action: ExecuteBash\n        inputs:\n"
-        "          commands: [\"echo about to fail\", \"exit 7\"]\n");
-    put(f->dir, "recipe.yml",
-        "name: vm-fails\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
-        "  - path: fails.yml\n");
+    vm_put(f->dir, "fails.yml",
+           "name: fails\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+           "      - name: Fail\n        action: ExecuteBash\n        inputs:\n"
+           "          commands: [\"echo about to fail\", \"exit 7\"]\n");
+    vm_put(f->dir, "recipe.yml",
+           "name: vm-fails\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+           "  - path: fails.yml\n");
     struct kiln_build_options opts = options(f);
     opts.skip_tests = true;
     struct kiln_build_result res;
@@ -231,16 +178,16 @@ test_keep_and_reap(void **state)
     struct fx *f = *state;
     char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: tcg\nvcpus: 1\n"
                                 "memoryMiB: 256\nterminateInstanceOnFailure: false\n",
-                                uri());
-    put(f->dir, "infra.yml", infra);
+                                vm_uri());
+    vm_put(f->dir, "infra.yml", infra);
     free(infra);
-    put(f->dir, "fails.yml",
-        "name: fails\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
-        "      - name: Fail\n        action: ExecuteBash\n        inputs:\n"
-        "          commands: [\"exit 7\"]\n");
-    put(f->dir, "recipe.yml",
-        "name: vm-keep\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
-        "  - path: fails.yml\n");
+    vm_put(f->dir, "fails.yml",
+           "name: fails\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+           "      - name: Fail\n        action: ExecuteBash\n        inputs:\n"
+           "          commands: [\"exit 7\"]\n");
+    vm_put(f->dir, "recipe.yml",
+           "name: vm-keep\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+           "  - path: fails.yml\n");
     struct kiln_build_options opts = options(f);
     struct kiln_build_result res;
     struct kiln_error err = {0};
@@ -248,9 +195,9 @@ test_keep_and_reap(void **state)
     assert_int_equal(res.status, KILN_IMAGE_FAILED);
     assert_non_null(res.kept_instance);
     /* The failed guest is still there, and a plain reap leaves it alone. */
-    assert_int_equal(domains_of(res.build_id), 1);
+    assert_int_equal(vm_domains_of(res.build_id), 1);
     assert_int_equal(kiln_build_reap(f->store, NULL, false, NULL, NULL, &err), 0);
-    assert_int_equal(domains_of(res.build_id), 1);
+    assert_int_equal(vm_domains_of(res.build_id), 1);
     assert_int_equal(kiln_build_reap(f->store, NULL, true, NULL, NULL, &err), 1);
     assert_no_resources(f, res.build_id);
     kiln_build_result_clear(&res);
@@ -264,13 +211,13 @@ static void
 test_cli_cancel(void **state)
 {
     struct fx *f = *state;
-    put(f->dir, "slow.yml",
-        "name: slow\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
-        "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
-        "          commands: [\"echo sleeping\", \"sleep 300\"]\n");
-    put(f->dir, "recipe.yml",
-        "name: vm-cancel\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
-        "  - path: slow.yml\n");
+    vm_put(f->dir, "slow.yml",
+           "name: slow\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
+           "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
+           "          commands: [\"echo sleeping\", \"sleep 300\"]\n");
+    vm_put(f->dir, "recipe.yml",
+           "name: vm-cancel\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
+           "  - path: slow.yml\n");
     /* The CLI resolves tiny in its own home: give it the catalog's images folder. */
     char *catalog = kiln_catalog_home();
     char *images = kiln_path_join(catalog, "images");

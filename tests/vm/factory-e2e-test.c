@@ -8,6 +8,8 @@
  * (overlays, sockets, locks, temporary files). Recipes: tests/data/recipes/e2e/. Labels: vm. */
 #include "kiln-test.h"
 
+#include "factory-vm-common.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <libvirt/libvirt.h>
@@ -25,13 +27,6 @@
 #include "images/catalog.h"
 
 extern char **environ;
-
-static const char *
-uri(void)
-{
-    const char *u = getenv("KILN_TEST_URI");
-    return u && *u ? u : "qemu:///system";
-}
 
 struct fx {
     char *dir; /* the Kiln home, and where the test's files go */
@@ -51,14 +46,6 @@ data_path(const char *name)
 }
 
 static void
-put(const char *dir, const char *name, const char *text)
-{
-    char *p = kiln_path_join(dir, name);
-    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
-    free(p);
-}
-
-static void
 on_step(void *userdata, const char *text)
 {
     struct fx *f = userdata;
@@ -72,43 +59,19 @@ on_console(void *userdata, const char *stream, const char *data, size_t len)
     kiln_buf_append(&f->console, data, len);
 }
 
-
 static int
 setup(void **state)
 {
     struct fx *f = kiln_new(struct fx, 1);
-    struct kiln_error err = {0};
-    if (kiln_mkdtemp("kiln-e2e-vm", &f->dir, &err) < 0 ||
-        kiln_store_open(f->dir, &f->store, &err) < 0) {
-        fprintf(stderr, "%s\n", err.message);
+    if (vm_home_new("kiln-e2e-vm", "[qcow2]", true, &f->dir, &f->store) < 0)
         return -1;
-    }
-    const char *accel = getenv("KILN_TEST_ACCEL");
-    char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: %s\nvcpus: 1\n"
-                                "memoryMiB: 256\n",
-                                uri(), accel && *accel ? accel : "tcg");
-    put(f->dir, "infra.yml", infra);
-    free(infra);
-    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/out\n"
-                               "      formats: [qcow2]\n",
-                               f->dir);
-    put(f->dir, "dist.yml", dist);
-    free(dist);
-    /* The CLI resolves tiny in its own home: give it the prepared images (not rebuilt). */
-    char *catalog = kiln_catalog_home();
-    char *images = kiln_path_join(catalog, "images");
-    char *link = kiln_path_join(f->dir, "images");
-    assert_int_equal(symlink(images, link), 0);
-    free(link);
-    free(images);
-    free(catalog);
     f->infra = kiln_path_join(f->dir, "infra.yml");
     f->dist = kiln_path_join(f->dir, "dist.yml");
     f->recipe = kiln_path_join(f->dir, "recipe.yml");
     kiln_buf_init(&f->steps);
     kiln_buf_init(&f->console);
-    f->progress = (struct kiln_build_progress){
-        .step = on_step, .console = on_console, .userdata = f};
+    f->progress =
+        (struct kiln_build_progress){.step = on_step, .console = on_console, .userdata = f};
     *state = f;
     return 0;
 }
@@ -129,62 +92,6 @@ teardown(void **state)
     return 0;
 }
 
-/* Domains whose name carries the build id (every domain of a build does). */
-static int
-domains_of(const char *build_id)
-{
-    virConnectPtr c = virConnectOpen(uri());
-    assert_non_null(c);
-    virDomainPtr *doms = NULL;
-    int n = virConnectListAllDomains(c, &doms, 0);
-    assert_true(n >= 0);
-    int found = 0;
-    for (int i = 0; i < n; i++) {
-        const char *name = virDomainGetName(doms[i]);
-        if (name && strstr(name, build_id)) {
-            fprintf(stderr, "domain left: %s\n", name);
-            found++;
-        }
-        virDomainFree(doms[i]);
-    }
-    free(doms);
-    virConnectClose(c);
-    return found;
-}
-
-/* Entries of DIR/SUB, each printed; a missing folder has none. */
-static int
-entries_in(const char *dir, const char *sub)
-{
-    char *p = kiln_path_join(dir, sub);
-    DIR *d = opendir(p);
-    int n = 0;
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-                fprintf(stderr, "left in %s: %s\n", p, e->d_name);
-                n++;
-            }
-        closedir(d);
-    }
-    free(p);
-    return n;
-}
-
-/* The agent socket of instance NAME when its path in the work folder is too long for a unix
- * socket (drivers/libvirt.c): /tmp/kiln-<first 24 hex of SHA-256(WORK/NAME)>.sock. */
-static char *
-fallback_socket(struct fx *f, const char *build_id, const char *which)
-{
-    char *dir = kiln_asprintf("%s/builds/%s/%s-%s", f->dir, build_id, build_id, which);
-    char h[KILN_HASH_MAX_HEX];
-    kiln_hash_buf_hex(KILN_HASH_SHA256, dir, strlen(dir), h);
-    h[24] = '\0';
-    free(dir);
-    return kiln_asprintf("/tmp/kiln-%s.sock", h);
-}
-
 /* Nothing of the build remains: no domain, no resource record (of this build or any), no work
  * folder, overlay, socket or lock in the home, no socket in /tmp. And the store has STATUS. */
 static struct kiln_image_record *
@@ -197,11 +104,11 @@ assert_clean(struct fx *f, const char *build_id, enum kiln_image_status status)
         fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
     assert_int_equal(n, 0);
     kiln_resource_record_list_free(list, n);
-    assert_int_equal(domains_of(build_id), 0);
-    assert_int_equal(entries_in(f->dir, "builds"), 0);
-    assert_int_equal(entries_in(f->dir, "run"), 0);
+    assert_int_equal(vm_domains_of(build_id), 0);
+    assert_int_equal(vm_entries_in(f->dir, "builds"), 0);
+    assert_int_equal(vm_entries_in(f->dir, "run"), 0);
     for (int i = 0; i < 2; i++) {
-        char *sock = fallback_socket(f, build_id, i ? "test" : "build");
+        char *sock = vm_fallback_socket(f->dir, build_id, i ? "test" : "build");
         if (access(sock, F_OK) == 0)
             fprintf(stderr, "socket left: %s\n", sock);
         assert_int_equal(access(sock, F_OK), -1);
@@ -239,7 +146,7 @@ write_recipe(struct fx *f, const char *name, const char *component)
     char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
                                  "components:\n  - path: %s\n",
                                  name, comp);
-    put(f->dir, "recipe.yml", recipe);
+    vm_put(f->dir, "recipe.yml", recipe);
     free(recipe);
     free(comp);
 }
@@ -493,12 +400,12 @@ test_two_builds_at_once(void **state)
                                      "      - name: text\n        value: [built by %s]\n",
                                      names[i], comp, names[i]);
         char *file = kiln_asprintf("%s.yml", names[i]);
-        put(f->dir, file, recipe);
+        vm_put(f->dir, file, recipe);
         char *path = kiln_path_join(f->dir, file);
         outs[i] = kiln_asprintf("%s/%s.out", f->dir, names[i]);
         errs[i] = kiln_asprintf("%s/%s.err", f->dir, names[i]);
-        const char *args[] = {"build",          "--recipe", path,     "--infrastructure",
-                              f->infra,         "--distribution", f->dist, NULL};
+        const char *args[] = {"build",  "--recipe",       path,    "--infrastructure",
+                              f->infra, "--distribution", f->dist, NULL};
         pids[i] = spawn_kiln(f, args, outs[i], errs[i]);
         free(path);
         free(file);
@@ -539,10 +446,10 @@ test_two_builds_at_once(void **state)
                             kiln_json_get_str(shown[1], "buildId"));
     assert_string_not_equal(kiln_json_get_str(shown[0], "workDir"),
                             kiln_json_get_str(shown[1], "workDir"));
-    const char *o0 = kiln_json_get_str(json_array_get(json_object_get(shown[0], "outputs"), 0),
-                                       "path");
-    const char *o1 = kiln_json_get_str(json_array_get(json_object_get(shown[1], "outputs"), 0),
-                                       "path");
+    const char *o0 =
+        kiln_json_get_str(json_array_get(json_object_get(shown[0], "outputs"), 0), "path");
+    const char *o1 =
+        kiln_json_get_str(json_array_get(json_object_get(shown[1], "outputs"), 0), "path");
     assert_non_null(o0);
     assert_non_null(o1);
     assert_string_not_equal(o0, o1);

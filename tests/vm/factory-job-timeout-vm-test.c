@@ -9,6 +9,8 @@
  * Components: tests/data/recipes/job-timeout/. Label: vm. */
 #include "kiln-test.h"
 
+#include "factory-vm-common.h"
+
 #include <dirent.h>
 #include <libvirt/libvirt.h>
 #include <time.h>
@@ -21,13 +23,6 @@
 #include "factory/build.h"
 #include "images/catalog.h"
 
-static const char *
-uri(void)
-{
-    const char *u = getenv("KILN_TEST_URI");
-    return u && *u ? u : "qemu:///system";
-}
-
 struct fx {
     char *dir; /* the Kiln home, and where the test's files go */
     struct kiln_store *store;
@@ -36,14 +31,6 @@ struct fx {
     struct kiln_build_progress progress;
     time_t test_started; /* when the test stage began */
 };
-
-static void
-put(const char *dir, const char *name, const char *text)
-{
-    char *p = kiln_path_join(dir, name);
-    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
-    free(p);
-}
 
 static void
 on_step(void *userdata, const char *text)
@@ -68,7 +55,7 @@ write_recipe(struct fx *f, const char *name, const char *component)
     char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
                                  "components:\n  - path: %s\n",
                                  name, comp);
-    put(f->dir, "recipe.yml", recipe);
+    vm_put(f->dir, "recipe.yml", recipe);
     free(recipe);
     free(comp);
 }
@@ -77,31 +64,8 @@ static int
 setup(void **state)
 {
     struct fx *f = kiln_new(struct fx, 1);
-    struct kiln_error err = {0};
-    if (kiln_mkdtemp("kiln-jt-vm", &f->dir, &err) < 0 ||
-        kiln_store_open(f->dir, &f->store, &err) < 0) {
-        fprintf(stderr, "%s\n", err.message);
+    if (vm_home_new("kiln-jt-vm", "[qcow2]", true, &f->dir, &f->store) < 0)
         return -1;
-    }
-    const char *accel = getenv("KILN_TEST_ACCEL");
-    char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: %s\nvcpus: 1\n"
-                                "memoryMiB: 256\n",
-                                uri(), accel && *accel ? accel : "tcg");
-    put(f->dir, "infra.yml", infra);
-    free(infra);
-    char *dist = kiln_asprintf("distributions:\n  - local:\n      directory: %s/out\n"
-                               "      formats: [qcow2]\n",
-                               f->dir);
-    put(f->dir, "dist.yml", dist);
-    free(dist);
-    /* The tiny image as prepared by the vm fixture, seen from this home. */
-    char *catalog = kiln_catalog_home();
-    char *images = kiln_path_join(catalog, "images");
-    char *link = kiln_path_join(f->dir, "images");
-    assert_int_equal(symlink(images, link), 0);
-    free(link);
-    free(images);
-    free(catalog);
     f->infra = kiln_path_join(f->dir, "infra.yml");
     f->dist = kiln_path_join(f->dir, "dist.yml");
     f->recipe = kiln_path_join(f->dir, "recipe.yml");
@@ -124,61 +88,6 @@ teardown(void **state)
     kiln_buf_clear(&f->steps);
     free(f);
     return 0;
-}
-
-/* Domains whose name carries the build id (every domain of a build does). */
-static int
-domains_of(const char *build_id)
-{
-    virConnectPtr c = virConnectOpen(uri());
-    assert_non_null(c);
-    virDomainPtr *doms = NULL;
-    int n = virConnectListAllDomains(c, &doms, 0);
-    assert_true(n >= 0);
-    int found = 0;
-    for (int i = 0; i < n; i++) {
-        const char *name = virDomainGetName(doms[i]);
-        if (name && strstr(name, build_id)) {
-            fprintf(stderr, "domain left: %s\n", name);
-            found++;
-        }
-        virDomainFree(doms[i]);
-    }
-    free(doms);
-    virConnectClose(c);
-    return found;
-}
-
-static int
-entries_in(const char *dir, const char *sub)
-{
-    char *p = kiln_path_join(dir, sub);
-    DIR *d = opendir(p);
-    int n = 0;
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-                fprintf(stderr, "left in %s: %s\n", p, e->d_name);
-                n++;
-            }
-        closedir(d);
-    }
-    free(p);
-    return n;
-}
-
-/* The agent socket when WORK/NAME/agent.sock is too long for a unix socket (drivers/libvirt.c):
- * /tmp/kiln-<first 24 hex of SHA-256(WORK/NAME)>.sock. */
-static char *
-fallback_socket(struct fx *f, const char *build_id, const char *which)
-{
-    char *dir = kiln_asprintf("%s/builds/%s/%s-%s", f->dir, build_id, build_id, which);
-    char h[KILN_HASH_MAX_HEX];
-    kiln_hash_buf_hex(KILN_HASH_SHA256, dir, strlen(dir), h);
-    h[24] = '\0';
-    free(dir);
-    return kiln_asprintf("/tmp/kiln-%s.sock", h);
 }
 
 /* Run the build with a test stage limit of seconds; it must fail. Returns its result after
@@ -239,11 +148,11 @@ build_times_out(struct fx *f, int seconds, const char *component_name,
         fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
     assert_int_equal(n, 0);
     kiln_resource_record_list_free(list, n);
-    assert_int_equal(domains_of(res->build_id), 0);
-    assert_int_equal(entries_in(f->dir, "builds"), 0);
-    assert_int_equal(entries_in(f->dir, "run"), 0);
+    assert_int_equal(vm_domains_of(res->build_id), 0);
+    assert_int_equal(vm_entries_in(f->dir, "builds"), 0);
+    assert_int_equal(vm_entries_in(f->dir, "run"), 0);
     for (int i = 0; i < 2; i++) {
-        char *sock = fallback_socket(f, res->build_id, i ? "test" : "build");
+        char *sock = vm_fallback_socket(f->dir, res->build_id, i ? "test" : "build");
         assert_int_equal(access(sock, F_OK), -1);
         free(sock);
     }
