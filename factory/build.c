@@ -1170,6 +1170,30 @@ layer_save(struct build *b, size_t i, struct kiln_error *err)
     return r;
 }
 
+/* Recipe fields that only mean something on EC2: said once, so that nobody expects a bigger
+ * disk or their user data to have run from a local build. */
+static void
+warn_ec2_only_fields(struct build *b)
+{
+    const struct kiln_recipe *rec = b->plan.recipe;
+    if (kiln_streq(b->ops->name, "ec2"))
+        return;
+    for (size_t i = 0; i < rec->n_block_devices; i++) {
+        const struct kiln_block_device *d = &rec->block_devices[i];
+        if (d->volume_size_gib > 0) {
+            progress_step(b, "warning: blockDeviceMappings (%s: %lld GiB) is an EC2 setting: the "
+                             "%s driver keeps the parent image's disk size",
+                          d->device_name ? d->device_name : "?", d->volume_size_gib,
+                          b->ops->name);
+            break;
+        }
+    }
+    if (rec->user_data_override)
+        progress_step(b, "warning: additionalInstanceConfiguration.userDataOverride is EC2 user "
+                         "data: the %s driver does not run it",
+                      b->ops->name);
+}
+
 static int
 stages(struct build *b, struct kiln_error *err)
 {
@@ -1178,6 +1202,7 @@ stages(struct build *b, struct kiln_error *err)
 
     /* launch */
     progress_stage(b, "launch");
+    warn_ec2_only_fields(b);
     r = set_status(b, KILN_IMAGE_BUILDING, err);
     if (r < 0)
         return r;

@@ -426,6 +426,7 @@ struct fx {
     volatile sig_atomic_t cancel;
     struct kiln_build_options opts;
     json_t *stages;
+    json_t *warnings;
 };
 
 static void
@@ -461,7 +462,16 @@ on_stage(void *userdata, const char *stage)
     json_array_append_new(f->stages, json_string(stage));
 }
 
-static struct kiln_build_progress progress = {.stage = on_stage};
+/* Progress step lines that are warnings. */
+static void
+on_step(void *userdata, const char *text)
+{
+    struct fx *f = userdata;
+    if (strncmp(text, "warning: ", 9) == 0)
+        json_array_append_new(f->warnings, json_string(text));
+}
+
+static struct kiln_build_progress progress = {.stage = on_stage, .step = on_step};
 
 static int
 setup(void **state)
@@ -497,6 +507,7 @@ setup(void **state)
         return -1;
     }
     f->stages = json_array();
+    f->warnings = json_array();
     progress.userdata = f;
     f->opts = (struct kiln_build_options){
         .recipe_path = f->recipe,
@@ -531,6 +542,7 @@ teardown(void **state)
     json_decref(fk.launched);
     fk.launched = NULL;
     json_decref(f->stages);
+    json_decref(f->warnings);
     free(f);
     return 0;
 }
@@ -584,6 +596,7 @@ test_success(void **state)
     assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
     assert_string_equal(res.version, "1.2.3/1");
     assert_released(f, &res);
+    assert_int_equal(json_array_size(f->warnings), 0); /* nothing EC2-only in this recipe */
 
     /* Jobs: each component's build+validate on the build instance, the inventory, the cleanup,
      * then the one component with a test phase on a second instance. */
@@ -707,6 +720,32 @@ test_long_names(void **state)
         }
     }
     assert_true(json_array_size(fk.jobs) >= 4);
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+/* blockDeviceMappings and userDataOverride are EC2 settings: a local build says it does not
+ * apply them, and still builds. */
+static void
+test_ec2_only_fields_warned(void **state)
+{
+    struct fx *f = *state;
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: parent.qcow2\ncomponents:\n"
+        "  - path: components/second.yml\nblockDeviceMappings:\n  - deviceName: /dev/xvda\n"
+        "    ebs: {volumeSize: 20, volumeType: gp3}\nadditionalInstanceConfiguration:\n"
+        "  userDataOverride: IyEvYmluL2Jhc2gKZWNobyBoaQo=\n");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    assert_int_equal(json_array_size(f->warnings), 2);
+    const char *bdm = json_string_value(json_array_get(f->warnings, 0));
+    assert_non_null(strstr(bdm, "blockDeviceMappings (/dev/xvda: 20 GiB)"));
+    assert_non_null(strstr(bdm, "fake driver keeps the parent image's disk size"));
+    assert_non_null(strstr(json_string_value(json_array_get(f->warnings, 1)),
+                           "userDataOverride is EC2 user data: the fake driver does not run it"));
     assert_released(f, &res);
     kiln_build_result_clear(&res);
 }
@@ -1707,6 +1746,7 @@ KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_success, setup, teardown),
                cmocka_unit_test_setup_teardown(test_compressed_output, setup, teardown),
                cmocka_unit_test_setup_teardown(test_long_names, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_ec2_only_fields_warned, setup, teardown),
                cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
