@@ -351,17 +351,30 @@ imds_body(char *data, size_t size, size_t n, void *userdata)
     return size * n;
 }
 
-static int
-imds_request(struct kiln_aws_credentials_provider *p, const char *base, const char *method,
-             const char *path, const char *token, struct kiln_buf *out, struct kiln_error *err)
+char *
+kiln_aws_imds_endpoint(void)
+{
+    const char *dis = getenv("AWS_EC2_METADATA_DISABLED");
+    if (dis && strcasecmp(dis, "true") == 0)
+        return NULL;
+    const char *ep = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+    char *base = kiln_strdup(ep && *ep ? ep : "http://169.254.169.254");
+    size_t bl = strlen(base);
+    while (bl > 0 && base[bl - 1] == '/')
+        base[--bl] = 0;
+    return base;
+}
+
+int
+kiln_aws_imds_request(const char *base, const char *method, const char *path, const char *token,
+                      long timeout_ms, struct kiln_buf *out, struct kiln_error *err)
 {
     CURL *e = curl_easy_init();
     if (!e)
         abort();
     _cleanup_free_ char *url = kiln_asprintf("%s%s", base, path);
     struct curl_slist *h = NULL;
-    _cleanup_free_ char *tok = token ? kiln_asprintf("X-aws-ec2-metadata-token: %s", token)
-                                     : NULL;
+    _cleanup_free_ char *tok = token ? kiln_asprintf("X-aws-ec2-metadata-token: %s", token) : NULL;
     if (tok)
         h = curl_slist_append(h, tok);
     if (strcmp(method, "PUT") == 0) {
@@ -375,7 +388,7 @@ imds_request(struct kiln_aws_credentials_provider *p, const char *base, const ch
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)p->imds_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, imds_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
     /* No proxy for the link-local metadata service. */
@@ -398,31 +411,28 @@ static int
 imds_fetch(struct kiln_aws_credentials_provider *p, struct kiln_aws_credentials *ret,
            struct kiln_error *err)
 {
-    const char *dis = getenv("AWS_EC2_METADATA_DISABLED");
-    if (dis && strcasecmp(dis, "true") == 0)
-        return kiln_error_set(err, -ENOENT, "instance metadata is disabled "
-                                            "(AWS_EC2_METADATA_DISABLED)");
-    const char *ep = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
-    _cleanup_free_ char *base = kiln_strdup(ep && *ep ? ep : "http://169.254.169.254");
-    size_t bl = strlen(base);
-    while (bl > 0 && base[bl - 1] == '/')
-        base[--bl] = 0;
+    _cleanup_free_ char *base = kiln_aws_imds_endpoint();
+    if (!base)
+        return kiln_error_set(err, -ENOENT,
+                              "instance metadata is disabled "
+                              "(AWS_EC2_METADATA_DISABLED)");
     _cleanup_buf_ struct kiln_buf b;
     kiln_buf_init(&b);
-    int r = imds_request(p, base, "PUT", "/latest/api/token", NULL, &b, err);
+    int r =
+        kiln_aws_imds_request(base, "PUT", "/latest/api/token", NULL, p->imds_timeout_ms, &b, err);
     if (r < 0)
         return r;
     _cleanup_free_ char *token = kiln_strndup(b.data, strcspn(b.data, "\r\n"));
-    r = imds_request(p, base, "GET", "/latest/meta-data/iam/security-credentials/", token, &b,
-                     err);
+    r = kiln_aws_imds_request(base, "GET", "/latest/meta-data/iam/security-credentials/", token,
+                              p->imds_timeout_ms, &b, err);
     if (r < 0)
         return r;
     _cleanup_free_ char *role = kiln_strndup(b.data, strcspn(b.data, "\r\n"));
     if (!*role || strchr(role, '/') || strchr(role, '?'))
         return kiln_error_set(err, -KILN_E_PARSE, "instance metadata: bad role name");
-    _cleanup_free_ char *path = kiln_asprintf("/latest/meta-data/iam/security-credentials/%s",
-                                              role);
-    r = imds_request(p, base, "GET", path, token, &b, err);
+    _cleanup_free_ char *path =
+        kiln_asprintf("/latest/meta-data/iam/security-credentials/%s", role);
+    r = kiln_aws_imds_request(base, "GET", path, token, p->imds_timeout_ms, &b, err);
     if (r < 0)
         return r;
     _cleanup_json_ json_t *j = NULL;

@@ -33,5 +33,14 @@ const char *kiln_aws_credentials_provider_source(const struct kiln_aws_credentia
 /* Value of key in [section] of an INI file (AWS shared file syntax); NULL when absent. */
 int kiln_aws_ini_get(const char *path, const char *section, const char *key, char **ret,
                      struct kiln_error *err);
+/* The instance metadata service's base URL as the AWS CLI finds it
+ * (AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254; no trailing slash), or NULL
+ * when AWS_EC2_METADATA_DISABLED is true. */
+char *kiln_aws_imds_endpoint(void);
+/* One IMDSv2 request: PUT /latest/api/token (token NULL; asks for a 6-hour token) or a GET with
+ * the token. out gets the body (at most 64 KiB). -EHOSTUNREACH when unreachable, -ENOENT on 404,
+ * -KILN_E_REMOTE on another status. Never through a proxy. */
+int kiln_aws_imds_request(const char *base, const char *method, const char *path, const char *token,
+                          long timeout_ms, struct kiln_buf *out, struct kiln_error *err);
 /* ISO 8601 "2026-11-28T21:00:00Z" to time_t; -1 when malformed. */
 time_t kiln_aws_parse_time(const char *s);

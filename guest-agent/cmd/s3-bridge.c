@@ -15,7 +15,6 @@
 #include "common/time.h"
 #include "guest-agent/cmd/s3-bridge.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,70 +78,23 @@ profile_value(const char *key)
     return v;
 }
 
-static size_t
-imds_body(char *data, size_t size, size_t n, void *userdata)
-{
-    struct kiln_buf *b = userdata;
-    if (b->len + size * n > 4096)
-        return 0;
-    kiln_buf_append(b, data, size * n);
-    return size * n;
-}
-
-static int
-imds_request(const char *url, const char *method, const char *token, struct kiln_buf *out)
-{
-    CURL *e = curl_easy_init();
-    if (!e)
-        return -ENOMEM;
-    struct curl_slist *h = NULL;
-    _cleanup_free_ char *tok = token ? kiln_asprintf("X-aws-ec2-metadata-token: %s", token)
-                                     : NULL;
-    if (tok)
-        h = curl_slist_append(h, tok);
-    if (strcmp(method, "PUT") == 0) {
-        h = curl_slist_append(h, "X-aws-ec2-metadata-token-ttl-seconds: 21600");
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
-    }
-    kiln_buf_reset(out);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, IMDS_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, imds_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "*"); /* link-local: never through a proxy */
-    CURLcode cc = curl_easy_perform(e);
-    long status = 0;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(e);
-    return cc == CURLE_OK && status == 200 ? 0 : -EHOSTUNREACH;
-}
-
 /* The instance's region from IMDSv2 (token, then placement/region), or NULL. */
 static char *
 imds_region(void)
 {
-    const char *dis = env("AWS_EC2_METADATA_DISABLED");
-    if (dis && strcasecmp(dis, "true") == 0)
+    _cleanup_free_ char *base = kiln_aws_imds_endpoint();
+    if (!base)
         return NULL;
-    const char *ep = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
-    _cleanup_free_ char *base = kiln_strdup(ep ? ep : "http://169.254.169.254");
-    size_t bl = strlen(base);
-    while (bl > 0 && base[bl - 1] == '/')
-        base[--bl] = '\0';
     _cleanup_buf_ struct kiln_buf b;
     kiln_buf_init(&b);
-    _cleanup_free_ char *turl = kiln_asprintf("%s/latest/api/token", base);
-    if (imds_request(turl, "PUT", NULL, &b) < 0 || b.len == 0)
+    if (kiln_aws_imds_request(base, "PUT", "/latest/api/token", NULL, IMDS_TIMEOUT_MS, &b, NULL) <
+            0 ||
+        b.len == 0)
         return NULL;
     _cleanup_free_ char *token = kiln_strndup(b.data, b.len);
-    _cleanup_free_ char *rurl = kiln_asprintf("%s/latest/meta-data/placement/region", base);
-    if (imds_request(rurl, "GET", token, &b) < 0 || b.len == 0 || b.len > 64)
+    if (kiln_aws_imds_request(base, "GET", "/latest/meta-data/placement/region", token,
+                              IMDS_TIMEOUT_MS, &b, NULL) < 0 ||
+        b.len == 0 || b.len > 64)
         return NULL;
     return kiln_strndup(b.data, b.len);
 }
