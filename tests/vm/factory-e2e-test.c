@@ -218,23 +218,37 @@ resolve_tiny_with(void *userdata, const struct kiln_recipe *recipe, struct kiln_
     return 0;
 }
 
+/* Build recipe NAME on the tiny image booted with extra kernel arguments args, a ready timeout
+ * of ready_s: the build must fail. Returns how long it took, with the result in res (its reason
+ * printed), after checking that the store says FAILED with that reason and nothing is left. */
+static time_t
+build_fails_to_boot(struct fx *f, const char *name, const char *args, int ready_s,
+                    struct kiln_build_result *res)
+{
+    write_recipe(f, name, "write-file.yml");
+    struct kiln_build_options opts = options(f);
+    opts.resolve_parent = resolve_tiny_with;
+    opts.resolve_userdata = (void *)args;
+    opts.ready_timeout_seconds = ready_s;
+    struct kiln_error err = {0};
+    time_t t0 = time(NULL);
+    assert_true(kiln_build_run(&opts, res, &err) < 0);
+    time_t took = time(NULL) - t0;
+    fprintf(stderr, "failed after %lld s: %s\n", (long long)took, res->reason);
+    assert_int_equal(res->status, KILN_IMAGE_FAILED);
+    struct kiln_image_record *rec = assert_clean(f, res->build_id, KILN_IMAGE_FAILED);
+    assert_string_equal(rec->reason, res->reason);
+    kiln_image_record_free(rec);
+    return took;
+}
+
 static void
 test_no_agent(void **state)
 {
     struct fx *f = *state;
-    write_recipe(f, "e2e-no-agent", "write-file.yml");
-    struct kiln_build_options opts = options(f);
     /* The guest boots to its login prompt but never starts the agent. */
-    opts.resolve_parent = resolve_tiny_with;
-    opts.resolve_userdata = "kiln.agent=0";
-    opts.ready_timeout_seconds = 40;
     struct kiln_build_result res;
-    struct kiln_error err = {0};
-    time_t t0 = time(NULL);
-    assert_true(kiln_build_run(&opts, &res, &err) < 0);
-    time_t took = time(NULL) - t0;
-    fprintf(stderr, "failed after %lld s: %s\n", (long long)took, res.reason);
-    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    time_t took = build_fails_to_boot(f, "e2e-no-agent", "kiln.agent=0", 40, &res);
     /* Within the ready timeout (plus teardown), not before it. */
     assert_true(took >= 40);
     assert_true(took < 40 + 60);
@@ -242,9 +256,6 @@ test_no_agent(void **state)
     assert_non_null(strstr(res.reason, "last console lines"));
     /* The guest's own last words: its login prompt. */
     assert_non_null(strstr(res.reason, "login:"));
-    struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_FAILED);
-    assert_string_equal(rec->reason, res.reason);
-    kiln_image_record_free(rec);
     kiln_build_result_clear(&res);
 }
 
@@ -252,26 +263,14 @@ static void
 test_kernel_panic(void **state)
 {
     struct fx *f = *state;
-    write_recipe(f, "e2e-panic", "write-file.yml");
-    struct kiln_build_options opts = options(f);
     /* The initrd hands over to an init that exits at once: the kernel panics. */
-    opts.resolve_parent = resolve_tiny_with;
-    opts.resolve_userdata = "kiln.init=/bin/false";
-    opts.ready_timeout_seconds = 120;
     struct kiln_build_result res;
-    struct kiln_error err = {0};
-    time_t t0 = time(NULL);
-    assert_true(kiln_build_run(&opts, &res, &err) < 0);
-    time_t took = time(NULL) - t0;
-    fprintf(stderr, "failed after %lld s: %s\n", (long long)took, res.reason);
-    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    time_t took = build_fails_to_boot(f, "e2e-panic", "kiln.init=/bin/false", 120, &res);
     /* Seen at once, not after the ready timeout. */
     assert_true(took < 120);
     assert_non_null(strstr(res.reason, "never reached the agent"));
     assert_non_null(strstr(res.reason, "Kernel panic - not syncing"));
     assert_non_null(strstr(res.reason, "last console lines"));
-    struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_FAILED);
-    kiln_image_record_free(rec);
     kiln_build_result_clear(&res);
 }
 
@@ -279,24 +278,12 @@ static void
 test_root_missing(void **state)
 {
     struct fx *f = *state;
-    write_recipe(f, "e2e-no-root", "write-file.yml");
-    struct kiln_build_options opts = options(f);
     /* A root disk that does not exist: the tiny image's initrd says so and powers off. */
-    opts.resolve_parent = resolve_tiny_with;
-    opts.resolve_userdata = "kiln.root=/dev/vdz";
-    opts.ready_timeout_seconds = 120;
     struct kiln_build_result res;
-    struct kiln_error err = {0};
-    time_t t0 = time(NULL);
-    assert_true(kiln_build_run(&opts, &res, &err) < 0);
-    time_t took = time(NULL) - t0;
-    fprintf(stderr, "failed after %lld s: %s\n", (long long)took, res.reason);
-    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    time_t took = build_fails_to_boot(f, "e2e-no-root", "kiln.root=/dev/vdz", 120, &res);
     assert_true(took < 120);
     assert_non_null(strstr(res.reason, "never reached the agent (the guest stopped"));
     assert_non_null(strstr(res.reason, "cannot mount root disk /dev/vdz"));
-    struct kiln_image_record *rec = assert_clean(f, res.build_id, KILN_IMAGE_FAILED);
-    kiln_image_record_free(rec);
     kiln_build_result_clear(&res);
 }
 
