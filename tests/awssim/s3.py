@@ -593,8 +593,17 @@ def get_upload(b, req):
     return up
 
 
+def new_upload_id():
+    """A fresh multipart upload ID. S3's IDs start with a letter or digit; one that started
+    with '-' would read as an option to command-line clients (`--upload-id -x...`)."""
+    while True:
+        uid = base64.urlsafe_b64encode(os.urandom(48)).decode().rstrip("=")
+        if uid[0].isalnum():
+            return uid
+
+
 def op_create_multipart(sim, req, b, key):
-    uid = base64.urlsafe_b64encode(os.urandom(48)).decode().rstrip("=")
+    uid = new_upload_id()
     b["uploads"][uid] = {"id": uid, "key": key, "initiated": time.time(), "parts": {},
                          "content_type": req.header("Content-Type"), "meta": user_meta(req)}
     return xml_ok('<InitiateMultipartUploadResult xmlns="%s"><Bucket>%s</Bucket><Key>%s</Key>'

@@ -19,6 +19,7 @@ from unittest import mock
 
 import awssim
 import ec2
+import s3
 import sigv4
 from simctl import Simulator
 from util import AwsError
@@ -326,6 +327,13 @@ class RawS3(unittest.TestCase):
         data = r.read()
         c.close()
         return r.status, data
+
+    def test_upload_ids_read_as_values(self):
+        # A random URL-safe ID starts with '-' once in 64; the AWS CLI then takes
+        # `--upload-id -...` for an option and refuses the command.
+        ids = [s3.new_upload_id() for _ in range(2000)]
+        self.assertEqual(len(set(ids)), len(ids))
+        self.assertEqual([u for u in ids if not u[0].isalnum()], [])
 
     def test_signed_chunks(self):
         self.assertEqual(self.send("PUT", "/chunky", [], b"", sigv4.EMPTY_SHA256)[0], 200)
