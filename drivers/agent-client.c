@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -31,6 +32,7 @@
 #define MAX_REATTACH 3
 /* How long the agent gets to end a job after the cancel sent when its deadline passed. */
 #define DEFAULT_CANCEL_GRACE_MS 10000
+#define DEFAULT_PREPARE_TIMEOUT_MS 120000
 
 struct kiln_agent_client {
     int fd;
@@ -200,6 +202,15 @@ wait_reply(struct kiln_agent_client *c, uint32_t seq, uint8_t want, const char *
     }
 }
 
+/* The host's wall clock, sent with each sync for agents that follow it. */
+static json_int_t
+realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static uint64_t
 random_nonce(void)
 {
@@ -220,7 +231,7 @@ kiln_agent_client_sync(struct kiln_agent_client *c, int timeout_ms, struct kiln_
         char hex[17];
         snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)nonce);
         uint32_t seq = next_seq(c);
-        _cleanup_json_ json_t *req = json_pack("{s:s}", "nonce", hex);
+        _cleanup_json_ json_t *req = json_pack("{s:s, s:I}", "nonce", hex, "time-ms", realtime_ms());
         int r = send_json(c, KILN_MSG_SYNC, seq, req, err);
         if (r < 0)
             return r;
@@ -449,6 +460,85 @@ clean_string(const char *s, size_t max)
         if ((unsigned char)*p < 0x20 && *p != '\n' && *p != '\t')
             *p = '?';
     return out;
+}
+
+static bool
+has_capability(const json_t *hello, const char *name)
+{
+    const json_t *caps = json_object_get(hello, "capabilities");
+    for (size_t i = 0; i < json_array_size(caps); i++)
+        if (kiln_streq(json_string_value(json_array_get(caps, i)), name))
+            return true;
+    return false;
+}
+
+int
+kiln_agent_client_prepare(struct kiln_agent_client *c, int timeout_ms, int64_t *ready_ms,
+                          struct kiln_error *err)
+{
+    if (cancelled(c))
+        return kiln_error_set(err, -ECANCELED, "prepare cancelled");
+    int r = ensure_synced(c, err);
+    if (r < 0)
+        return r;
+    /* An older agent drops the unknown frame without an answer: ask only one that knows it. */
+    if (!has_capability(c->hello, "prepare"))
+        return kiln_error_set(err, -KILN_E_UNSUPPORTED, "prepare: the agent does not support it");
+    if (timeout_ms <= 0)
+        timeout_ms = DEFAULT_PREPARE_TIMEOUT_MS;
+    uint32_t seq = next_seq(c);
+    _cleanup_json_ json_t *req = json_object();
+    r = send_json(c, KILN_MSG_PREPARE, seq, req, err);
+    if (r < 0)
+        return r;
+    int64_t deadline = kiln_proto_now_ms() + timeout_ms;
+    bool cancel_sent = false;
+    for (;;) {
+        int64_t now = kiln_proto_now_ms();
+        if (cancelled(c) && !cancel_sent) {
+            _cleanup_json_ json_t *creq = json_object();
+            r = send_json(c, KILN_MSG_CANCEL, next_seq(c), creq, err);
+            if (r < 0)
+                return r;
+            cancel_sent = true;
+            /* The agent answers the prepare once the command is stopped. */
+            if (deadline > now + c->opts.reply_timeout_ms)
+                deadline = now + c->opts.reply_timeout_ms;
+        }
+        if (now >= deadline) {
+            if (cancel_sent)
+                return kiln_error_set(err, -ECANCELED, "prepare cancelled");
+            return kiln_error_set(err, -ETIMEDOUT, "prepare: the agent did not answer within %d s",
+                                  (timeout_ms + 999) / 1000);
+        }
+        _cleanup_frame_ struct kiln_proto_frame f = {0};
+        r = recv_frame(c, now + SLICE_MS < deadline ? now + SLICE_MS : deadline, &f, err);
+        if (r < 0)
+            return kiln_error_prefix(err, r, "prepare");
+        if (r == 0 || f.seq != seq)
+            continue;
+        if (cancel_sent && (f.type == KILN_MSG_ERROR || f.type == KILN_MSG_ACK))
+            return kiln_error_set(err, -ECANCELED, "prepare cancelled");
+        if (f.type == KILN_MSG_ERROR)
+            return remote_error(&f, "prepare", err);
+        if (f.type != KILN_MSG_ACK)
+            continue;
+        _cleanup_json_ json_t *ack = NULL;
+        r = kiln_proto_frame_json(&f, &ack, err);
+        if (r < 0)
+            return kiln_error_prefix(err, r, "prepare");
+        json_t *ms = json_object_get(ack, "ready-ms");
+        if (ready_ms)
+            *ready_ms = json_is_integer(ms) && json_integer_value(ms) > 0
+                            ? (int64_t)json_integer_value(ms)
+                            : 0;
+        const char *failure = kiln_json_get_str(ack, "failure");
+        if (failure) {
+            _cleanup_free_ char *safe = clean_string(failure, 1024);
+            return kiln_error_set(err, -KILN_E_FAILED, "prepare: %s", safe);
+        }
+        return 0;
+    }
 }
 
 /* After a rejected frame: re-sync and attach to the running job again (a resume-job with

@@ -70,8 +70,9 @@ int kiln_agent_client_open_fd(int fd, const struct kiln_agent_client_options *op
                               struct kiln_agent_client **ret, struct kiln_error *err);
 void kiln_agent_client_free(struct kiln_agent_client *c);
 
-/* Re-synchronise: send a sync with a fresh nonce, discard everything up to the agent's answer,
- * read its hello. Retries until timeout_ms. */
+/* Re-synchronise: send a sync with a fresh nonce (and the host's clock, which an agent started
+ * with --sync-clock adopts), discard everything up to the agent's answer, read its hello. Retries
+ * until timeout_ms. */
 int kiln_agent_client_sync(struct kiln_agent_client *c, int timeout_ms, struct kiln_error *err);
 /* The last hello (borrowed; valid until the next sync). */
 const json_t *kiln_agent_client_hello(const struct kiln_agent_client *c);
@@ -79,6 +80,17 @@ const json_t *kiln_agent_client_hello(const struct kiln_agent_client *c);
 uint64_t kiln_agent_client_skipped(const struct kiln_agent_client *c);
 
 int kiln_agent_client_ping(struct kiln_agent_client *c, struct kiln_error *err);
+/* Have the agent run its ready command (kiln-agent serve --ready-command) now, e.g. in a guest
+ * just restored from a snapshot, instead of before the first job; jobs do not run it again. Waits
+ * up to timeout_ms (<= 0: 120000) for the answer. *ready_ms (may be NULL) gets how long the agent
+ * took (0: already ready, or no ready command). Returns 0; -KILN_E_FAILED when the command failed
+ * or timed out in the guest (the agent counts as prepared all the same: a job would run anyway);
+ * -KILN_E_UNSUPPORTED when the agent's hello lacks the "prepare" capability (an older agent: its
+ * jobs still run the ready command first); -ETIMEDOUT when no answer came in time (the guest goes
+ * on, and a job waits for it); -ECANCELED when the options' cancel flag was set (the agent is
+ * told to stop the command); -KILN_E_REMOTE when the agent refused. */
+int kiln_agent_client_prepare(struct kiln_agent_client *c, int timeout_ms, int64_t *ready_ms,
+                              struct kiln_error *err);
 /* Bound the jobs this client follows next (run_job, resume_job) by deadline_ms, on the clock of
  * kiln_now_ms() (common/time.h; 0: no deadline). When it passes, the client sends cancel and
  * gives the agent grace_ms (<= 0: 10000) to end the job: then the call returns 0 with

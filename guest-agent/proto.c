@@ -30,6 +30,7 @@ static const char *const type_names[] = {
     [KILN_MSG_CANCEL] = "cancel",
     [KILN_MSG_ACK] = "ack",
     [KILN_MSG_ERROR] = "error",
+    [KILN_MSG_PREPARE] = "prepare",
 };
 
 const char *

@@ -38,7 +38,7 @@
 #define KILN_PROTO_MAX_DEPTH 16
 
 enum kiln_proto_type {
-    KILN_MSG_SYNC = 1, /* host: {"nonce"} -> raw delimiter + nonce, then hello */
+    KILN_MSG_SYNC = 1, /* host: {"nonce","time-ms"?} -> raw delimiter + nonce, then hello */
     KILN_MSG_HELLO,    /* agent: readiness, on start and after every sync */
     KILN_MSG_PING,     /* host: {} -> pong */
     KILN_MSG_PONG,
@@ -56,7 +56,8 @@ enum kiln_proto_type {
     KILN_MSG_CANCEL,          /* host: {} -> ack; the running job ends as cancelled */
     KILN_MSG_ACK,             /* agent: {} */
     KILN_MSG_ERROR,           /* agent: {"message"} the request failed */
-    KILN_MSG_TYPE_MAX = KILN_MSG_ERROR,
+    KILN_MSG_PREPARE,         /* host: {} -> ack {"ready-ms","failure"?} once the guest is ready */
+    KILN_MSG_TYPE_MAX = KILN_MSG_PREPARE,
 };
 
 /* The frame answers the request with the same sequence number. */

@@ -1,6 +1,7 @@
 /* kiln-agent serve: the agent side of the host protocol. One poll loop owns the channel's input
  * (sync, ping, uploads, fetch, cancel, poweroff); the job runs in a worker thread whose events and
- * console output are written to the channel as they happen, under a lock. */
+ * console output are written to the channel as they happen, under a lock. A prepare request runs
+ * the ready command in a thread of its own. */
 #include "guest-agent/serve.h"
 
 #include <dirent.h>
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -32,6 +34,11 @@
 #define WRITE_TIMEOUT_MS 10000
 /* A partial frame that gets no new byte for this long is given up (the host re-syncs). */
 #define STALE_PARTIAL_MS 1500
+/* A sync's "time-ms" is believed between 2020-01-01 and 2200-01-01, and steps the clock when it
+ * is further than this from the guest's. */
+#define CLOCK_MIN_MS 1577836800000LL
+#define CLOCK_MAX_MS 7258118400000LL
+#define CLOCK_STEP_MIN_MS 1000
 
 struct upload {
     bool active;
@@ -63,8 +70,20 @@ struct agent {
     char *job_id;
     uint32_t job_seq;
     bool resume;
+    int wake[2]; /* the workers signal the loop when the job or the prepare ends */
+
+    /* The ready command runs once, under ready_lock, from the job thread or the prepare thread,
+     * whichever asks first. ready is written under ready_lock and read atomically. */
+    pthread_mutex_t ready_lock;
     bool ready; /* the ready command ran (or there is none) */
-    int wake[2]; /* the worker signals the loop when the job ends */
+    bool preparing; /* the prepare thread runs (under lock, as prepare_seq) */
+    bool prepare_joinable;
+    pthread_t prepare_thread;
+    uint32_t prepare_seq; /* the prepare request the thread answers */
+    volatile sig_atomic_t prepare_cancel;
+
+    bool clock_stepped;
+    int64_t clock_stepped_ms; /* the last step (host time minus guest time) */
 };
 
 static char *
@@ -168,12 +187,14 @@ send_hello(struct agent *a, uint32_t seq, const char *nonce)
         jobinfo = json_pack("{s:s?, s:s?}", "execution-id", kiln_json_get_str(job, "execution-id"),
                             "status", running ? "running" : status);
     }
-    _cleanup_json_ json_t *j =
-        json_pack("{s:s, s:s, s:i, s:[s,s,s,s,s,s,s], s:s, s:I, s:I, s:o}", "agent", "kiln-agent",
-                  "version", kiln_agent_version(), "protocol", KILN_PROTO_VERSION, "capabilities",
-                  "run-job", "resume-job", "events", "console", "fetch", "cancel", "poweroff",
-                  "boot-id", a->boot_id, "max-payload", (json_int_t)KILN_PROTO_MAX_PAYLOAD,
-                  "chunk-size", (json_int_t)KILN_PROTO_CHUNK_SIZE, "job", jobinfo);
+    _cleanup_json_ json_t *j = json_pack(
+        "{s:s, s:s, s:i, s:[s,s,s,s,s,s,s,s], s:s, s:I, s:I, s:o}", "agent", "kiln-agent",
+        "version", kiln_agent_version(), "protocol", KILN_PROTO_VERSION, "capabilities", "run-job",
+        "resume-job", "events", "console", "fetch", "cancel", "poweroff", "prepare", "boot-id",
+        a->boot_id, "max-payload", (json_int_t)KILN_PROTO_MAX_PAYLOAD, "chunk-size",
+        (json_int_t)KILN_PROTO_CHUNK_SIZE, "job", jobinfo);
+    if (a->clock_stepped)
+        json_object_set_new(j, "clock-stepped-ms", json_integer((json_int_t)a->clock_stepped_ms));
     if (nonce)
         json_object_set_new(j, "nonce", json_string(nonce));
     send_json(a, KILN_MSG_HELLO, seq ? KILN_PROTO_FLAG_REPLY : 0, seq, j);
@@ -208,23 +229,27 @@ on_console(void *userdata, const char *stream, const char *data, size_t len)
     } while (len > 0);
 }
 
-/* Before the first job: the configured ready command (on systemd guests, the wait for the network
- * and the local file systems, as the jobs of an Image Builder instance start after
- * network-online.target). Its trouble is the job's console output, not the job's failure. */
-static void
-wait_ready(struct agent *a)
+/* Once, before the first job or on a prepare request, whichever comes first: the configured ready
+ * command (on systemd guests, the wait for the network and the local file systems, as the jobs of
+ * an Image Builder instance start after network-online.target). A second caller waits for the
+ * first. Its trouble does not stop anything and it is not run again: with console set it goes to
+ * the job's console, otherwise to *ret_failure. A cancelled run leaves it to the next caller:
+ * -ECANCELED; 0 otherwise. */
+static int
+wait_ready(struct agent *a, volatile sig_atomic_t *cancel, bool console, char **ret_failure)
 {
-    if (a->ready || !a->cfg->ready_argv) {
-        a->ready = true;
-        return;
+    pthread_mutex_lock(&a->ready_lock);
+    if (a->ready) {
+        pthread_mutex_unlock(&a->ready_lock);
+        return 0;
     }
     int timeout = a->cfg->ready_timeout_seconds > 0 ? a->cfg->ready_timeout_seconds : 120;
     struct kiln_module_ctx ctx = {
         .phase_name = "ready",
         .step_name = "ready",
         .timeout_seconds = timeout,
-        .cancel = &a->cancel,
-        .console = on_console,
+        .cancel = cancel,
+        .console = console ? on_console : NULL,
         .console_userdata = a,
     };
     struct kiln_proc_opts opts = {.argv = a->cfg->ready_argv, .capture_max = 4096};
@@ -234,13 +259,22 @@ wait_ready(struct agent *a)
     int r = kiln_proc_run(&opts, &ctx, &res, &err);
     kiln_proc_result_clear(&res);
     if (r < 0 && r != -ECANCELED) {
-        _cleanup_free_ char *msg =
-            kiln_asprintf("kiln-agent: the ready command %s failed, running the job anyway: %s\n",
-                          a->cfg->ready_argv[0], err.message);
-        on_console(a, "stderr", msg, strlen(msg));
+        kiln_debug("kiln-agent: the ready command %s failed: %s", a->cfg->ready_argv[0],
+                   err.message);
+        if (console) {
+            _cleanup_free_ char *msg = kiln_asprintf(
+                "kiln-agent: the ready command %s failed, running the job anyway: %s\n",
+                a->cfg->ready_argv[0], err.message);
+            on_console(a, "stderr", msg, strlen(msg));
+        }
+        if (ret_failure)
+            *ret_failure =
+                kiln_asprintf("the ready command %s failed: %s", a->cfg->ready_argv[0], err.message);
     }
     kiln_debug("kiln-agent: ready command took %lld ms", (long long)(kiln_proto_now_ms() - start));
-    a->ready = r != -ECANCELED;
+    __atomic_store_n(&a->ready, r != -ECANCELED, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&a->ready_lock);
+    return r == -ECANCELED ? r : 0;
 }
 
 static const char *
@@ -310,7 +344,7 @@ job_thread(void *arg)
         };
         int (*run)(const struct kiln_run_options *, struct kiln_run_result *, struct kiln_error *) =
             a->cfg->run ? a->cfg->run : kiln_engine_run;
-        wait_ready(a);
+        wait_ready(a, &a->cancel, true, NULL);
         r = run(&opts, &res, &err);
     }
 
@@ -365,6 +399,125 @@ join_job(struct agent *a)
         pthread_join(a->thread, NULL);
         a->joinable = false;
     }
+}
+
+static void *
+prepare_thread(void *arg)
+{
+    struct agent *a = arg;
+    int64_t start = kiln_proto_now_ms();
+    _cleanup_free_ char *failure = NULL;
+    int r = wait_ready(a, &a->prepare_cancel, false, &failure);
+    /* From here on a new prepare request starts a thread of its own (which finds the agent
+     * ready): this one answers the last request that came while it ran. */
+    pthread_mutex_lock(&a->lock);
+    a->preparing = false;
+    uint32_t seq = a->prepare_seq;
+    pthread_mutex_unlock(&a->lock);
+    if (r == -ECANCELED) {
+        reply_error(a, seq, "prepare: cancelled");
+    } else {
+        _cleanup_json_ json_t *j = json_pack("{s:I, s:s?}", "ready-ms",
+                                             (json_int_t)(kiln_proto_now_ms() - start), "failure",
+                                             failure);
+        send_json(a, KILN_MSG_ACK, KILN_PROTO_FLAG_REPLY, seq, j);
+    }
+    ssize_t w = write(a->wake[1], "x", 1);
+    (void)w;
+    return NULL;
+}
+
+static void
+join_prepare(struct agent *a)
+{
+    if (a->prepare_joinable) {
+        pthread_join(a->prepare_thread, NULL);
+        a->prepare_joinable = false;
+    }
+}
+
+/* Run the ready command now (e.g. in a guest just restored from a snapshot) rather than before
+ * the first job; it can take seconds, so a thread runs it and answers. */
+static int
+handle_prepare(struct agent *a, const struct kiln_proto_frame *f, struct kiln_error *err)
+{
+    if (__atomic_load_n(&a->ready, __ATOMIC_ACQUIRE)) {
+        _cleanup_json_ json_t *j = json_pack("{s:i}", "ready-ms", 0);
+        send_json(a, KILN_MSG_ACK, KILN_PROTO_FLAG_REPLY, f->seq, j);
+        return 0;
+    }
+    pthread_mutex_lock(&a->lock);
+    bool busy = a->preparing;
+    a->prepare_seq = f->seq;
+    pthread_mutex_unlock(&a->lock);
+    /* Asked again (the host timed out or re-synced): the running thread answers this request. */
+    if (busy)
+        return 0;
+    join_prepare(a);
+    a->prepare_cancel = 0;
+    pthread_mutex_lock(&a->lock);
+    a->preparing = true;
+    pthread_mutex_unlock(&a->lock);
+    int r = pthread_create(&a->prepare_thread, NULL, prepare_thread, a);
+    if (r != 0) {
+        pthread_mutex_lock(&a->lock);
+        a->preparing = false;
+        pthread_mutex_unlock(&a->lock);
+        return kiln_error_errno(err, -r, "cannot start the prepare thread");
+    }
+    a->prepare_joinable = true;
+    return 0;
+}
+
+/* Cancel and wait for the job and the prepare (before a poweroff or when the agent stops). */
+static void
+stop_workers(struct agent *a)
+{
+    a->cancel = 1;
+    a->prepare_cancel = 1;
+    join_prepare(a);
+    join_job(a);
+}
+
+static int64_t
+realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* With --sync-clock: step the clock to the host's "time-ms" when the two differ by more than a
+ * second (a guest restored from a snapshot wakes with the time it was saved at). */
+static void
+sync_clock(struct agent *a, const json_t *req)
+{
+    json_t *t = json_object_get(req, "time-ms");
+    if (!a->cfg->sync_clock || !t)
+        return;
+    if (!json_is_integer(t) || json_integer_value(t) < CLOCK_MIN_MS ||
+        json_integer_value(t) >= CLOCK_MAX_MS) {
+        kiln_debug("kiln-agent: sync: implausible time-ms ignored");
+        return;
+    }
+    int64_t host = json_integer_value(t);
+    int64_t diff = host - realtime_ms();
+    if (diff >= -CLOCK_STEP_MIN_MS && diff <= CLOCK_STEP_MIN_MS)
+        return;
+    struct timespec ts = {.tv_sec = host / 1000, .tv_nsec = (host % 1000) * 1000000};
+    int r;
+    if (a->cfg->set_clock)
+        r = a->cfg->set_clock(&ts, a->cfg->set_clock_userdata);
+    else
+        r = clock_settime(CLOCK_REALTIME, &ts) < 0 ? -errno : 0;
+    if (r < 0) {
+        kiln_debug("kiln-agent: cannot step the clock by %+lld ms: %s", (long long)diff,
+                   kiln_strerror(r));
+        return;
+    }
+    a->clock_stepped = true;
+    a->clock_stepped_ms = diff;
+    kiln_debug("kiln-agent: clock stepped by %+lld ms to the host's time", (long long)diff);
 }
 
 static int
@@ -748,6 +901,7 @@ handle_frame(struct agent *a, const struct kiln_proto_frame *f)
         uint64_t n = nonce ? strtoull(nonce, &end, 16) : 0;
         if (!nonce || !end || *end || strlen(nonce) != 16)
             break;
+        sync_clock(a, req);
         _cleanup_buf_ struct kiln_buf b = {0};
         kiln_proto_encode_sync_reply(&b, n);
         pthread_mutex_lock(&a->lock);
@@ -788,16 +942,19 @@ handle_frame(struct agent *a, const struct kiln_proto_frame *f)
         if (r < 0)
             reply_error(a, f->seq, err.message);
         break;
+    case KILN_MSG_PREPARE:
+        r = handle_prepare(a, f, &err);
+        if (r < 0)
+            reply_error(a, f->seq, err.message);
+        break;
     case KILN_MSG_CANCEL:
         a->cancel = 1;
+        a->prepare_cancel = 1;
         reply_ack(a, f->seq);
         break;
     case KILN_MSG_POWEROFF:
         reply_ack(a, f->seq);
-        if (a->running) {
-            a->cancel = 1;
-            join_job(a);
-        }
+        stop_workers(a);
         do_poweroff(a);
         return 1;
     default:
@@ -850,10 +1007,12 @@ serve_conn(struct agent *a, int fd)
             ssize_t r = read(a->wake[0], tmp, sizeof(tmp));
             (void)r;
             pthread_mutex_lock(&a->lock);
-            bool done = !a->running;
+            bool done = !a->running, prepared = !a->preparing;
             pthread_mutex_unlock(&a->lock);
             if (done)
                 join_job(a);
+            if (prepared)
+                join_prepare(a);
         }
         if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
@@ -912,6 +1071,8 @@ agent_init(struct agent *a, const struct kiln_agent_serve_config *cfg, struct ki
     a->up.fd = -1;
     a->state_dir = cfg->state_directory ? cfg->state_directory : DEFAULT_STATE_DIR;
     pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->ready_lock, NULL);
+    a->ready = !cfg->ready_argv;
     kiln_proto_decoder_init(&a->dec, KILN_PROTO_MAX_PAYLOAD);
     read_boot_id(a);
     if (pipe2(a->wake, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -923,9 +1084,7 @@ agent_init(struct agent *a, const struct kiln_agent_serve_config *cfg, struct ki
 static void
 agent_clear(struct agent *a)
 {
-    if (a->running)
-        a->cancel = 1;
-    join_job(a);
+    stop_workers(a);
     upload_clear(&a->up);
     kiln_proto_decoder_clear(&a->dec);
     free(a->job_id);
@@ -934,6 +1093,7 @@ agent_clear(struct agent *a)
         close(a->wake[1]);
     }
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->ready_lock);
 }
 
 int
@@ -1037,11 +1197,14 @@ usage(FILE *out)
 {
     fprintf(out,
             "Usage: kiln-agent serve (--port DEVICE | --socket PATH | --fd N) [--state-dir DIR]\n"
-            "                        [--ready-command 'SHELL COMMAND']\n"
+            "                        [--ready-command 'SHELL COMMAND'] [--sync-clock]\n"
             "Serve the host protocol on a virtio-serial port (e.g.\n"
             "/dev/virtio-ports/org.kiln.agent.0), a listening unix socket, or an inherited fd.\n"
-            "--ready-command runs once before the first job (e.g. 'systemctl start\n"
-            "network-online.target'); its output goes to that job's console.\n");
+            "--ready-command runs once, on the host's prepare request or else before the first\n"
+            "job (e.g. 'systemctl start network-online.target'); its output goes to that job's\n"
+            "console.\n"
+            "--sync-clock sets the system clock to the host's time when a sync carries one that\n"
+            "differs by more than 1 s (a guest restored from a snapshot).\n");
 }
 
 int
@@ -1051,14 +1214,16 @@ kiln_agent_serve_main(int argc, char **argv)
         {"port", required_argument, NULL, 'p'}, {"socket", required_argument, NULL, 's'},
         {"fd", required_argument, NULL, 'f'},   {"state-dir", required_argument, NULL, 'd'},
         {"ready-command", required_argument, NULL, 'r'},
+        {"sync-clock", no_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     const char *port = NULL, *sock = NULL, *state = NULL, *ready = NULL;
+    bool sync_clock = false;
     long fdnum = -1;
     int c;
     kiln_log_init_from_env();
     optind = 1;
-    while ((c = getopt_long(argc, argv, "p:s:f:d:r:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:s:f:d:r:ch", longopts, NULL)) != -1) {
         switch (c) {
         case 'p':
             port = optarg;
@@ -1082,6 +1247,9 @@ kiln_agent_serve_main(int argc, char **argv)
         case 'r':
             ready = optarg;
             break;
+        case 'c':
+            sync_clock = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -1099,8 +1267,10 @@ kiln_agent_serve_main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     char *ready_argv[] = {"/bin/sh", "-c", (char *)ready, NULL};
-    struct kiln_agent_serve_config cfg = {.state_directory = state, .stop = &stop_flag,
-                                          .ready_argv = ready ? ready_argv : NULL};
+    struct kiln_agent_serve_config cfg = {.state_directory = state,
+                                          .stop = &stop_flag,
+                                          .ready_argv = ready ? ready_argv : NULL,
+                                          .sync_clock = sync_clock};
     struct kiln_error err = {0};
     int r;
     if (port)

@@ -5,6 +5,8 @@
 int kiln_agent_serve_main(int argc, char **argv);
 
 #include <signal.h>
+#include <stdbool.h>
+#include <time.h>
 
 #include "common/error.h"
 #include "guest-agent/engine.h"
@@ -26,6 +28,13 @@ struct kiln_agent_serve_config {
      * past ready_timeout_seconds is reported there and does not stop the job. NULL: none. */
     char *const *ready_argv;
     int ready_timeout_seconds; /* 0: 120 */
+    /* Set the guest's clock to the host's when a sync carries "time-ms" more than 1 s away from
+     * it (a guest restored from a snapshot wakes with the clock of the moment it was saved). */
+    bool sync_clock;
+    /* Steps the clock: 0 or -errno. NULL: clock_settime(CLOCK_REALTIME) (tests pass a hook so
+     * that they never change the machine's clock). */
+    int (*set_clock)(const struct timespec *ts, void *userdata);
+    void *set_clock_userdata;
 };
 
 /* Serve one connected stream until end of file (0) or poweroff (1); a running job is cancelled

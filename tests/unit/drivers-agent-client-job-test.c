@@ -1,5 +1,6 @@
 /* The host agent client and the real agent serve loop running real AWSTOE documents through
- * the component engine (kiln_engine_run), over a socketpair, without a VM. */
+ * the component engine (kiln_engine_run), over a socketpair, without a VM; and the ready command
+ * those jobs wait for, run before the first job or on a prepare request. */
 #include "kiln-test.h"
 
 #include <pthread.h>
@@ -20,6 +21,7 @@ struct agent_thread {
     int fd;
     struct kiln_agent_serve_config cfg;
     int result;
+    volatile sig_atomic_t *cancel; /* the client's cancel flag, or NULL */
 };
 
 static void *
@@ -45,7 +47,10 @@ start_agent(struct agent_thread *t, const char *state_dir, const char *boot_id)
     t->cfg.boot_id = boot_id;
     assert_int_equal(pthread_create(&t->thread, NULL, agent_main, t), 0);
     struct kiln_agent_client_options o = {
-        .connect_timeout_ms = 10000, .reply_timeout_ms = 10000, .ping_interval_ms = 1000};
+        .connect_timeout_ms = 10000,
+        .reply_timeout_ms = 10000,
+        .ping_interval_ms = 1000,
+        .cancel = t->cancel};
     struct kiln_agent_client *c = NULL;
     struct kiln_error err = {0};
     if (kiln_agent_client_open_fd(sv[0], &o, &c, &err) < 0)
@@ -390,10 +395,198 @@ test_ready_command_failure_is_reported(void **state)
     kiln_rm_rf(dir, NULL);
 }
 
+/* Lines in a file (the ready commands below append one per run); 0 when it does not exist. */
+static int
+count_lines(const char *path)
+{
+    _cleanup_free_ char *text = NULL;
+    if (kiln_read_file(path, 1 << 16, &text, NULL, NULL) < 0)
+        return 0;
+    int n = 0;
+    for (const char *p = text; *p; p++)
+        n += *p == '\n';
+    return n;
+}
+
+static bool
+has_capability(const json_t *hello, const char *name)
+{
+    const json_t *caps = json_object_get(hello, "capabilities");
+    for (size_t i = 0; i < json_array_size(caps); i++)
+        if (kiln_streq(json_string_value(json_array_get(caps, i)), name))
+            return true;
+    return false;
+}
+
+/* prepare runs the ready command at once and says how long it took; neither a second prepare nor
+ * a job runs it again. */
+static void
+test_prepare_runs_ready_command_once(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    _cleanup_free_ char *count = kiln_path_join(dir, "ready-count");
+    _cleanup_free_ char *cmd =
+        kiln_asprintf("echo waiting-for-ready; sleep 0.3; echo x >> %s", count);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    struct agent_thread t = {.cfg.ready_argv = argv};
+    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    assert_true(has_capability(kiln_agent_client_hello(c), "prepare"));
+    assert_int_equal(count_lines(count), 0); /* the hello does not wait for it */
+    struct kiln_error err = {0};
+    int64_t ms = -1;
+    if (kiln_agent_client_prepare(c, 10000, &ms, &err) < 0)
+        fail_msg("prepare: %s", err.message);
+    assert_int_equal(count_lines(count), 1);
+    assert_true(ms >= 300 && ms < 5000);
+    ms = -1;
+    assert_int_equal(kiln_agent_client_prepare(c, 10000, &ms, &err), 0);
+    assert_int_equal(ms, 0);
+    struct seen s = {0};
+    _cleanup_free_ char *check = kiln_asprintf("test \"$(wc -l < %s)\" -eq 1", count);
+    assert_int_equal(run_bash(c, dir, "prep-1", check, &s), KILN_AGENT_JOB_SUCCESS);
+    assert_true(!s.out.data || !strstr(s.out.data, "waiting-for-ready"));
+    assert_int_equal(count_lines(count), 1);
+    kiln_buf_clear(&s.out);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+static void
+test_prepare_without_ready_command(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    struct agent_thread t = {0};
+    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    struct kiln_error err = {0};
+    int64_t ms = -1;
+    if (kiln_agent_client_prepare(c, 5000, &ms, &err) < 0)
+        fail_msg("prepare: %s", err.message);
+    assert_int_equal(ms, 0);
+    /* ready_ms may be NULL */
+    assert_int_equal(kiln_agent_client_prepare(c, 5000, NULL, &err), 0);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+/* A failing ready command: prepare says why; the job that follows does not run it again. */
+static void
+test_prepare_reports_ready_command_failure(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    char *argv[] = {"/bin/sh", "-c", "echo no network >&2; exit 3", NULL};
+    struct agent_thread t = {.cfg.ready_argv = argv};
+    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    struct kiln_error err = {0};
+    int64_t ms = -1;
+    assert_int_equal(kiln_agent_client_prepare(c, 10000, &ms, &err), -KILN_E_FAILED);
+    if (!strstr(err.message, "the ready command /bin/sh failed") ||
+        !strstr(err.message, "no network"))
+        fail_msg("unexpected error: %s", err.message);
+    assert_true(ms >= 0 && ms < 5000);
+    struct seen s = {0};
+    assert_int_equal(run_bash(c, dir, "prep-f", "echo job-ran", &s), KILN_AGENT_JOB_SUCCESS);
+    assert_non_null(s.out.data);
+    assert_non_null(strstr(s.out.data, "job-ran"));
+    assert_null(strstr(s.out.data, "ready command"));
+    kiln_buf_clear(&s.out);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+struct delayed_flag {
+    volatile sig_atomic_t *flag;
+    int delay_ms;
+};
+
+static void *
+set_flag_later(void *arg)
+{
+    struct delayed_flag *d = arg;
+    usleep((useconds_t)d->delay_ms * 1000);
+    *d->flag = 1;
+    return NULL;
+}
+
+/* The client's cancel flag stops a running prepare in the guest; the ready command then counts
+ * as not run, and the next prepare runs it. */
+static void
+test_prepare_cancelled(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    _cleanup_free_ char *count = kiln_path_join(dir, "ready-count");
+    _cleanup_free_ char *fast = kiln_path_join(dir, "fast");
+    _cleanup_free_ char *cmd = kiln_asprintf("echo x >> %s; [ -e %s ] || sleep 30", count, fast);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    volatile sig_atomic_t cancel = 0;
+    struct agent_thread t = {.cfg.ready_argv = argv, .cancel = &cancel};
+    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    struct delayed_flag d = {&cancel, 300};
+    pthread_t setter;
+    assert_int_equal(pthread_create(&setter, NULL, set_flag_later, &d), 0);
+    struct kiln_error err = {0};
+    int64_t t0 = kiln_proto_now_ms();
+    int r = kiln_agent_client_prepare(c, 20000, NULL, &err);
+    int64_t took = kiln_proto_now_ms() - t0;
+    pthread_join(setter, NULL);
+    assert_int_equal(r, -ECANCELED);
+    assert_true(took >= 300 && took < 8000);
+    assert_int_equal(count_lines(count), 1);
+
+    cancel = 0;
+    free(write_doc(dir, "fast", ""));
+    struct kiln_error err2 = {0};
+    if (kiln_agent_client_prepare(c, 10000, NULL, &err2) < 0)
+        fail_msg("prepare: %s", err2.message);
+    assert_int_equal(count_lines(count), 2);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
+/* A job that starts while a prepare still runs the ready command waits for it and does not run
+ * it a second time (the host gave up waiting for the prepare's answer). */
+static void
+test_job_during_prepare_waits_for_it(void **state)
+{
+    _cleanup_free_ char *dir = tmpdir();
+    _cleanup_free_ char *st = kiln_path_join(dir, "state");
+    _cleanup_free_ char *count = kiln_path_join(dir, "ready-count");
+    _cleanup_free_ char *cmd =
+        kiln_asprintf("echo waiting-for-ready; sleep 1; echo x >> %s", count);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    struct agent_thread t = {.cfg.ready_argv = argv};
+    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    struct kiln_error err = {0};
+    int64_t t0 = kiln_proto_now_ms();
+    assert_int_equal(kiln_agent_client_prepare(c, 200, NULL, &err), -ETIMEDOUT);
+    assert_true(kiln_proto_now_ms() - t0 < 900);
+    assert_int_equal(count_lines(count), 0);
+    struct seen s = {0};
+    _cleanup_free_ char *check = kiln_asprintf("test \"$(wc -l < %s)\" -eq 1", count);
+    assert_int_equal(run_bash(c, dir, "prep-j", check, &s), KILN_AGENT_JOB_SUCCESS);
+    assert_true(!s.out.data || !strstr(s.out.data, "waiting-for-ready"));
+    assert_int_equal(count_lines(count), 1);
+    int64_t ms = -1;
+    assert_int_equal(kiln_agent_client_prepare(c, 5000, &ms, &err), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(count_lines(count), 1);
+    kiln_buf_clear(&s.out);
+    stop_agent(&t, c);
+    kiln_rm_rf(dir, NULL);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_real_document_execute_bash),
                cmocka_unit_test(test_real_reboot_cycle),
                cmocka_unit_test(test_real_failing_step_reports_failure),
                cmocka_unit_test(test_real_cancel_mid_step),
                cmocka_unit_test(test_real_dead_agent_mid_job),
                cmocka_unit_test(test_ready_command_runs_once_before_first_job),
-               cmocka_unit_test(test_ready_command_failure_is_reported))
+               cmocka_unit_test(test_ready_command_failure_is_reported),
+               cmocka_unit_test(test_prepare_runs_ready_command_once),
+               cmocka_unit_test(test_prepare_without_ready_command),
+               cmocka_unit_test(test_prepare_reports_ready_command_failure),
+               cmocka_unit_test(test_prepare_cancelled),
+               cmocka_unit_test(test_job_during_prepare_waits_for_it))
