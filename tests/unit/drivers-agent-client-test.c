@@ -2,7 +2,8 @@
  * no VM), and against a hostile agent that sends junk, oversized frames, bad checksums and
  * malicious file lists. The job runner here is a scripted stand-in for the engine that exercises
  * the protocol (events, console, reboot, cancel, logs); drivers-agent-client-job-test.c runs
- * real documents through the engine. */
+ * real documents through the engine. The clock tests talk raw frames to the real agent, whose
+ * clock hook records instead of setting the machine's clock. */
 #include "kiln-test.h"
 
 #include <dirent.h>
@@ -735,6 +736,9 @@ struct hostile {
     const char *junk;
     size_t junk_len;
     int pings;
+    const char *capability; /* the one capability its hello claims, or NULL for none */
+    int prepares;           /* prepare requests seen */
+    json_int_t sync_time_ms; /* the time-ms of the last sync, -1 when absent or no integer */
 };
 
 static void
@@ -776,9 +780,13 @@ hostile_main(void *arg)
             if (h->junk)
                 kiln_buf_append(&b, h->junk, h->junk_len);
             kiln_proto_encode_sync_reply(&b, strtoull(nonce, NULL, 16));
+            json_t *t = json_object_get(req, "time-ms");
+            h->sync_time_ms = json_is_integer(t) ? json_integer_value(t) : -1;
             _cleanup_json_ json_t *hello =
                 json_pack("{s:s, s:i, s:s, s:s}", "agent", "evil", "protocol", KILN_PROTO_VERSION,
                           "nonce", nonce, "boot-id", "x");
+            if (h->capability)
+                json_object_set_new(hello, "capabilities", json_pack("[s]", h->capability));
             kiln_proto_encode_json(&b, KILN_MSG_HELLO, KILN_PROTO_FLAG_REPLY, f.seq, hello);
             hostile_send(h, &b);
             continue;
@@ -1007,6 +1015,248 @@ test_malicious_fetch_rejected(void **state)
     kiln_rm_rf(dir, NULL);
 }
 
+static int64_t
+realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every sync tells the agent the host's wall-clock time. */
+static void
+test_sync_sends_host_time(void **state)
+{
+    struct hostile h = {.answer = answer_pong};
+    struct kiln_agent_client *c = hostile_start(&h);
+    int64_t now = realtime_ms();
+    assert_true(h.sync_time_ms > now - 5000 && h.sync_time_ms <= now);
+    h.sync_time_ms = 0;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_sync(c, 3000, &err), 0);
+    now = realtime_ms();
+    assert_true(h.sync_time_ms > now - 5000 && h.sync_time_ms <= now);
+    hostile_stop(&h, c);
+}
+
+static bool
+answer_prepare(struct hostile *h, const struct kiln_proto_frame *f)
+{
+    if (f->type != KILN_MSG_PREPARE)
+        return answer_pong(h, f);
+    /* The first is refused, the second never answered. */
+    if (h->prepares++ == 0)
+        hostile_json(h, KILN_MSG_ERROR, f->seq, json_pack("{s:s}", "message", "not\x01 now"));
+    return true;
+}
+
+/* An older agent (no "prepare" among its capabilities) is not sent a prepare it would drop. */
+static void
+test_prepare_refused_without_capability(void **state)
+{
+    struct hostile h = {.answer = answer_prepare};
+    struct kiln_agent_client *c = hostile_start(&h);
+    struct kiln_error err = {0};
+    int64_t ms = 42;
+    assert_int_equal(kiln_agent_client_prepare(c, 1000, &ms, &err), -KILN_E_UNSUPPORTED);
+    assert_int_equal(ms, 42);
+    /* The ping's answer comes after anything sent before it was read. */
+    assert_int_equal(kiln_agent_client_ping(c, &err), 0);
+    assert_int_equal(h.prepares, 0);
+    hostile_stop(&h, c);
+}
+
+/* An error answer becomes the call's error; no answer at all, a timeout. */
+static void
+test_prepare_error_and_timeout(void **state)
+{
+    struct hostile h = {.answer = answer_prepare, .capability = "prepare"};
+    struct kiln_agent_client *c = hostile_start(&h);
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_prepare(c, 1000, NULL, &err), -KILN_E_REMOTE);
+    assert_string_equal(err.message, "prepare: agent error: not? now");
+    kiln_error_clear(&err);
+    int64_t t0 = kiln_proto_now_ms();
+    assert_int_equal(kiln_agent_client_prepare(c, 400, NULL, &err), -ETIMEDOUT);
+    int64_t took = kiln_proto_now_ms() - t0;
+    assert_true(took >= 400 && took < 2000);
+    assert_int_equal(h.prepares, 2);
+    /* The connection stays usable. */
+    kiln_error_clear(&err);
+    assert_int_equal(kiln_agent_client_ping(c, &err), 0);
+    hostile_stop(&h, c);
+}
+
+/* --- the agent's clock, over raw frames ------------------------------------------------------ */
+
+struct clock_hook {
+    int calls;
+    int64_t set_ms; /* the time of the last call */
+};
+
+static int
+record_clock(const struct timespec *ts, void *userdata)
+{
+    struct clock_hook *h = userdata;
+    h->calls++;
+    h->set_ms = (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000;
+    return 0;
+}
+
+/* Send a sync whose "time-ms" is time_ms (taken; NULL: none) and return the hello answering it. */
+static json_t *
+raw_sync(int fd, struct kiln_proto_decoder *d, uint32_t seq, json_t *time_ms)
+{
+    uint64_t nonce = 0x6b696c6e00000000ull + seq;
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)nonce);
+    _cleanup_json_ json_t *req = json_pack("{s:s}", "nonce", hex);
+    if (time_ms)
+        json_object_set_new(req, "time-ms", time_ms);
+    _cleanup_buf_ struct kiln_buf b = {0};
+    assert_int_equal(kiln_proto_encode_json(&b, KILN_MSG_SYNC, 0, seq, req), 0);
+    int64_t deadline = kiln_proto_now_ms() + 5000;
+    assert_int_equal(kiln_proto_write_all(fd, b.data, b.len, deadline), 0);
+    while (kiln_proto_decoder_find_sync(d, nonce) != 1)
+        assert_true(kiln_proto_read_some(fd, d, deadline) > 0);
+    for (;;) {
+        _cleanup_frame_ struct kiln_proto_frame f = {0};
+        int r = kiln_proto_decoder_next(d, &f, NULL);
+        if (r == 0) {
+            assert_true(kiln_proto_read_some(fd, d, deadline) > 0);
+            continue;
+        }
+        assert_int_equal(r, 1);
+        if (f.type != KILN_MSG_HELLO)
+            continue;
+        json_t *hello = NULL;
+        assert_int_equal(kiln_proto_frame_json(&f, &hello, NULL), 0);
+        assert_string_equal(kiln_json_get_str(hello, "nonce"), hex);
+        return hello;
+    }
+}
+
+struct clock_agent {
+    struct agent_thread t;
+    struct clock_hook hook;
+    struct kiln_proto_decoder dec;
+    char *dir;
+    int fd;
+};
+
+static void
+clock_agent_start(struct clock_agent *ca, bool sync_clock)
+{
+    ca->dir = tmpdir();
+    ca->t.cfg.sync_clock = sync_clock;
+    ca->t.cfg.set_clock = record_clock;
+    ca->t.cfg.set_clock_userdata = &ca->hook;
+    ca->fd = agent_pair(&ca->t, ca->dir, "b", scripted_run);
+    kiln_proto_decoder_init(&ca->dec, 0);
+}
+
+static void
+clock_agent_stop(struct clock_agent *ca)
+{
+    if (ca->fd >= 0)
+        close(ca->fd);
+    pthread_join(ca->t.thread, NULL);
+    kiln_proto_decoder_clear(&ca->dec);
+    kiln_rm_rf(ca->dir, NULL);
+    free(ca->dir);
+}
+
+/* A host time an hour ahead, then a day behind: the clock is stepped to it, and the hello says
+ * by how much. */
+static void
+test_clock_stepped_to_host_time(void **state)
+{
+    struct clock_agent ca = {0};
+    clock_agent_start(&ca, true);
+    int64_t host = realtime_ms() + 3600 * 1000;
+    _cleanup_json_ json_t *h1 = raw_sync(ca.fd, &ca.dec, 1, json_integer(host));
+    assert_int_equal(ca.hook.calls, 1);
+    assert_int_equal(ca.hook.set_ms, host);
+    json_int_t step = json_integer_value(json_object_get(h1, "clock-stepped-ms"));
+    assert_true(step > 3600 * 1000 - 2000 && step <= 3600 * 1000);
+    host = realtime_ms() - 86400 * 1000;
+    _cleanup_json_ json_t *h2 = raw_sync(ca.fd, &ca.dec, 2, json_integer(host));
+    assert_int_equal(ca.hook.calls, 2);
+    assert_int_equal(ca.hook.set_ms, host);
+    step = json_integer_value(json_object_get(h2, "clock-stepped-ms"));
+    assert_true(step >= -86400 * 1000 && step < -86400 * 1000 + 2000);
+    clock_agent_stop(&ca);
+}
+
+/* Within a second of the guest's clock nothing is stepped: a raw sync half a second ahead, then
+ * the real client's syncs (the same clock on both ends here). */
+static void
+test_clock_not_stepped_within_a_second(void **state)
+{
+    struct clock_agent ca = {0};
+    clock_agent_start(&ca, true);
+    _cleanup_json_ json_t *h1 = raw_sync(ca.fd, &ca.dec, 1, json_integer(realtime_ms() + 500));
+    assert_null(json_object_get(h1, "clock-stepped-ms"));
+    _cleanup_json_ json_t *h2 = raw_sync(ca.fd, &ca.dec, 2, json_integer(realtime_ms() - 500));
+    assert_int_equal(ca.hook.calls, 0);
+    struct kiln_agent_client *c = NULL;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_agent_client_open_fd(TAKE_FD(ca.fd), &fast, &c, &err), 0);
+    assert_int_equal(kiln_agent_client_sync(c, 3000, &err), 0);
+    assert_int_equal(kiln_agent_client_ping(c, &err), 0);
+    assert_int_equal(ca.hook.calls, 0);
+    assert_null(json_object_get(kiln_agent_client_hello(c), "clock-stepped-ms"));
+    kiln_agent_client_free(c);
+    clock_agent_stop(&ca);
+}
+
+/* Without --sync-clock the host's time is never adopted. */
+static void
+test_clock_not_stepped_without_option(void **state)
+{
+    struct clock_agent ca = {0};
+    clock_agent_start(&ca, false);
+    _cleanup_json_ json_t *h =
+        raw_sync(ca.fd, &ca.dec, 1, json_integer(realtime_ms() + 3600 * 1000));
+    assert_int_equal(ca.hook.calls, 0);
+    assert_null(json_object_get(h, "clock-stepped-ms"));
+    clock_agent_stop(&ca);
+}
+
+/* A time-ms that is no integer or no plausible date is ignored (the sync is answered all the
+ * same); a good one afterwards still steps the clock. */
+static void
+test_clock_bad_time_ignored(void **state)
+{
+    struct clock_agent ca = {0};
+    clock_agent_start(&ca, true);
+    int64_t ahead = realtime_ms() + 3600 * 1000;
+    json_t *bad[] = {
+        json_string("1900000000000"),
+        json_real((double)ahead),
+        json_true(),
+        json_null(),
+        json_object(),
+        json_integer(-ahead),
+        json_integer(0),
+        json_integer(1000),                    /* 1970 */
+        json_integer(1577836800000LL - 1),     /* just before 2020 */
+        json_integer(7258118400000LL),         /* 2200 */
+        json_integer(INT64_MAX),
+        json_integer(INT64_MIN),
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        _cleanup_json_ json_t *h = raw_sync(ca.fd, &ca.dec, (uint32_t)i + 1, bad[i]);
+        if (ca.hook.calls != 0)
+            fail_msg("case %zu stepped the clock to %lld", i, (long long)ca.hook.set_ms);
+        assert_null(json_object_get(h, "clock-stepped-ms"));
+    }
+    _cleanup_json_ json_t *h = raw_sync(ca.fd, &ca.dec, 100, json_integer(ahead));
+    assert_int_equal(ca.hook.calls, 1);
+    assert_int_equal(ca.hook.set_ms, ahead);
+    clock_agent_stop(&ca);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_hello_over_unix_socket_waits_for_agent),
                cmocka_unit_test(test_connect_gives_up_at_deadline),
                cmocka_unit_test(test_serve_port_over_a_serial_line),
@@ -1022,4 +1272,11 @@ KILN_TEST_MAIN(cmocka_unit_test(test_hello_over_unix_socket_waits_for_agent),
                cmocka_unit_test(test_client_skips_junk_before_sync),
                cmocka_unit_test(test_oversized_frame_rejected),
                cmocka_unit_test(test_bad_checksum_rejected),
-               cmocka_unit_test(test_malicious_fetch_rejected))
+               cmocka_unit_test(test_malicious_fetch_rejected),
+               cmocka_unit_test(test_sync_sends_host_time),
+               cmocka_unit_test(test_prepare_refused_without_capability),
+               cmocka_unit_test(test_prepare_error_and_timeout),
+               cmocka_unit_test(test_clock_stepped_to_host_time),
+               cmocka_unit_test(test_clock_not_stepped_within_a_second),
+               cmocka_unit_test(test_clock_not_stepped_without_option),
+               cmocka_unit_test(test_clock_bad_time_ignored))
