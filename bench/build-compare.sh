@@ -3,6 +3,9 @@
 # made to a base image three ways on this machine, under TCG, one guest at a time:
 #   kiln build --no-tests (and with its test stage), Packer's QEMU builder (SSH, a shell
 #   provisioner; needs an SSH server in the image), virt-customize --run-command.
+# Kiln's builds start from a saved, booted guest (warm start, docs/drivers.md): the first build
+# of a fresh Kiln home boots and saves it and is shown on its own line, the runs after it
+# restore it; the same build with `warmStart: false` (a boot every time) is shown too.
 # Also: Kiln's boot to agent ready (from its progress lines, time-stamped as they arrive), a bare
 # direct-kernel boot of the same image to its login prompt (qemu-system-x86_64 -accel tcg), and
 # `qemu-img convert -c` of Kiln's output with zlib against zstd. Medians of KILN_BENCH_RUNS
@@ -12,7 +15,8 @@
 #   IMAGE: a catalog name (tiny, debian-12) or a folder holding image.json (as
 #   scripts/prepare-images writes it). Default: debian-12 tiny.
 # Environment: KILN_BENCH_RUNS (3), KILN_BENCH_CPUS (1), KILN_BENCH_MEMORY (512, MiB),
-#   KILN_BENCH_SKIP (space-separated: kiln kiln-tests packer packer-bios virt-customize bare compress),
+#   KILN_BENCH_SKIP (space-separated: kiln kiln-tests kiln-cold packer packer-bios virt-customize
+#   bare compress),
 #   KILN_HOME (where the catalog is; default /var/lib/kiln for root), KILN_BENCH_LOGS (a folder
 #   to keep every run's log in).
 # Packer (the Debian package `packer`) is installed with apt-get when missing.
@@ -94,10 +98,12 @@ libvirt:
 vcpus: $cpus
 memoryMiB: $memory
 EOF
+sed 's/^  accel: tcg$/&\n  warmStart: false/' "$work/infra.yml" >"$work/infra-cold.yml"
 
-# One kiln build: prints "TOTAL AGENT_READY"; the output image is left in $work/out.
+# One kiln build: prints "TOTAL AGENT_READY FIRST_STEP"; the output image is left in $work/out.
+# INFRA: infra.yml (default) or infra-cold.yml.
 kiln_build() {
-    local name=$1 tests=$2 home=$3
+    local name=$1 tests=$2 home=$3 infra=${4:-infra.yml}
     rm -rf "$work/out"
     cat >"$work/dist.yml" <<EOF
 distributions:
@@ -116,7 +122,7 @@ EOF
     [ "$tests" = on ] || flags+=(--no-tests)
     local t0 rc=0
     t0=$(now)
-    "$kiln" --home "$home" build --recipe "$work/recipe.yml" --infrastructure "$work/infra.yml" \
+    "$kiln" --home "$home" build --recipe "$work/recipe.yml" --infrastructure "$work/$infra" \
         --distribution "$work/dist.yml" "${flags[@]}" 2>&1 >/dev/null |
         while IFS= read -r line; do printf '%s %s\n' "$(now)" "$line"; done >"$work/kiln.log" ||
         rc=$?
@@ -240,6 +246,13 @@ for image in "${images[@]}"; do
     echo
     echo "== $name ($dir)"
     kf=0 ktf=0 k=() kr=() kf1=() kt=() p=() pb=() v=() b=() zl=() zs=() zls=() zss=()
+    k0=() kc=() kcr=() kcf1=()
+    if ! skipped kiln; then
+        # The first build of this home boots the guest and saves it for the builds after it.
+        total=
+        read -r total _ _ < <(kiln_build "$name" off "$home") || true
+        if [ -n "$total" ]; then k0+=("$total"); else kf=$((kf + 1)); fi
+    fi
     for i in $(seq "$runs"); do
         if ! skipped kiln; then
             total=
@@ -254,6 +267,15 @@ for image in "${images[@]}"; do
             if [ ! -f "$work/kiln-output.qcow2" ] && [ -n "$total" ] && ! skipped compress; then
                 out=$(ls "$work"/out/*.qcow2)
                 cp "$out" "$work/kiln-output.qcow2"
+            fi
+        fi
+        if ! skipped kiln-cold; then
+            total=
+            read -r total ready first < <(kiln_build "$name" off "$home" infra-cold.yml) || true
+            if [ -n "$total" ]; then
+                kc+=("$total") kcr+=("$ready") kcf1+=("$first")
+            else
+                kf=$((kf + 1))
             fi
         fi
         if ! skipped kiln-tests; then
@@ -301,13 +323,17 @@ for image in "${images[@]}"; do
         fi
     done
     line() { [ $# -gt 1 ] && printf '  %-44s %8s s  [%s]\n' "$1" "$(median "${@:2}")" "${*:2}"; }
-    line "kiln build --no-tests" "${k[@]}" || true
+    line "kiln build --no-tests (warm start)" "${k[@]}" || true
+    line "kiln build --no-tests, first (saves guest)" "${k0[@]}" || true
+    line "kiln build --no-tests, warmStart: false" "${kc[@]}" || true
     line "kiln build (test stage on)" "${kt[@]}" || true
     line "packer build (qemu, ssh, shell)" "${p[@]}" || true
     line "packer build, BIOS + GRUB boot" "${pb[@]}" || true
     line "virt-customize --run-command" "${v[@]}" || true
     line "kiln: launch to agent ready (hello)" "${kr[@]}" || true
     line "kiln: launch to first step (network up)" "${kf1[@]}" || true
+    line "kiln, warmStart false: launch to hello" "${kcr[@]}" || true
+    line "kiln, warmStart false: to first step" "${kcf1[@]}" || true
     line "bare direct-kernel boot to login:" "${b[@]}" || true
     line "qemu-img convert -c (zlib)" "${zl[@]}" || true
     line "qemu-img convert -c zstd" "${zs[@]}" || true
@@ -315,6 +341,9 @@ for image in "${images[@]}"; do
     echo "  ratios:"
     if [ ${#k[@]} -gt 0 ] && [ ${#p[@]} -gt 0 ]; then
         echo "    packer / kiln --no-tests:        $(ratio "$(median "${p[@]}")" "$(median "${k[@]}")")x (goal >= 3)"
+    fi
+    if [ ${#kc[@]} -gt 0 ] && [ ${#p[@]} -gt 0 ]; then
+        echo "    packer / kiln, warmStart false:  $(ratio "$(median "${p[@]}")" "$(median "${kc[@]}")")x"
     fi
     if [ ${#k[@]} -gt 0 ] && [ ${#pb[@]} -gt 0 ]; then
         echo "    packer (BIOS+GRUB) / kiln:        $(ratio "$(median "${pb[@]}")" "$(median "${k[@]}")")x (goal >= 3)"
@@ -324,6 +353,9 @@ for image in "${images[@]}"; do
     fi
     if [ ${#kr[@]} -gt 0 ] && [ ${#b[@]} -gt 0 ]; then
         echo "    agent ready / bare boot:          $(ratio "$(median "${kr[@]}")" "$(median "${b[@]}")") (goal <= 0.6)"
+    fi
+    if [ ${#kcr[@]} -gt 0 ] && [ ${#b[@]} -gt 0 ]; then
+        echo "    booted agent ready / bare boot:   $(ratio "$(median "${kcr[@]}")" "$(median "${b[@]}")") (warmStart false)"
     fi
     if [ ${#kf1[@]} -gt 0 ] && [ ${#b[@]} -gt 0 ]; then
         echo "    first step / bare boot:           $(ratio "$(median "${kf1[@]}")" "$(median "${b[@]}")") (jobs wait for network-online)"

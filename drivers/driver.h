@@ -17,6 +17,7 @@ struct kiln_driver_config {
     unsigned memory_mib;    /* 0: driver default */
     const char *work_dir;   /* the build's own folder: overlays, sockets, console logs */
     const char *build_id;   /* every resource is tagged/named with it, for reaping */
+    const char *home;       /* the Kiln home, for what outlives a build (NULL: the default) */
     const json_t *settings; /* driver-specific settings (ec2: region, instanceTypes, ...) */
     /* Called whenever a resource comes to life (live=true) or is gone (live=false), so that the
      * factory can record it and remove what a crashed build left. May be NULL. */
@@ -70,6 +71,10 @@ enum {
     KILN_LAUNCH_KEEP_ON_FAILURE = 1 << 0, /* terminateInstanceOnFailure: false */
     /* Return as soon as the instance runs, without waiting for the agent (tests, debugging). */
     KILN_LAUNCH_NO_WAIT = 1 << 1,
+    /* The image will be launched again and again (a build's parent): the driver may start the
+     * instance from a saved, already booted guest of it, made on first use (libvirt: "Warm
+     * start" in docs/drivers.md). Drivers without such a thing boot as usual. */
+    KILN_LAUNCH_WARM = 1 << 2,
 };
 
 struct kiln_driver_ops {

@@ -186,7 +186,7 @@ fake_launch(void *conn, const struct kiln_image_ref *image, const char *name,
             struct kiln_error *err)
 {
     struct fake_conn *c = conn;
-    KILN_CHECK_FLAGS(flags, KILN_LAUNCH_KEEP_ON_FAILURE, err);
+    KILN_CHECK_FLAGS(flags, KILN_LAUNCH_KEEP_ON_FAILURE | KILN_LAUNCH_WARM, err);
     if (!image || !image->location || !name || !*name)
         return kiln_error_set(err, -EINVAL, "fake launch: image and name are required");
     int r = fake_call(c, "launch", err);

@@ -50,8 +50,15 @@ kiln_libvirt_domain_xml(const struct kiln_libvirt_domain_spec *s)
     struct kiln_buf b;
     kiln_buf_init(&b);
 
-    append_xml(&b, "<domain type='%s'>\n", s->domain_type ? s->domain_type : "qemu");
+    append_xml(&b, "<domain type='%s'", s->domain_type ? s->domain_type : "qemu");
+    if (s->loadvm)
+        append_xml(&b, " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'");
+    append_xml(&b, ">\n");
     append_xml(&b, "  <name>%s</name>\n", s->domain_name);
+    /* A VM generation ID: a new one on every start, so that a guest restored from a saved
+     * state reseeds its random number generator (Linux's vmgenid driver) instead of
+     * continuing the saved one's sequence. */
+    append_xml(&b, "  <genid/>\n");
     append_xml(&b, "  <metadata>\n"
                    "    <kiln:instance xmlns:kiln='%s'>\n"
                    "      <kiln:build-id>%s</kiln:build-id>\n"
@@ -103,8 +110,10 @@ kiln_libvirt_domain_xml(const struct kiln_libvirt_domain_spec *s)
         /* QEMU's user-mode network: no host bridge, no shared host ports, so any number of
          * builds can run side by side. */
         append_xml(&b, "    <interface type='user'>\n"
+                       "      <mac address='%s'/>\n"
                        "      <model type='virtio'/>\n"
-                       "    </interface>\n");
+                       "    </interface>\n",
+                   KILN_LIBVIRT_MAC);
     if (s->agent_socket)
         append_xml(&b, "    <channel type='unix'>\n"
                        "      <source mode='bind' path='%s'/>\n"
@@ -129,6 +138,12 @@ kiln_libvirt_domain_xml(const struct kiln_libvirt_domain_spec *s)
                        "  </seclabel>\n");
     else if (kiln_streq(s->seclabel, "none"))
         append_xml(&b, "  <seclabel type='none'/>\n");
+    if (s->loadvm)
+        append_xml(&b, "  <qemu:commandline>\n"
+                       "    <qemu:arg value='-loadvm'/>\n"
+                       "    <qemu:arg value='%s'/>\n"
+                       "  </qemu:commandline>\n",
+                   s->loadvm);
     append_xml(&b, "</domain>\n");
     return kiln_buf_steal(&b);
 }

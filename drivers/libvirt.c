@@ -10,10 +10,12 @@
  * Domains are named kiln-BUILD-NAME and carry the build id in their <metadata>. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -32,6 +34,8 @@
 #define SUN_PATH_MAX 107
 /* How long the agent gets to end a job whose time ran out, once asked to cancel it. */
 #define CANCEL_GRACE_MS 10000
+/* The internal snapshot of a saved guest in its overlay (see "warm start" below). */
+#define WARM_SNAPSHOT "kiln-warm"
 
 struct libvirt_conn {
     virConnectPtr conn;
@@ -47,6 +51,7 @@ struct libvirt_conn {
     unsigned vcpus;
     unsigned memory_mib;
     bool network;
+    char *warm_dir; /* saved guests (warm start), NULL: warm start off */
     void (*on_resource)(void *userdata, const char *kind, const char *id, bool live);
     void *userdata;
     volatile sig_atomic_t *cancel;
@@ -363,6 +368,24 @@ setting_str(const json_t *settings, const char *key, const char *def)
     return v ? v : def;
 }
 
+/* A boolean setting, under the infrastructure's libvirt section or at its top. */
+static bool
+setting_bool(const json_t *settings, const char *key, bool def)
+{
+    const json_t *lv = settings ? json_object_get(settings, "libvirt") : NULL;
+    const json_t *v = lv ? json_object_get(lv, key) : NULL;
+    if (!v && settings)
+        v = json_object_get(settings, key);
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    const char *str = json_string_value(v);
+    if (str && strcasecmp(str, "false") == 0)
+        return false;
+    if (str && strcasecmp(str, "true") == 0)
+        return true;
+    return def;
+}
+
 static int
 libvirt_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret_conn,
              struct kiln_error *err)
@@ -402,6 +425,13 @@ libvirt_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret_co
     c->memory_mib = cfg->memory_mib ? cfg->memory_mib : 1024;
     json_t *net = s ? json_object_get(s, "network") : NULL;
     c->network = !(net && json_is_false(net));
+    /* Warm start (infrastructure `libvirt: {warmStart: false}` turns it off): only on this
+     * host, whose Kiln home keeps the saved guests. */
+    if (setting_bool(s, "warmStart", true) && strstr(c->uri, ":///")) {
+        const char *wd = setting_str(s, "warmDir", NULL);
+        _cleanup_free_ char *home = cfg->home ? kiln_strdup(cfg->home) : kiln_home();
+        c->warm_dir = wd ? kiln_strdup(wd) : kiln_path_join(home, "warm");
+    }
     c->on_resource = cfg->on_resource;
     c->userdata = cfg->userdata;
     c->cancel = cfg->cancel;
@@ -450,6 +480,7 @@ libvirt_close(void *conn)
     free(c->firmware);
     free(c->disk_cache);
     free(c->probe_kernel);
+    free(c->warm_dir);
     free(c);
 }
 
@@ -623,26 +654,13 @@ image_format(const struct kiln_image_ref *image)
     return kiln_streq(image->kind, "raw") ? "raw" : "qcow2";
 }
 
+/* Start an instance: booted, or restored from saved_state (a copy of it becomes the overlay,
+ * and QEMU loads its internal snapshot WARM_SNAPSHOT instead of booting). */
 static int
-libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
-               int ready_timeout_seconds, unsigned flags, struct kiln_instance **ret,
-               struct kiln_error *err)
+launch_instance(struct libvirt_conn *c, const struct kiln_image_ref *image, const char *name,
+                int ready_timeout_seconds, unsigned flags, const char *saved_state,
+                struct kiln_instance **ret, struct kiln_error *err)
 {
-    struct libvirt_conn *c = conn;
-    KILN_CHECK_FLAGS(flags, KILN_LAUNCH_KEEP_ON_FAILURE | KILN_LAUNCH_NO_WAIT, err);
-    if (!valid_name(name))
-        return kiln_error_set(err, -EINVAL, "libvirt launch: invalid instance name '%s'",
-                              name ? name : "(null)");
-    if (!image || !image->location)
-        return kiln_error_set(err, -EINVAL, "libvirt launch: no image");
-    if (image->kind && !kiln_streq(image->kind, "qcow2") && !kiln_streq(image->kind, "raw"))
-        return kiln_error_set(err, -EINVAL, "libvirt launch: cannot boot a %s image", image->kind);
-    if (image->location[0] != '/')
-        return kiln_error_set(err, -EINVAL, "libvirt launch: image path must be absolute: %s",
-                              image->location);
-    if (access(image->location, R_OK) < 0)
-        return kiln_error_errno(err, -errno, "libvirt launch: image %s", image->location);
-
     struct kiln_instance *inst = kiln_new(struct kiln_instance, 1);
     inst->c = c;
     inst->name = kiln_strdup(name);
@@ -681,18 +699,35 @@ libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
     if (r < 0)
         goto fail;
 
-    /* The overlay: copy-on-write on the parent, which is never written to. */
-    char *qargv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-b", image->location, "-F",
-                     (char *)image_format(image), inst->overlay, NULL};
-    r = kiln_command_run(qargv, NULL, err);
-    if (r < 0) {
-        kiln_error_prefix(err, r, "instance %s: overlay on %s", name, image->location);
-        goto fail;
+    if (saved_state) {
+        /* The saved overlay (its backing file is the same parent) with the saved guest in it. */
+        r = kiln_copy_file(saved_state, inst->overlay, 0600, err);
+        if (r < 0) {
+            kiln_error_prefix(err, r, "instance %s: copy of the saved state", name);
+            goto fail;
+        }
+    } else {
+        /* The overlay: copy-on-write on the parent, which is never written to. */
+        char *qargv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-b", image->location, "-F",
+                         (char *)image_format(image), inst->overlay, NULL};
+        r = kiln_command_run(qargv, NULL, err);
+        if (r < 0) {
+            kiln_error_prefix(err, r, "instance %s: overlay on %s", name, image->location);
+            goto fail;
+        }
     }
     /* A fresh console log per launch: the readiness check reads it from the start. */
     if (unlink(inst->console) < 0 && errno != ENOENT) {
         r = kiln_error_errno(err, -errno, "remove old %s", inst->console);
         goto fail;
+    }
+    if (saved_state) {
+        /* A restored guest prints no boot messages: the log says where it came from. */
+        _cleanup_free_ char *line = kiln_asprintf("kiln: restored from the saved state %s\n",
+                                                  saved_state);
+        r = kiln_write_file_atomic(inst->console, line, strlen(line), 0644, err);
+        if (r < 0)
+            goto fail;
     }
 
     struct kiln_libvirt_domain_spec spec = {
@@ -715,6 +750,7 @@ libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
         .console_log = inst->console,
         .seclabel = c->seclabel,
         .network = c->network,
+        .loadvm = saved_state ? WARM_SNAPSHOT : NULL,
     };
     nvram = kiln_path_join(inst->dir, "uefi-vars.fd");
     spec.nvram = nvram;
@@ -754,6 +790,350 @@ fail:
     }
     instance_free(inst);
     return r;
+}
+
+/* ---- warm start ----------------------------------------------------------------------------
+ *
+ * Booting a guest to the point where jobs may run (its network online) is most of a short
+ * build. An instance launched with KILN_LAUNCH_WARM starts instead from a saved state of its
+ * image's guest, booted once and saved just after its agent ran the ready command:
+ *
+ *   WARM/KEY.qcow2   an overlay on the parent holding the internal snapshot WARM_SNAPSHOT
+ *                    (disk and memory of the running guest, QEMU's savevm)
+ *   WARM/KEY.json    what KEY was made from (files with their identity, the domain's shape)
+ *   WARM/KEY.lock    held while the state is made, so that concurrent builds make it once
+ *
+ * KEY is a digest of everything the saved guest depends on: the parent disk, kernel and
+ * initrd (path, inode, size, mtime), the command line, the domain's shape (accelerator,
+ * machine, vCPUs, memory, devices) and the QEMU and libvirt versions. A new instance copies
+ * KEY.qcow2 as its overlay and starts with -loadvm. The restored agent sets the guest's clock
+ * from the host's (its --sync-clock) and <genid/> makes the guest kernel reseed its RNG. The
+ * first launch of an image makes the state (a cold boot, the ready command, savevm); when it
+ * cannot (an agent without the prepare request, another build holding the lock), the instance
+ * is simply booted. A state that fails to restore is removed and the instance booted. */
+
+#define WARM_FORMAT "kiln-warm-1" /* bump when the domain XML or the saving changes */
+#define WARM_RESTORE_SECONDS 60
+#define WARM_PREPARE_MS (300 * 1000)
+
+static bool
+warm_wanted(const struct libvirt_conn *c, const struct kiln_image_ref *image, unsigned flags)
+{
+    return (flags & KILN_LAUNCH_WARM) && !(flags & KILN_LAUNCH_NO_WAIT) && c->warm_dir &&
+           image->kernel && !kiln_streq(c->firmware, "efi") &&
+           (kiln_streq(c->domain_type, "kvm") || kiln_streq(c->domain_type, "qemu"));
+}
+
+/* A file's identity as {"path", "inode", "size", "mtime-ns"}, or NULL when it cannot be read. */
+static json_t *
+file_identity(const char *path)
+{
+    struct stat st;
+    if (!path || stat(path, &st) < 0)
+        return NULL;
+    return json_pack("{s:s, s:I, s:I, s:I}", "path", path, "inode", (json_int_t)st.st_ino, "size",
+                     (json_int_t)st.st_size, "mtime-ns",
+                     (json_int_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+}
+
+/* What a saved state depends on (its KEY.json without the bookkeeping), or NULL when a file
+ * is missing. */
+static json_t *
+warm_ingredients(const struct libvirt_conn *c, const struct kiln_image_ref *image)
+{
+    unsigned long hv = 0, lib = 0;
+    virConnectGetVersion(c->conn, &hv);
+    virConnectGetLibVersion(c->conn, &lib);
+    json_t *files = json_array();
+    const char *paths[] = {image->location, image->kernel, image->initrd};
+    for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+        if (!paths[i])
+            continue;
+        json_t *id = file_identity(paths[i]);
+        if (!id) {
+            json_decref(files);
+            return NULL;
+        }
+        json_array_append_new(files, id);
+    }
+    return json_pack("{s:s, s:o, s:s?, s:s, s:s, s:s, s:i, s:i, s:b, s:I, s:I}", "format",
+                     WARM_FORMAT, "files", files, "cmdline", image->cmdline, "domain-type",
+                     c->domain_type, "machine", c->machine, "disk-cache", c->disk_cache, "vcpus",
+                     (int)c->vcpus, "memory-mib", (int)c->memory_mib, "network", c->network,
+                     "hypervisor-version", (json_int_t)hv, "libvirt-version", (json_int_t)lib);
+}
+
+static char *
+warm_path(const struct libvirt_conn *c, const char *key, const char *ext)
+{
+    return kiln_asprintf("%s/%s.%s", c->warm_dir, key, ext);
+}
+
+static void
+warm_remove(const struct libvirt_conn *c, const char *key)
+{
+    static const char *const exts[] = {"qcow2", "json", "qcow2.part"};
+    for (size_t i = 0; i < ARRAY_SIZE(exts); i++) {
+        _cleanup_free_ char *p = warm_path(c, key, exts[i]);
+        if (unlink(p) < 0 && errno != ENOENT)
+            kiln_debug("libvirt: warm start: remove %s: %s", p, strerror(errno));
+    }
+}
+
+/* Take KEY.lock without waiting: the open descriptor, -EBUSY while another build holds it. */
+static int
+warm_lock(const struct libvirt_conn *c, const char *key)
+{
+    _cleanup_free_ char *p = warm_path(c, key, "lock");
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+/* Remove the saved states whose files changed or went (an image rebuilt or deleted). */
+static void
+warm_prune(const struct libvirt_conn *c)
+{
+    DIR *d = opendir(c->warm_dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n != 64 + 5 || !kiln_streq(e->d_name + 64, ".json"))
+            continue;
+        _cleanup_free_ char *key = kiln_strndup(e->d_name, 64);
+        _cleanup_free_ char *p = warm_path(c, key, "json");
+        _cleanup_json_ json_t *j = json_load_file(p, 0, NULL);
+        json_t *files = j ? json_object_get(j, "files") : NULL;
+        bool stale = !json_is_array(files);
+        size_t i;
+        json_t *f;
+        json_array_foreach(files, i, f) {
+            _cleanup_json_ json_t *now = file_identity(kiln_json_get_str(f, "path"));
+            if (!now || !json_equal(now, f))
+                stale = true;
+        }
+        if (!stale)
+            continue;
+        int fd = warm_lock(c, key);
+        if (fd < 0)
+            continue; /* in use */
+        kiln_debug("libvirt: warm start: removing the stale saved state %s", key);
+        warm_remove(c, key);
+        _cleanup_free_ char *lock = warm_path(c, key, "lock");
+        unlink(lock);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* Save the running, prepared instance p into KEY.qcow2: savevm into its overlay, then the
+ * domain is destroyed (QEMU closes and completes the file) and the overlay moved into the
+ * store. On failure p is left running and connected. */
+static int
+warm_save(struct kiln_instance *p, const char *key, json_t *meta, struct kiln_error *err)
+{
+    struct libvirt_conn *c = p->c;
+    virDomainPtr dom = virDomainLookupByName(c->conn, p->domain_name);
+    if (!dom)
+        return libvirt_error(err, -KILN_E_REMOTE, "look up %s", p->domain_name);
+    /* The host side of the channel is closed while saving: a restored agent starts out waiting
+     * for a host, as after any disconnect. */
+    kiln_agent_client_free(p->agent);
+    p->agent = NULL;
+    double t0 = now_seconds();
+    char *out = NULL;
+    int r = 0;
+    if (virDomainQemuMonitorCommand(dom, "savevm " WARM_SNAPSHOT, &out,
+                                    VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP) < 0)
+        r = libvirt_error(err, -KILN_E_REMOTE, "savevm on %s", p->domain_name);
+    else if (out && *out) /* HMP reports errors as text */
+        r = kiln_error_set(err, -KILN_E_REMOTE, "savevm on %s: %s", p->domain_name, out);
+    free(out);
+    double saved = now_seconds() - t0;
+    if (r == 0 && virDomainDestroy(dom) < 0)
+        r = libvirt_error(err, -KILN_E_REMOTE, "destroy %s after savevm", p->domain_name);
+    virDomainFree(dom);
+    if (r < 0) {
+        struct kiln_error cerr = {0};
+        if (connect_agent(p, 60, NULL, &cerr) < 0)
+            kiln_error_set(err, cerr.code, "%s (and the agent did not come back: %s)",
+                           err->message, cerr.message);
+        return r;
+    }
+    _cleanup_free_ char *part = warm_path(c, key, "qcow2.part");
+    _cleanup_free_ char *state = warm_path(c, key, "qcow2");
+    _cleanup_free_ char *metap = warm_path(c, key, "json");
+    if (rename(p->overlay, part) < 0) {
+        if (errno != EXDEV)
+            return kiln_error_errno(err, -errno, "move %s to %s", p->overlay, part);
+        r = kiln_copy_file(p->overlay, part, 0600, err);
+        if (r < 0)
+            return r;
+    }
+    struct stat st;
+    json_object_set_new(meta, "state-bytes",
+                        json_integer(stat(part, &st) == 0 ? (json_int_t)st.st_size : 0));
+    json_object_set_new(meta, "savevm-seconds", json_real(saved));
+    _cleanup_free_ char *text = kiln_json_dumps(meta, true);
+    if ((r = kiln_write_file_atomic(metap, text, strlen(text), 0644, err)) < 0)
+        return r;
+    if (rename(part, state) < 0)
+        return kiln_error_errno(err, -errno, "move %s to %s", part, state);
+    return 0;
+}
+
+/* Make the saved state KEY for image by booting instance NAME. Returns 0 with *booted NULL
+ * when the state is there; 0 with *booted set when it could not be made but the booted
+ * instance is ready for use; 1 when nothing was booted and nothing made (the build boots
+ * normally); or an error from booting the instance (the same as a cold launch would give). */
+static int
+warm_prepare(struct libvirt_conn *c, const struct kiln_image_ref *image, const char *name,
+             const char *key, json_t *meta, int ready_timeout_seconds, unsigned flags,
+             struct kiln_instance **booted, struct kiln_error *err)
+{
+    *booted = NULL;
+    struct kiln_error werr = {0};
+    int r = kiln_mkdir_p(c->warm_dir, 0700, &werr);
+    int lock = r < 0 ? r : warm_lock(c, key);
+    if (lock < 0) {
+        kiln_debug("libvirt: warm start: %s", lock == -EBUSY ? "another build is saving this "
+                   "guest; booting" : werr.message[0] ? werr.message : strerror(-lock));
+        return 1;
+    }
+    _cleanup_free_ char *state = warm_path(c, key, "qcow2");
+    _cleanup_free_ char *metap = warm_path(c, key, "json");
+    _cleanup_json_ json_t *old = json_load_file(metap, 0, NULL);
+    if (access(state, R_OK) == 0 || kiln_json_get_str(old, "unsupported")) {
+        close(lock);
+        return access(state, R_OK) == 0 ? 0 : 1; /* made meanwhile, or never possible */
+    }
+    struct kiln_instance *p = NULL;
+    double t0 = now_seconds();
+    r = launch_instance(c, image, name, ready_timeout_seconds, flags, NULL, &p, err);
+    if (r < 0) {
+        close(lock);
+        return r;
+    }
+    int64_t ready_ms = 0;
+    r = kiln_agent_client_prepare(p->agent, WARM_PREPARE_MS, &ready_ms, &werr);
+    if (r == -KILN_E_UNSUPPORTED) {
+        /* An older agent (an imported image): remember, so that later builds just boot. */
+        json_object_set_new(meta, "unsupported", json_string(werr.message));
+        _cleanup_free_ char *text = kiln_json_dumps(meta, true);
+        kiln_write_file_atomic(metap, text, strlen(text), 0644, NULL);
+    } else if (r == 0) {
+        json_object_set_new(meta, "boot-seconds", json_real(now_seconds() - t0));
+        json_object_set_new(meta, "ready-ms", json_integer(ready_ms));
+        json_object_set_new(meta, "created", json_integer((json_int_t)time(NULL)));
+        r = warm_save(p, key, meta, &werr);
+        if (r == 0) {
+            kiln_debug("libvirt: warm start: saved %s (%.1f s after the boot began)", state,
+                       now_seconds() - t0);
+            instance_release(p, NULL);
+            instance_free(p);
+            p = NULL;
+            /* Its boot messages stay in the build's log; the restored instance's console
+             * starts anew. */
+            _cleanup_free_ char *boot_log =
+                kiln_asprintf("%s/%s.boot.console.log", c->work_dir, name);
+            _cleanup_free_ char *console = kiln_asprintf("%s/%s.console.log", c->work_dir, name);
+            if (rename(console, boot_log) < 0)
+                kiln_debug("libvirt: keep %s: %s", console, strerror(errno));
+            warm_prune(c);
+        }
+    }
+    close(lock);
+    if (r < 0 && p) {
+        if (cancelled(c) || !p->agent) {
+            instance_release(p, NULL);
+            instance_free(p);
+            return kiln_error_set(err, cancelled(c) ? -ECANCELED : werr.code,
+                                  "instance %s: %s", name, werr.message);
+        }
+        kiln_warn("libvirt: %s: no saved state made (%s); the booted guest is used", name,
+                  werr.message);
+        warm_remove(c, key);
+    }
+    *booted = p;
+    return 0;
+}
+
+/* Launch NAME from image's saved state, making it first when there is none. Returns 0 with
+ * *ret set, 1 when the instance should be booted normally, or an error. */
+static int
+warm_launch(struct libvirt_conn *c, const struct kiln_image_ref *image, const char *name,
+            int ready_timeout_seconds, unsigned flags, struct kiln_instance **ret,
+            struct kiln_error *err)
+{
+    _cleanup_json_ json_t *meta = warm_ingredients(c, image);
+    if (!meta)
+        return 1;
+    _cleanup_free_ char *canon = kiln_json_dumps(meta, false);
+    char key[KILN_HASH_MAX_HEX];
+    kiln_hash_buf_hex(KILN_HASH_SHA256, canon, strlen(canon), key);
+    _cleanup_free_ char *state = warm_path(c, key, "qcow2");
+    if (access(state, R_OK) < 0) {
+        struct kiln_instance *booted = NULL;
+        int r = warm_prepare(c, image, name, key, meta, ready_timeout_seconds,
+                             flags & KILN_LAUNCH_KEEP_ON_FAILURE, &booted, err);
+        if (r != 0 || booted) {
+            *ret = booted;
+            return r;
+        }
+    }
+    double t0 = now_seconds();
+    struct kiln_error rerr = {0};
+    int timeout = ready_timeout_seconds > 0 && ready_timeout_seconds < WARM_RESTORE_SECONDS
+                      ? ready_timeout_seconds
+                      : WARM_RESTORE_SECONDS;
+    int r = launch_instance(c, image, name, timeout, 0, state, ret, &rerr);
+    if (r == 0) {
+        kiln_debug("libvirt: %s: restored from %s in %.2f s", name, state, now_seconds() - t0);
+        return 0;
+    }
+    if (r == -ECANCELED || cancelled(c))
+        return kiln_error_set(err, -ECANCELED, "%s", rerr.message);
+    kiln_warn("libvirt: %s: the saved state %s did not restore (%s); it is removed and the "
+              "guest booted", name, state, rerr.message);
+    warm_remove(c, key);
+    return 1;
+}
+
+static int
+libvirt_launch(void *conn, const struct kiln_image_ref *image, const char *name,
+               int ready_timeout_seconds, unsigned flags, struct kiln_instance **ret,
+               struct kiln_error *err)
+{
+    struct libvirt_conn *c = conn;
+    KILN_CHECK_FLAGS(flags, KILN_LAUNCH_KEEP_ON_FAILURE | KILN_LAUNCH_NO_WAIT | KILN_LAUNCH_WARM,
+                     err);
+    if (!valid_name(name))
+        return kiln_error_set(err, -EINVAL, "libvirt launch: invalid instance name '%s'",
+                              name ? name : "(null)");
+    if (!image || !image->location)
+        return kiln_error_set(err, -EINVAL, "libvirt launch: no image");
+    if (image->kind && !kiln_streq(image->kind, "qcow2") && !kiln_streq(image->kind, "raw"))
+        return kiln_error_set(err, -EINVAL, "libvirt launch: cannot boot a %s image", image->kind);
+    if (image->location[0] != '/')
+        return kiln_error_set(err, -EINVAL, "libvirt launch: image path must be absolute: %s",
+                              image->location);
+    if (access(image->location, R_OK) < 0)
+        return kiln_error_errno(err, -errno, "libvirt launch: image %s", image->location);
+    if (warm_wanted(c, image, flags)) {
+        int r = warm_launch(c, image, name, ready_timeout_seconds, flags, ret, err);
+        if (r <= 0)
+            return r;
+    }
+    return launch_instance(c, image, name, ready_timeout_seconds, flags & ~KILN_LAUNCH_WARM, NULL,
+                           ret, err);
 }
 
 static enum kiln_run_status

@@ -36,7 +36,14 @@ struct kiln_libvirt_domain_spec {
     const char *console_log;
     const char *seclabel;     /* "root" (qemu runs as root, no relabelling), "none", "default" */
     bool network;             /* user-mode networking */
+    /* Start from this internal snapshot of the disk image (QEMU's -loadvm): a saved, running
+     * guest (see "Warm start" in docs/drivers.md). NULL: boot. */
+    const char *loadvm;
 };
+
+/* The fixed MAC address of every Kiln guest's user-mode interface: a restored guest keeps the
+ * address it was saved with, and user-mode networks are private to each guest anyway. */
+#define KILN_LIBVIRT_MAC "52:54:00:4b:4c:4e"
 
 /* The domain XML for spec (never NULL). */
 char *kiln_libvirt_domain_xml(const struct kiln_libvirt_domain_spec *spec);

@@ -503,6 +503,10 @@ launch(struct build *b, const struct kiln_image_ref *image, const char *role,
 {
     _cleanup_free_ char *name = kiln_asprintf("%s-%s", b->image->build_id, role);
     unsigned flags = b->plan.infra->terminate_on_failure ? 0 : KILN_LAUNCH_KEEP_ON_FAILURE;
+    /* The build instance starts from the parent (or a cached layer), which later builds start
+     * from too; the test and layer instances boot images made just now. */
+    if (kiln_streq(role, "build"))
+        flags |= KILN_LAUNCH_WARM;
     int timeout = b->opts->ready_timeout_seconds > 0 ? b->opts->ready_timeout_seconds : 600;
     progress_step(b, "starting the %s instance %s from %s", role, name, image->location);
     int r = b->ops->launch(b->conn, image, name, timeout, flags, &b->inst, err);
@@ -1443,6 +1447,7 @@ run_started(struct build *b, struct kiln_error *err)
         .memory_mib = b->plan.infra->memory_mib,
         .work_dir = b->work_dir,
         .build_id = b->image->build_id,
+        .home = b->plan.home,
         .settings = b->plan.infra->settings,
         .on_resource = on_resource,
         .userdata = b,

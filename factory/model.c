@@ -764,6 +764,7 @@ static const struct kiln_yaml_field infra_fields[] = {
 static const struct kiln_yaml_field libvirt_fields[] = {
     {"uri", S, false},
     {"accel", S, false},
+    {"warmStart", S, false},
     {NULL, S, false},
 };
 
@@ -870,6 +871,7 @@ infrastructure_fill(struct kiln_problems *d, const struct kiln_yaml_node *root,
                 kiln_problems_add(d, kiln_yaml_map_get(lv, "accel"),
                                   "accel '%s' is not one of auto, kvm, tcg", accel);
         }
+        get_bool(d, lv, "warmStart", true); /* checked here, read by the driver */
     }
     inf->vcpus = (unsigned)get_int(d, root, "vcpus", 1, 256, 2);
     inf->memory_mib = (unsigned)get_int(d, root, "memoryMiB", 128, 1 << 22, 2048);

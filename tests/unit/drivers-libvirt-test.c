@@ -28,10 +28,10 @@ check_golden(const char *name, const char *actual)
         fail_msg("%s differs from the generated XML:\n%s", path, actual);
 }
 
-static void
-test_xml_golden_direct_boot(void **state)
+static struct kiln_libvirt_domain_spec
+direct_boot_spec(void)
 {
-    struct kiln_libvirt_domain_spec spec = {
+    return (struct kiln_libvirt_domain_spec){
         .domain_name = "kiln-b1-build",
         .domain_type = "qemu",
         .machine = "pc",
@@ -51,8 +51,34 @@ test_xml_golden_direct_boot(void **state)
         .seclabel = "root",
         .network = true,
     };
+}
+
+static void
+test_xml_golden_direct_boot(void **state)
+{
+    struct kiln_libvirt_domain_spec spec = direct_boot_spec();
     _cleanup_free_ char *xml = kiln_libvirt_domain_xml(&spec);
+    assert_null(strstr(xml, "loadvm"));
     check_golden("direct-boot.xml", xml);
+}
+
+static void
+test_xml_golden_restore(void **state)
+{
+    /* A warm start: the same domain, which QEMU starts from the saved snapshot. */
+    struct kiln_libvirt_domain_spec spec = direct_boot_spec();
+    spec.loadvm = "kiln-warm";
+    _cleanup_free_ char *xml = kiln_libvirt_domain_xml(&spec);
+    struct kiln_libvirt_domain_spec cold = spec;
+    cold.loadvm = NULL;
+    _cleanup_free_ char *boot = kiln_libvirt_domain_xml(&cold);
+    /* Devices and their order must not differ from the saved guest's domain. */
+    const char *devs = strstr(xml, "<devices>"), *bdevs = strstr(boot, "<devices>");
+    assert_non_null(devs);
+    assert_non_null(bdevs);
+    assert_int_equal(strstr(xml, "</devices>") - devs, strstr(boot, "</devices>") - bdevs);
+    assert_int_equal(memcmp(devs, bdevs, (size_t)(strstr(boot, "</devices>") - bdevs)), 0);
+    check_golden("restore.xml", xml);
 }
 
 static void
@@ -292,6 +318,7 @@ test_reap_by_build_id(void **state)
 }
 
 KILN_TEST_MAIN(cmocka_unit_test(test_xml_golden_direct_boot),
+               cmocka_unit_test(test_xml_golden_restore),
                cmocka_unit_test(test_xml_golden_escaping), cmocka_unit_test(test_probe_sector),
                cmocka_unit_test(test_flags_and_arguments_rejected),
                cmocka_unit_test(test_launch_terminate_idempotent),

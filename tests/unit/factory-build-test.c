@@ -106,7 +106,7 @@ static int
 dbl_launch(void *conn, const struct kiln_image_ref *image, const char *name, int timeout,
            unsigned flags, struct kiln_instance **ret, struct kiln_error *err)
 {
-    KILN_CHECK_FLAGS(flags, KILN_LAUNCH_KEEP_ON_FAILURE, err);
+    KILN_CHECK_FLAGS(flags, KILN_LAUNCH_KEEP_ON_FAILURE | KILN_LAUNCH_WARM, err);
     struct dbl_conn *c = conn;
     assert_non_null(image->location);
     assert_int_equal(access(image->location, R_OK), 0);
@@ -261,7 +261,8 @@ fk_launch(void *conn, const struct kiln_image_ref *image, const char *name, int 
           unsigned flags, struct kiln_instance **ret, struct kiln_error *err)
 {
     json_array_append_new(fk.launched,
-                          json_pack("{s:s, s:s?}", "name", name, "kernel", image->kernel));
+                          json_pack("{s:s, s:s?, s:b}", "name", name, "kernel", image->kernel,
+                                    "warm", (flags & KILN_LAUNCH_WARM) != 0));
     return kiln_fake_driver.launch(conn, image, name, timeout, flags, ret, err);
 }
 
@@ -597,6 +598,19 @@ test_success(void **state)
     assert_string_equal(res.version, "1.2.3/1");
     assert_released(f, &res);
     assert_int_equal(json_array_size(f->warnings), 0); /* nothing EC2-only in this recipe */
+    /* Only the build instance, launched from the parent that later builds start from too, may
+     * start from a saved guest; the test instance boots the image just made. */
+    size_t li;
+    json_t *l;
+    int warm = 0;
+    json_array_foreach(fk.launched, li, l) {
+        const char *name = kiln_json_get_str(l, "name");
+        bool is_build = strlen(name) > 6 && kiln_streq(name + strlen(name) - 6, "-build");
+        assert_int_equal(json_is_true(json_object_get(l, "warm")), is_build);
+        warm += is_build;
+    }
+    assert_int_equal(warm, 1);
+    assert_int_equal(json_array_size(fk.launched), 2);
 
     /* Jobs: each component's build+validate on the build instance, the inventory, the cleanup,
      * then the one component with a test phase on a second instance. */

@@ -2,6 +2,8 @@
  * KILN_TEST_ACCEL says otherwise. At most two guests run at a time. Labels: vm. */
 #include "kiln-test.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <libvirt/libvirt.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -36,7 +38,7 @@ on_resource(void *userdata, const char *kind, const char *id, bool live)
 }
 
 static struct vm *
-vm_new(const char *build_id)
+vm_new_with(const char *build_id, const json_t *settings)
 {
     struct vm *v = kiln_new(struct vm, 1);
     struct kiln_error err = {0};
@@ -46,11 +48,17 @@ vm_new(const char *build_id)
     const char *accel = getenv("KILN_TEST_ACCEL");
     struct kiln_driver_config cfg = {.uri = uri(), .accel = accel && *accel ? accel : "tcg",
                                      .vcpus = 1, .memory_mib = 256, .work_dir = v->dir,
-                                     .build_id = build_id, .on_resource = on_resource,
-                                     .userdata = v};
+                                     .build_id = build_id, .settings = settings,
+                                     .on_resource = on_resource, .userdata = v};
     if (kiln_libvirt_driver.open(&cfg, 0, &v->conn, &err) < 0)
         fail_msg("%s", err.message);
     return v;
+}
+
+static struct vm *
+vm_new(const char *build_id)
+{
+    return vm_new_with(build_id, NULL);
 }
 
 static void
@@ -343,7 +351,165 @@ test_accel_probe(void **state)
     kiln_rm_rf(home, NULL);
 }
 
+
+/* ---- warm start ---- */
+
+/* Files in dir ending in ext, each printed; *last gets the last one's name when given. */
+static int
+files_ending(const char *dir, const char *ext, char **last)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t l = strlen(e->d_name), x = strlen(ext);
+        if (l > x && kiln_streq(e->d_name + l - x, ext)) {
+            fprintf(stderr, "warm state: %s\n", e->d_name);
+            n++;
+            if (last) {
+                free(*last);
+                *last = kiln_strdup(e->d_name);
+            }
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static bool
+restored(struct vm *v, const char *name)
+{
+    _cleanup_free_ char *p = kiln_asprintf("%s/%s.console.log", v->dir, name);
+    _cleanup_free_ char *text = NULL;
+    assert_int_equal(kiln_read_file(p, 64u << 20, &text, NULL, NULL), 0);
+    return strncmp(text, "kiln: restored from the saved state ", 36) == 0;
+}
+
+/* The value after "kiln-WHAT " in a job's console output. */
+static char *
+reported(const struct kiln_buf *console, const char *what)
+{
+    _cleanup_free_ char *tag = kiln_asprintf("kiln-%s ", what);
+    const char *p = strstr(console->data, tag);
+    if (!p)
+        fail_msg("no '%s' in: %s", tag, console->data);
+    p += strlen(tag);
+    return kiln_strndup(p, strcspn(p, "\r\n"));
+}
+
+/* Launch NAME with KILN_LAUNCH_WARM, run warm-check.yml in it, terminate it. Checks that the
+ * guest's clock is the host's (a restored guest wakes with the clock of its saving) and that
+ * the VM generation ID device is bound; returns the guest's random UUID. */
+static char *
+warm_round(struct vm *v, const struct kiln_image_ref *img, const char *name, bool *was_restored)
+{
+    struct kiln_instance *inst = launch(v, img, name, KILN_LAUNCH_WARM);
+    *was_restored = restored(v, name);
+    struct events ev = {0};
+    kiln_buf_init(&ev.console);
+    assert_int_equal(run_doc(v, inst, "warm-check.yml", &ev), KILN_RUN_SUCCESS);
+    _cleanup_free_ char *clock = reported(&ev.console, "clock");
+    _cleanup_free_ char *genid = reported(&ev.console, "vmgenid");
+    long long skew = strtoll(clock, NULL, 10) - (long long)time(NULL);
+    fprintf(stderr, "%s: %s, guest clock - host clock = %lld s, vmgenid devices %s\n", name,
+            *was_restored ? "restored" : "booted", skew, genid);
+    assert_true(skew >= -3 && skew <= 3);
+    assert_string_equal(genid, "1");
+    char *uuid = reported(&ev.console, "uuid");
+    kiln_buf_clear(&ev.console);
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_libvirt_driver.terminate(inst, 0, &err), 0);
+    return uuid;
+}
+
+static void
+test_warm_start(void **state)
+{
+    _cleanup_free_ char *warm = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-warm-test", &warm, NULL), 0);
+    _cleanup_json_ json_t *settings = json_pack("{s:s}", "warmDir", warm);
+    struct vm *v = vm_new_with("vmwarm", settings);
+    /* A parent of the test's own, so that it can be changed at the end. */
+    struct kiln_image_ref img = {0};
+    kiln_image_ref_copy(&img, &v->tiny);
+    free(img.location);
+    img.location = kiln_path_join(v->dir, "parent.qcow2");
+    assert_int_equal(kiln_copy_file(v->tiny.location, img.location, 0644, NULL), 0);
+
+    /* The first warm launch boots the guest, saves it once ready, and restores from that. */
+    bool r1, r2, r3, r4, r5;
+    _cleanup_free_ char *u1 = warm_round(v, &img, "w1", &r1);
+    assert_true(r1);
+    _cleanup_free_ char *key1 = NULL;
+    assert_int_equal(files_ending(warm, ".qcow2", &key1), 1);
+    assert_int_equal(files_ending(warm, ".json", NULL), 1);
+    _cleanup_free_ char *meta_path = kiln_asprintf("%s/%.64s.json", warm, key1);
+    _cleanup_json_ json_t *meta = json_load_file(meta_path, 0, NULL);
+    assert_non_null(meta);
+    assert_true(json_integer_value(json_object_get(meta, "state-bytes")) > (1 << 20));
+    json_int_t created = json_integer_value(json_object_get(meta, "created"));
+    assert_true(created > 0);
+
+    /* Later launches restore it: with the host's clock though the saved one is older, and a
+     * reseeded RNG (each restored guest draws other random numbers). */
+    while (time(NULL) < created + 8)
+        sleep(1);
+    _cleanup_free_ char *u2 = warm_round(v, &img, "w2", &r2);
+    assert_true(r2);
+    assert_string_not_equal(u1, u2);
+
+    /* A saved state that does not restore is removed, and the guest booted instead. */
+    _cleanup_free_ char *state_path = kiln_path_join(warm, key1);
+    char *del[] = {"qemu-img", "snapshot", "-d", "kiln-warm", state_path, NULL};
+    assert_int_equal(kiln_command_run(del, NULL, NULL), 0);
+    _cleanup_free_ char *u3 = warm_round(v, &img, "w3", &r3);
+    assert_false(r3);
+    assert_int_equal(files_ending(warm, ".qcow2", NULL), 0);
+
+    /* ... and made again by the next launch. */
+    _cleanup_free_ char *u4 = warm_round(v, &img, "w4", &r4);
+    assert_true(r4);
+    assert_int_equal(files_ending(warm, ".qcow2", NULL), 1);
+
+    /* A changed parent gets a state of its own; the old one is pruned. */
+    assert_int_equal(utimensat(AT_FDCWD, img.location, NULL, 0), 0);
+    _cleanup_free_ char *u5 = warm_round(v, &img, "w5", &r5);
+    assert_true(r5);
+    _cleanup_free_ char *key5 = NULL;
+    assert_int_equal(files_ending(warm, ".qcow2", &key5), 1);
+    assert_int_equal(files_ending(warm, ".json", NULL), 1);
+    assert_string_not_equal(key1, key5);
+
+    assert_int_equal(v->live, 0);
+    for (int i = 1; i <= 5; i++) {
+        _cleanup_free_ char *dom = kiln_asprintf("kiln-vmwarm-w%d", i);
+        assert_false(domain_exists(dom));
+    }
+    kiln_image_ref_clear(&img);
+    vm_free(v);
+    kiln_rm_rf(warm, NULL);
+}
+
+static void
+test_warm_start_off(void **state)
+{
+    /* libvirt: {warmStart: false}: KILN_LAUNCH_WARM boots, and nothing is saved. */
+    _cleanup_free_ char *warm = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-warm-off", &warm, NULL), 0);
+    _cleanup_json_ json_t *settings =
+        json_pack("{s:s, s:{s:b}}", "warmDir", warm, "libvirt", "warmStart", 0);
+    struct vm *v = vm_new_with("vmwarmoff", settings);
+    bool r;
+    _cleanup_free_ char *u = warm_round(v, &v->tiny, "cold", &r);
+    assert_false(r);
+    assert_int_equal(files_ending(warm, "", NULL), 0);
+    vm_free(v);
+    kiln_rm_rf(warm, NULL);
+}
+
 KILN_TEST_MAIN(cmocka_unit_test(test_boot_run_stop_snapshot),
+               cmocka_unit_test(test_warm_start), cmocka_unit_test(test_warm_start_off),
                cmocka_unit_test(test_bad_init_fails_with_console),
                cmocka_unit_test(test_terminate_leaves_nothing),
                cmocka_unit_test(test_two_instances_at_once),
