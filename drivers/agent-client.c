@@ -231,7 +231,8 @@ kiln_agent_client_sync(struct kiln_agent_client *c, int timeout_ms, struct kiln_
         char hex[17];
         snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)nonce);
         uint32_t seq = next_seq(c);
-        _cleanup_json_ json_t *req = json_pack("{s:s, s:I}", "nonce", hex, "time-ms", realtime_ms());
+        _cleanup_json_ json_t *req =
+            json_pack("{s:s, s:I}", "nonce", hex, "time-ms", realtime_ms());
         int r = send_json(c, KILN_MSG_SYNC, seq, req, err);
         if (r < 0)
             return r;

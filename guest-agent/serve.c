@@ -75,7 +75,7 @@ struct agent {
     /* The ready command runs once, under ready_lock, from the job thread or the prepare thread,
      * whichever asks first. ready is written under ready_lock and read atomically. */
     pthread_mutex_t ready_lock;
-    bool ready; /* the ready command ran (or there is none) */
+    bool ready;     /* the ready command ran (or there is none) */
     bool preparing; /* the prepare thread runs (under lock, as prepare_seq) */
     bool prepare_joinable;
     pthread_t prepare_thread;
@@ -268,8 +268,8 @@ wait_ready(struct agent *a, volatile sig_atomic_t *cancel, bool console, char **
             on_console(a, "stderr", msg, strlen(msg));
         }
         if (ret_failure)
-            *ret_failure =
-                kiln_asprintf("the ready command %s failed: %s", a->cfg->ready_argv[0], err.message);
+            *ret_failure = kiln_asprintf("the ready command %s failed: %s", a->cfg->ready_argv[0],
+                                         err.message);
     }
     kiln_debug("kiln-agent: ready command took %lld ms", (long long)(kiln_proto_now_ms() - start));
     __atomic_store_n(&a->ready, r != -ECANCELED, __ATOMIC_RELEASE);
@@ -417,9 +417,9 @@ prepare_thread(void *arg)
     if (r == -ECANCELED) {
         reply_error(a, seq, "prepare: cancelled");
     } else {
-        _cleanup_json_ json_t *j = json_pack("{s:I, s:s?}", "ready-ms",
-                                             (json_int_t)(kiln_proto_now_ms() - start), "failure",
-                                             failure);
+        _cleanup_json_ json_t *j =
+            json_pack("{s:I, s:s?}", "ready-ms", (json_int_t)(kiln_proto_now_ms() - start),
+                      "failure", failure);
         send_json(a, KILN_MSG_ACK, KILN_PROTO_FLAG_REPLY, seq, j);
     }
     ssize_t w = write(a->wake[1], "x", 1);

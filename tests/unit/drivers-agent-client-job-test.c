@@ -46,11 +46,10 @@ start_agent(struct agent_thread *t, const char *state_dir, const char *boot_id)
     t->cfg.state_directory = state_dir;
     t->cfg.boot_id = boot_id;
     assert_int_equal(pthread_create(&t->thread, NULL, agent_main, t), 0);
-    struct kiln_agent_client_options o = {
-        .connect_timeout_ms = 10000,
-        .reply_timeout_ms = 10000,
-        .ping_interval_ms = 1000,
-        .cancel = t->cancel};
+    struct kiln_agent_client_options o = {.connect_timeout_ms = 10000,
+                                          .reply_timeout_ms = 10000,
+                                          .ping_interval_ms = 1000,
+                                          .cancel = t->cancel};
     struct kiln_agent_client *c = NULL;
     struct kiln_error err = {0};
     if (kiln_agent_client_open_fd(sv[0], &o, &c, &err) < 0)
@@ -555,14 +554,14 @@ test_job_during_prepare_waits_for_it(void **state)
     _cleanup_free_ char *st = kiln_path_join(dir, "state");
     _cleanup_free_ char *count = kiln_path_join(dir, "ready-count");
     _cleanup_free_ char *cmd =
-        kiln_asprintf("echo waiting-for-ready; sleep 1; echo x >> %s", count);
+        kiln_asprintf("echo waiting-for-ready; sleep 2; echo x >> %s", count);
     char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     struct agent_thread t = {.cfg.ready_argv = argv};
     struct kiln_agent_client *c = start_agent(&t, st, "b1");
     struct kiln_error err = {0};
     int64_t t0 = kiln_proto_now_ms();
     assert_int_equal(kiln_agent_client_prepare(c, 200, NULL, &err), -ETIMEDOUT);
-    assert_true(kiln_proto_now_ms() - t0 < 900);
+    assert_true(kiln_proto_now_ms() - t0 < 1500);
     assert_int_equal(count_lines(count), 0);
     struct seen s = {0};
     _cleanup_free_ char *check = kiln_asprintf("test \"$(wc -l < %s)\" -eq 1", count);
