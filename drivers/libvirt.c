@@ -1029,6 +1029,8 @@ warm_prepare(struct libvirt_conn *c, const struct kiln_image_ref *image, const c
         json_object_set_new(meta, "unsupported", json_string(werr.message));
         _cleanup_free_ char *text = kiln_json_dumps(meta, true);
         kiln_write_file_atomic(metap, text, strlen(text), 0644, NULL);
+        kiln_debug("libvirt: %s: %s; the booted guest is used", name, werr.message);
+        r = 0;
     } else if (r == 0) {
         json_object_set_new(meta, "boot-seconds", json_real(now_seconds() - t0));
         json_object_set_new(meta, "ready-ms", json_integer(ready_ms));

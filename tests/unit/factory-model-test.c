@@ -233,10 +233,11 @@ test_infrastructure(void **state)
         "1:9: driver 'vmware' is not one of libvirt, ec2, fake",
         "3:8: libvirt uri 'not-a-uri' is not a URI",
         "4:10: accel 'hvf' is not one of auto, kvm, tcg",
-        "5:8: 'vcpus' must be a whole number",
-        "6:12: 'memoryMiB' must be between 128",
-        "7:11: subnetId 'net-1' must start with subnet-",
-        "8:29: 'terminateInstanceOnFailure' must be true or false",
+        "5:14: 'warmStart' must be true or false",
+        "6:8: 'vcpus' must be a whole number",
+        "7:12: 'memoryMiB' must be between 128",
+        "8:11: subnetId 'net-1' must start with subnet-",
+        "9:29: 'terminateInstanceOnFailure' must be true or false",
         NULL,
     };
     expect_messages(&err, path, expected);

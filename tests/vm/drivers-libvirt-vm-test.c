@@ -363,7 +363,7 @@ files_ending(const char *dir, const char *ext, char **last)
     struct dirent *e;
     while (d && (e = readdir(d))) {
         size_t l = strlen(e->d_name), x = strlen(ext);
-        if (l > x && kiln_streq(e->d_name + l - x, ext)) {
+        if (e->d_name[0] != '.' && l > x && kiln_streq(e->d_name + l - x, ext)) {
             fprintf(stderr, "warm state: %s\n", e->d_name);
             n++;
             if (last) {
