@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/base64.h"
 #include "common/buf.h"
 #include "common/fs.h"
 #include "common/hash.h"
@@ -1192,10 +1193,41 @@ warn_ec2_only_fields(struct build *b)
             break;
         }
     }
-    if (rec->user_data_override)
-        progress_step(b, "warning: additionalInstanceConfiguration.userDataOverride is EC2 user "
-                         "data: the %s driver does not run it",
+}
+
+/* The recipe's userDataOverride on a local build instance: a script (#!) runs before the
+ * components, as EC2 runs it at the instance's first boot; cloud-init's other formats
+ * (#cloud-config, MIME parts) need cloud-init, so the build says it does not run them. */
+static int
+user_data(struct build *b, struct kiln_error *err)
+{
+    const struct kiln_recipe *rec = b->plan.recipe;
+    if (!rec->user_data_override || kiln_streq(b->ops->name, "ec2"))
+        return 0;
+    _cleanup_buf_ struct kiln_buf script = {0};
+    int r = kiln_base64_decode(rec->user_data_override, strlen(rec->user_data_override), &script,
+                               err);
+    if (r < 0)
+        return kiln_error_prefix(err, r, "userDataOverride");
+    if (script.len < 2 || memcmp(script.data, "#!", 2) != 0) {
+        progress_step(b, "warning: additionalInstanceConfiguration.userDataOverride is not a "
+                         "script (#!): the %s driver runs only scripts, not cloud-init's other "
+                         "formats",
                       b->ops->name);
+        return 0;
+    }
+    _cleanup_free_ char *path = kiln_path_join(b->work_dir, "kiln-user-data.yml");
+    const char *doc = kiln_build_user_data_document();
+    r = kiln_write_file_atomic(path, doc, strlen(doc), 0644, err);
+    if (r < 0)
+        return r;
+    static const char *const phases[] = {"build", NULL};
+    _cleanup_json_ json_t *params = json_pack("{s:s}", "userData", rec->user_data_override);
+    b->component_index = (unsigned)rec->n_components;
+    b->phase_label = "kiln-user-data";
+    return run_job(b, path, phases, params,
+                   "the user data (additionalInstanceConfiguration.userDataOverride)",
+                   "user-data", -1, NULL, err);
 }
 
 static int
@@ -1230,6 +1262,9 @@ stages(struct build *b, struct kiln_error *err)
 
     /* build and validate phases, one component at a time (each has its own parameters) */
     progress_stage(b, "build");
+    r = user_data(b, err);
+    if (r < 0)
+        return r;
     b->phase_label = "component";
     static const char *const build_phases[] = {"build", "validate", NULL};
     for (size_t i = first; i < rec->n_components; i++) {
@@ -1279,8 +1314,10 @@ stages(struct build *b, struct kiln_error *err)
         _cleanup_free_ char *keep = kiln_asprintf("%s-cleanup", b->image->build_id);
         _cleanup_json_ json_t *params = json_pack("{s:s, s:s}", "workingDirectory",
                                                   rec->working_directory, "keepToeFolder", keep);
+        /* It only removes files: ten minutes are plenty, and a hung cleanup must not hold
+         * the build for ever. */
         r = run_job(b, cleanup, phases, params, "the Linux cleanup (kiln-linux-cleanup)", "cleanup",
-                    -1, NULL, err);
+                    600, NULL, err);
         if (r < 0)
             return r;
     }

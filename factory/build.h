@@ -89,6 +89,8 @@ int kiln_build_reap(struct kiln_store *store, kiln_driver_find_fn find_driver, b
 /* The Linux cleanup Kiln runs in the guest before the snapshot (Image Builder's housekeeping),
  * as an AWSTOE document; skip flags are files named skip_cleanup_* in workingDirectory. */
 const char *kiln_build_cleanup_document(void);
+/* The document that runs a recipe's userDataOverride (a #! script) on the build instance. */
+const char *kiln_build_user_data_document(void);
 /* The inventory document run before the cleanup: its output is the manifest's package list. */
 const char *kiln_build_inventory_document(void);
 /* Read the inventory's output from the TOE folder(s) under dir (the detailedoutput.json the

@@ -198,3 +198,35 @@ kiln_build_boot_kernel_document(void)
 {
     return boot_kernel_document;
 }
+
+/* The recipe's userDataOverride, run as EC2 runs a user-data script at an instance's first boot
+ * (cloud-init's scripts-user): its own interpreter line, as root, before the components. The
+ * script travels base64-encoded, as the recipe holds it (only the alphabet and '=', safe inside
+ * single quotes). */
+static const char user_data_document[] =
+    "name: kiln-user-data\n"
+    "description: Runs the recipe's additionalInstanceConfiguration.userDataOverride script.\n"
+    "schemaVersion: 1.0\n"
+    "parameters:\n"
+    "  - userData:\n"
+    "      type: string\n"
+    "      description: The script, base64-encoded.\n"
+    "phases:\n"
+    "  - name: build\n"
+    "    steps:\n"
+    "      - name: RunUserData\n"
+    "        action: ExecuteBash\n"
+    "        inputs:\n"
+    "          commands:\n"
+    "            - |\n"
+    "              script=$(mktemp /run/kiln-user-data.XXXXXX)\n"
+    "              trap 'rm -f \"$script\"' EXIT\n"
+    "              printf '%s' '{{ userData }}' | base64 -d >\"$script\"\n"
+    "              chmod 700 \"$script\"\n"
+    "              \"$script\"\n";
+
+const char *
+kiln_build_user_data_document(void)
+{
+    return user_data_document;
+}

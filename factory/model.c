@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/base64.h"
 #include "common/fs.h"
 #include "common/yaml.h"
 #include "factory/problems.h"
@@ -563,9 +564,17 @@ recipe_fill(struct kiln_problems *d, const struct kiln_yaml_node *root, struct k
             kiln_problems_check_mapping(d, ssm, "systemsManagerAgent", ssm_fields))
             rec->ssm_uninstall_after_build = get_bool(d, ssm, "uninstallAfterBuild", false);
         rec->user_data_override = get_str(aic, "userDataOverride");
+        _cleanup_buf_ struct kiln_buf ud = {0};
+        struct kiln_error uerr = {0};
         if (rec->user_data_override && strlen(rec->user_data_override) > 21847)
             kiln_problems_add(d, kiln_yaml_map_get(aic, "userDataOverride"),
                               "userDataOverride is longer than 21847 characters");
+        else if (rec->user_data_override &&
+                 kiln_base64_decode(rec->user_data_override, strlen(rec->user_data_override),
+                                    &ud, &uerr) < 0)
+            kiln_problems_add(d, kiln_yaml_map_get(aic, "userDataOverride"),
+                              "userDataOverride must be base64-encoded, as EC2 user data is (%s)",
+                              uerr.message);
     }
     const struct kiln_yaml_node *tags = kiln_yaml_map_get(root, "tags");
     if (tags && tags->kind == M)

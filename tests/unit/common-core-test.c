@@ -1,8 +1,9 @@
-/* Tests for common/: errors, buffers, hashing, files, JSON. */
+/* Tests for common/: errors, buffers, base64, hashing, files, JSON. */
 #include "kiln-test.h"
 
 #include <sys/stat.h>
 
+#include "common/base64.h"
 #include "common/buf.h"
 #include "common/fs.h"
 #include "common/hash.h"
@@ -19,6 +20,40 @@ test_error_first_wins_and_prefix(void **state)
     assert_string_equal(err.message, "recipe r: first 1");
     assert_int_equal(err.code, -ENOENT);
     assert_int_equal(kiln_error_set(NULL, -EIO, "ignored"), -EIO);
+}
+
+static char *
+b64(const char *in, int *code)
+{
+    struct kiln_buf out = {0};
+    struct kiln_error err = {0};
+    *code = kiln_base64_decode(in, strlen(in), &out, &err);
+    char *r = kiln_strndup(out.data ? out.data : "", out.len);
+    kiln_buf_clear(&out);
+    return r;
+}
+
+static void
+test_base64(void **state)
+{
+    /* RFC 4648 section 10's vectors, then wrapped input and what must be refused. */
+    static const char *const vec[][2] = {{"", ""},         {"Zg==", "f"},         {"Zm8=", "fo"},
+                                         {"Zm9v", "foo"},  {"Zm9vYg==", "foob"},  {"Zm9vYmE=", "fooba"},
+                                         {"Zm9vYmFy", "foobar"}, {"Zm9v\nYmFy\n", "foobar"},
+                                         {"IyEvYmluL3NoCg==", "#!/bin/sh\n"}};
+    int code;
+    for (size_t i = 0; i < ARRAY_SIZE(vec); i++) {
+        _cleanup_free_ char *got = b64(vec[i][0], &code);
+        assert_int_equal(code, 0);
+        assert_string_equal(got, vec[i][1]);
+    }
+    static const char *const bad[] = {"Zg", "Zg=", "Z===", "Zg==Zg==", "Zm9v!mFy", "Zg=a",
+                                      "Zm9vY"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        _cleanup_free_ char *got = b64(bad[i], &code);
+        if (code != -EINVAL)
+            fail_msg("'%s' was accepted", bad[i]);
+    }
 }
 
 static void
@@ -139,6 +174,6 @@ test_json(void **state)
     json_decref(j);
 }
 
-KILN_TEST_MAIN(cmocka_unit_test(test_error_first_wins_and_prefix), cmocka_unit_test(test_buf),
+KILN_TEST_MAIN(cmocka_unit_test(test_error_first_wins_and_prefix), cmocka_unit_test(test_base64), cmocka_unit_test(test_buf),
                cmocka_unit_test(test_hash_known_values), cmocka_unit_test(test_files),
                cmocka_unit_test(test_copy_file), cmocka_unit_test(test_json))

@@ -738,8 +738,8 @@ test_long_names(void **state)
     kiln_build_result_clear(&res);
 }
 
-/* blockDeviceMappings and userDataOverride are EC2 settings: a local build says it does not
- * apply them, and still builds. */
+/* blockDeviceMappings is an EC2 setting: a local build says it does not apply it, and still
+ * builds. userDataOverride runs when it is a script, and is said not to run otherwise. */
 static void
 test_ec2_only_fields_warned(void **state)
 {
@@ -754,12 +754,37 @@ test_ec2_only_fields_warned(void **state)
     if (kiln_build_run(&f->opts, &res, &err) < 0)
         fail_msg("%s", err.message);
     assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
-    assert_int_equal(json_array_size(f->warnings), 2);
+    assert_int_equal(json_array_size(f->warnings), 1);
     const char *bdm = json_string_value(json_array_get(f->warnings, 0));
     assert_non_null(strstr(bdm, "blockDeviceMappings (/dev/xvda: 20 GiB)"));
     assert_non_null(strstr(bdm, "fake driver keeps the parent image's disk size"));
-    assert_non_null(strstr(json_string_value(json_array_get(f->warnings, 1)),
-                           "userDataOverride is EC2 user data: the fake driver does not run it"));
+    /* The user data (a #! script) is the build instance's first job, before the components. */
+    json_t *first = json_array_get(fk.jobs, 0);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(first, "documents"),
+                                                            0)),
+                           "kiln-user-data.yml"));
+    assert_string_equal(kiln_json_get_str(json_object_get(first, "parameters"), "userData"),
+                        "IyEvYmluL2Jhc2gKZWNobyBoaQo=");
+    assert_non_null(strstr(kiln_json_get_str(first, "instance"), "-build"));
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+
+    /* cloud-init's other formats are not run; the build says so. */
+    fk_reset();
+    json_array_clear(f->warnings);
+    put(f, "recipe.yml",
+        "name: hello-world\nsemanticVersion: 1.2.3\nparentImage: parent.qcow2\ncomponents:\n"
+        "  - path: components/second.yml\nadditionalInstanceConfiguration:\n"
+        "  userDataOverride: I2Nsb3VkLWNvbmZpZw==\n");
+    if (kiln_build_run(&f->opts, &res, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
+    assert_int_equal(json_array_size(f->warnings), 1);
+    assert_non_null(strstr(json_string_value(json_array_get(f->warnings, 0)),
+                           "userDataOverride is not a script (#!)"));
+    json_t *job = json_array_get(fk.jobs, 0);
+    assert_null(strstr(json_string_value(json_array_get(json_object_get(job, "documents"), 0)),
+                       "kiln-user-data"));
     assert_released(f, &res);
     kiln_build_result_clear(&res);
 }
@@ -926,13 +951,13 @@ test_test_phase_timeout(void **state)
                                        "imageTestsConfiguration.timeoutMinutes: 90)"));
     assert_non_null(strstr(res.reason, "the job was cancelled"));
     assert_non_null(strstr(res.reason, "logs: "));
-    /* The limits each job got: none for the components' build phases and the cleanup, 10
-     * minutes for the inventory, what was left of the 90 minutes for the test. */
+    /* The limits each job got: none for the components' build phases, 10 minutes for the
+     * inventory and the cleanup, what was left of the 90 minutes for the test. */
     assert_int_equal(json_array_size(fk.jobs), 5);
     assert_int_equal(job_timeout(0), -1);
     assert_int_equal(job_timeout(1), -1);
     assert_int_equal(job_timeout(2), 600);
-    assert_int_equal(job_timeout(3), -1);
+    assert_int_equal(job_timeout(3), 600);
     assert_true(job_timeout(4) > 90 * 60 - 5 && job_timeout(4) <= 90 * 60);
     assert_int_equal(fk.launches, 2);
     assert_released(f, &res);
@@ -983,6 +1008,25 @@ test_inventory_timeout_not_fatal(void **state)
     json_decref(m);
     assert_non_null(strstr(text, "timed out in build/ListInstalledPackages after 10 minutes "
                                  "(Kiln's limit for this job)"));
+    assert_released(f, &res);
+    kiln_build_result_clear(&res);
+}
+
+static void
+test_cleanup_timeout(void **state)
+{
+    struct fx *f = *state;
+    /* The Linux cleanup (fourth job) hangs: its 600 s run out and the build fails, naming it;
+     * no image is made from a half-cleaned disk. */
+    fk_fail("hang", 4, 0, "LinuxCleanup");
+    struct kiln_build_result res;
+    struct kiln_error err = {0};
+    assert_int_equal(kiln_build_run(&f->opts, &res, &err), -ETIMEDOUT);
+    fprintf(stderr, "%s\n", res.reason);
+    assert_int_equal(res.status, KILN_IMAGE_FAILED);
+    assert_non_null(strstr(res.reason, "the Linux cleanup (kiln-linux-cleanup)"));
+    assert_non_null(strstr(res.reason, "timed out in build/LinuxCleanup after 10 minutes"));
+    assert_int_equal(fk.launches, 1);
     assert_released(f, &res);
     kiln_build_result_clear(&res);
 }
@@ -1438,30 +1482,82 @@ test_examples_validate(void **state)
     free(pipeline);
 }
 
-/* Run Kiln's inventory document with the real component engine on this host, in a fresh folder
- * (*ret_dir, removed by the caller); *ret_logs is its log directory, as the manifest reads it. */
-static void
-run_inventory_on_host(char **ret_dir, char **ret_logs)
+/* Run one of Kiln's own documents (text, with parameters) with the real component engine on
+ * this host, in a fresh folder (*ret_dir, removed by the caller); *ret_logs is its log
+ * directory, as the manifest reads it. Returns the run's status. */
+static enum kiln_run_status
+run_doc_on_host(const char *text, json_t *parameters, char **ret_dir, char **ret_logs)
 {
     char *dir = NULL;
-    assert_int_equal(kiln_mkdtemp("kiln-inventory", &dir, NULL), 0);
-    _cleanup_free_ char *doc = kiln_path_join(dir, "kiln-inventory.yml");
-    const char *text = kiln_build_inventory_document();
+    assert_int_equal(kiln_mkdtemp("kiln-doc", &dir, NULL), 0);
+    _cleanup_free_ char *doc = kiln_path_join(dir, "document.yml");
     assert_int_equal(kiln_write_file_atomic(doc, text, strlen(text), 0644, NULL), 0);
     char *logs = kiln_path_join(dir, "logs");
     _cleanup_free_ char *state_dir = kiln_path_join(dir, "state");
     assert_int_equal(kiln_mkdir_p(logs, 0755, NULL), 0);
     char *docs[] = {doc, NULL};
-    struct kiln_run_options ro = {
-        .documents = docs, .log_directory = logs, .state_directory = state_dir};
+    struct kiln_run_options ro = {.documents = docs, .parameters = parameters,
+                                  .log_directory = logs, .state_directory = state_dir};
     struct kiln_run_result rr = {0};
     struct kiln_error err = {0};
     if (kiln_engine_run(&ro, &rr, &err) < 0)
         fail_msg("%s", err.message);
-    assert_int_equal(rr.status, KILN_RUN_SUCCESS);
+    enum kiln_run_status st = rr.status;
     kiln_run_result_clear(&rr);
     *ret_dir = dir;
     *ret_logs = logs;
+    return st;
+}
+
+static void
+run_inventory_on_host(char **ret_dir, char **ret_logs)
+{
+    assert_int_equal(run_doc_on_host(kiln_build_inventory_document(), NULL, ret_dir, ret_logs),
+                     KILN_RUN_SUCCESS);
+}
+
+/* Kiln's user-data document on this host: the script runs with its own interpreter line, and
+ * its failure is the job's. */
+static void
+test_user_data_on_host(void **state)
+{
+    _cleanup_free_ char *out = NULL;
+    assert_int_equal(kiln_mkdtemp("kiln-user-data-out", &out, NULL), 0);
+    char *scripts[] = {
+        kiln_asprintf("#!/bin/sh\necho \"shell as $(id -u)\" >\"%s/sh\"\n", out),
+        kiln_asprintf("#!/usr/bin/python3\nopen('%s/py', 'w').write('python')\n", out),
+        kiln_strdup("#!/bin/sh\nexit 3\n"),
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(scripts); i++) {
+        _cleanup_free_ char *script = scripts[i];
+        /* The recipe holds it base64-encoded, as EC2 takes it. */
+        _cleanup_free_ char *file = kiln_asprintf("%s/script-%zu", out, i);
+        assert_int_equal(kiln_write_file_atomic(file, script, strlen(script), 0644, NULL), 0);
+        _cleanup_free_ char *cmd = kiln_asprintf("base64 -w0 %s", file);
+        char *sh[] = {"sh", "-c", cmd, NULL};
+        _cleanup_free_ char *b64 = NULL;
+        assert_int_equal(kiln_command_run(sh, &b64, NULL), 0);
+        _cleanup_json_ json_t *params = json_pack("{s:s}", "userData", b64);
+        char *dir = NULL, *logs = NULL;
+        enum kiln_run_status st =
+            run_doc_on_host(kiln_build_user_data_document(), params, &dir, &logs);
+        assert_int_equal(st, i < 2 ? KILN_RUN_SUCCESS : KILN_RUN_FAILED);
+        kiln_rm_rf(dir, NULL);
+        free(dir);
+        free(logs);
+    }
+    _cleanup_free_ char *sh_out = NULL, *py_out = NULL;
+    _cleanup_free_ char *sh_path = kiln_path_join(out, "sh"), *py_path = kiln_path_join(out, "py");
+    assert_int_equal(kiln_read_file(sh_path, 4096, &sh_out, NULL, NULL), 0);
+    assert_string_equal(sh_out, "shell as 0\n");
+    assert_int_equal(kiln_read_file(py_path, 4096, &py_out, NULL, NULL), 0);
+    assert_string_equal(py_out, "python");
+    /* The script itself does not stay behind. */
+    char *ls[] = {"sh", "-c", "ls /run | grep -c kiln-user-data || true", NULL};
+    _cleanup_free_ char *left = NULL;
+    assert_int_equal(kiln_command_run(ls, &left, NULL), 0);
+    assert_string_equal(left, "0\n");
+    kiln_rm_rf(out, NULL);
 }
 
 /* The inventory document run by the real component engine on this host, and its output read
@@ -1761,6 +1857,7 @@ KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_compressed_output, setup, teardown),
                cmocka_unit_test_setup_teardown(test_long_names, setup, teardown),
                cmocka_unit_test_setup_teardown(test_ec2_only_fields_warned, setup, teardown),
+               cmocka_unit_test(test_user_data_on_host),
                cmocka_unit_test_setup_teardown(test_parent_from_catalog, setup, teardown),
                cmocka_unit_test_setup_teardown(test_failing_component, setup, teardown),
                cmocka_unit_test_setup_teardown(test_launch_failure, setup, teardown),
@@ -1769,6 +1866,7 @@ KILN_TEST_MAIN(cmocka_unit_test(test_examples_validate),
                cmocka_unit_test_setup_teardown(test_test_phase_timeout, setup, teardown),
                cmocka_unit_test_setup_teardown(test_test_timeout_seconds, setup, teardown),
                cmocka_unit_test_setup_teardown(test_inventory_timeout_not_fatal, setup, teardown),
+               cmocka_unit_test_setup_teardown(test_cleanup_timeout, setup, teardown),
                cmocka_unit_test_setup_teardown(test_terminate_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_distribution_failure, setup, teardown),
                cmocka_unit_test_setup_teardown(test_tests_disabled, setup, teardown),

@@ -94,8 +94,8 @@ test_validate(void **state)
     assert_int_equal(kiln_json_parse(out, strlen(out), 1 << 20, "out", &j, NULL), 0);
     assert_true(json_is_false(json_object_get(j, "valid")));
     /* The recipe's own problems, a missing component and the parent image: all at once. */
-    assert_int_equal(json_array_size(json_object_get(j, "problems")), 11);
-    json_t *last = json_array_get(json_object_get(j, "problems"), 9);
+    assert_int_equal(json_array_size(json_object_get(j, "problems")), 12);
+    json_t *last = json_array_get(json_object_get(j, "problems"), 10);
     assert_non_null(strstr(json_string_value(last), "bad-recipe.yml:12:5: component 3: path "
                                                     "'components/missing.yml'"));
     json_decref(j);

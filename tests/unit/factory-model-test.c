@@ -152,6 +152,8 @@ test_recipe_bad_all_errors(void **state)
         "11:16: component parameter: 'value' must be a list, not a string",
         "16:19: 'volumeSize' must be between 1 and 16384, not 0",
         "17:19: volumeType 'gp9' is not one of",
+        "19:21: userDataOverride must be base64-encoded, as EC2 user data is (base64: '#' at "
+        "offset 0 is not in the alphabet)",
         NULL,
     };
     expect_messages(&err, path, expected);
