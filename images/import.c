@@ -28,8 +28,8 @@ static const char agent_unit[] =
     "[Service]\n"
     "ExecStartPre=-/bin/sh -c 'echo \"kiln: agent ready\" >/dev/console'\n"
     "ExecStart=/usr/local/bin/kiln-agent serve --port /dev/virtio-ports/org.kiln.agent.0 "
-    "--sync-clock --ready-command 'systemctl start network-online.target local-fs.target "
-    "systemd-tmpfiles-setup.service'\n"
+    "--sync-clock --ready-command 'systemctl stop \"*.timer\"; systemctl start "
+    "network-online.target local-fs.target systemd-tmpfiles-setup.service'\n"
     "Restart=always\n"
     "RestartSec=1\n";
 
