@@ -1099,6 +1099,9 @@ agent_clear(struct agent *a)
 int
 kiln_agent_serve_fd(int fd, const struct kiln_agent_serve_config *cfg, struct kiln_error *err)
 {
+    /* A descriptor that is not open would poll as POLLNVAL for ever. */
+    if (fcntl(fd, F_GETFD) < 0)
+        return kiln_error_errno(err, -errno, "file descriptor %d", fd);
     struct agent a;
     int r = agent_init(&a, cfg, err);
     if (r == 0)

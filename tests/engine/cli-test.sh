@@ -88,6 +88,11 @@ usage)
     rc=0
     "$agent" frobnicate > /dev/null 2>&1 || rc=$?
     [ $rc = 2 ] || fail "exit code $rc, expected 2"
+    # serve on a descriptor that is not open fails at once, naming it (it used to poll for ever).
+    rc=0
+    out=$(timeout 10 "$agent" serve --fd 99 2>&1 99<&-) || rc=$?
+    [ $rc != 0 ] && [ $rc != 124 ] || fail "serve --fd 99: exit code $rc"
+    case $out in *"file descriptor 99"*) ;; *) fail "serve --fd 99 said: $out" ;; esac
     ;;
 *)
     fail "unknown case $case"
