@@ -1,4 +1,4 @@
-/* Monotonic time for deadlines and timeouts. */
+/* Monotonic time for deadlines and timeouts, and the wall clock where a date is meant. */
 #pragma once
 
 #include <time.h>
@@ -9,5 +9,14 @@ kiln_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* CLOCK_REALTIME in milliseconds since the epoch: a date (e.g. the host's time for a guest). */
+static inline long long
+kiln_realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

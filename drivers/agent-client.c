@@ -19,6 +19,7 @@
 #include "common/hash.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/time.h"
 #include "guest-agent/proto.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 300000
@@ -202,15 +203,6 @@ wait_reply(struct kiln_agent_client *c, uint32_t seq, uint8_t want, const char *
     }
 }
 
-/* The host's wall clock, sent with each sync for agents that follow it. */
-static json_int_t
-realtime_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint64_t
 random_nonce(void)
 {
@@ -232,7 +224,7 @@ kiln_agent_client_sync(struct kiln_agent_client *c, int timeout_ms, struct kiln_
         snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)nonce);
         uint32_t seq = next_seq(c);
         _cleanup_json_ json_t *req =
-            json_pack("{s:s, s:I}", "nonce", hex, "time-ms", realtime_ms());
+            json_pack("{s:s, s:I}", "nonce", hex, "time-ms", (json_int_t)kiln_realtime_ms());
         int r = send_json(c, KILN_MSG_SYNC, seq, req, err);
         if (r < 0)
             return r;
@@ -463,8 +455,8 @@ clean_string(const char *s, size_t max)
     return out;
 }
 
-static bool
-has_capability(const json_t *hello, const char *name)
+bool
+kiln_agent_hello_has_capability(const json_t *hello, const char *name)
 {
     const json_t *caps = json_object_get(hello, "capabilities");
     for (size_t i = 0; i < json_array_size(caps); i++)
@@ -483,7 +475,7 @@ kiln_agent_client_prepare(struct kiln_agent_client *c, int timeout_ms, int64_t *
     if (r < 0)
         return r;
     /* An older agent drops the unknown frame without an answer: ask only one that knows it. */
-    if (!has_capability(c->hello, "prepare"))
+    if (!kiln_agent_hello_has_capability(c->hello, "prepare"))
         return kiln_error_set(err, -KILN_E_UNSUPPORTED, "prepare: the agent does not support it");
     if (timeout_ms <= 0)
         timeout_ms = DEFAULT_PREPARE_TIMEOUT_MS;

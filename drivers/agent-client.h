@@ -76,6 +76,8 @@ void kiln_agent_client_free(struct kiln_agent_client *c);
 int kiln_agent_client_sync(struct kiln_agent_client *c, int timeout_ms, struct kiln_error *err);
 /* The last hello (borrowed; valid until the next sync). */
 const json_t *kiln_agent_client_hello(const struct kiln_agent_client *c);
+/* Whether a hello lists capability name (e.g. "prepare": older agents lack it). */
+bool kiln_agent_hello_has_capability(const json_t *hello, const char *name);
 /* Junk bytes skipped so far (before syncs and between frames). */
 uint64_t kiln_agent_client_skipped(const struct kiln_agent_client *c);
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/time.h"
 #include "common/fs.h"
 #include "common/hash.h"
 #include "common/json.h"
@@ -479,14 +480,6 @@ stop_workers(struct agent *a)
     join_job(a);
 }
 
-static int64_t
-realtime_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* With --sync-clock: step the clock to the host's "time-ms" when the two differ by more than a
  * second (a guest restored from a snapshot wakes with the time it was saved at). */
 static void
@@ -501,7 +494,7 @@ sync_clock(struct agent *a, const json_t *req)
         return;
     }
     int64_t host = json_integer_value(t);
-    int64_t diff = host - realtime_ms();
+    int64_t diff = host - kiln_realtime_ms();
     if (diff >= -CLOCK_STEP_MIN_MS && diff <= CLOCK_STEP_MIN_MS)
         return;
     struct timespec ts = {.tv_sec = host / 1000, .tv_nsec = (host % 1000) * 1000000};

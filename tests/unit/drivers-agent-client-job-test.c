@@ -350,17 +350,47 @@ run_bash(struct kiln_agent_client *c, const char *dir, const char *id, const cha
 
 /* The ready command runs once, before the first job's first step, and its output reaches that
  * job's console; a second job does not run it again. */
+/* An agent whose ready command prints waiting-for-ready, takes 0.3 s and appends a line to
+ * DIR/ready-count, so that tests can tell when and how often it ran. */
+struct counted_agent {
+    char *dir, *state, *count, *cmd;
+    char *argv[4];
+    struct agent_thread t;
+    struct kiln_agent_client *c;
+};
+
+static void
+counted_start(struct counted_agent *k)
+{
+    k->dir = tmpdir();
+    k->state = kiln_path_join(k->dir, "state");
+    k->count = kiln_path_join(k->dir, "ready-count");
+    k->cmd = kiln_asprintf("echo waiting-for-ready; sleep 0.3; echo x >> %s", k->count);
+    k->argv[0] = "/bin/sh";
+    k->argv[1] = "-c";
+    k->argv[2] = k->cmd;
+    k->t.cfg.ready_argv = k->argv;
+    k->c = start_agent(&k->t, k->state, "b1");
+}
+
+static void
+counted_stop(struct counted_agent *k)
+{
+    stop_agent(&k->t, k->c);
+    kiln_rm_rf(k->dir, NULL);
+    free(k->dir);
+    free(k->state);
+    free(k->count);
+    free(k->cmd);
+}
+
 static void
 test_ready_command_runs_once_before_first_job(void **state)
 {
-    _cleanup_free_ char *dir = tmpdir();
-    _cleanup_free_ char *st = kiln_path_join(dir, "state");
-    _cleanup_free_ char *count = kiln_path_join(dir, "ready-count");
-    _cleanup_free_ char *cmd =
-        kiln_asprintf("echo waiting-for-ready; sleep 0.3; echo x >> %s", count);
-    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-    struct agent_thread t = {.cfg.ready_argv = argv};
-    struct kiln_agent_client *c = start_agent(&t, st, "b1");
+    struct counted_agent k = {0};
+    counted_start(&k);
+    struct kiln_agent_client *c = k.c;
+    const char *dir = k.dir, *count = k.count;
     struct seen s1 = {0}, s2 = {0};
     /* The step sees the ready command's effect: it ran to its end before the job. */
     _cleanup_free_ char *check = kiln_asprintf("test \"$(wc -l < %s)\" -eq 1", count);
@@ -371,8 +401,7 @@ test_ready_command_runs_once_before_first_job(void **state)
     assert_true(!s2.out.data || !strstr(s2.out.data, "waiting-for-ready"));
     kiln_buf_clear(&s1.out);
     kiln_buf_clear(&s2.out);
-    stop_agent(&t, c);
-    kiln_rm_rf(dir, NULL);
+    counted_stop(&k);
 }
 
 /* A failing ready command is reported on the console and the job still runs. */
@@ -407,30 +436,16 @@ count_lines(const char *path)
     return n;
 }
 
-static bool
-has_capability(const json_t *hello, const char *name)
-{
-    const json_t *caps = json_object_get(hello, "capabilities");
-    for (size_t i = 0; i < json_array_size(caps); i++)
-        if (kiln_streq(json_string_value(json_array_get(caps, i)), name))
-            return true;
-    return false;
-}
-
 /* prepare runs the ready command at once and says how long it took; neither a second prepare nor
  * a job runs it again. */
 static void
 test_prepare_runs_ready_command_once(void **state)
 {
-    _cleanup_free_ char *dir = tmpdir();
-    _cleanup_free_ char *st = kiln_path_join(dir, "state");
-    _cleanup_free_ char *count = kiln_path_join(dir, "ready-count");
-    _cleanup_free_ char *cmd =
-        kiln_asprintf("echo waiting-for-ready; sleep 0.3; echo x >> %s", count);
-    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-    struct agent_thread t = {.cfg.ready_argv = argv};
-    struct kiln_agent_client *c = start_agent(&t, st, "b1");
-    assert_true(has_capability(kiln_agent_client_hello(c), "prepare"));
+    struct counted_agent k = {0};
+    counted_start(&k);
+    struct kiln_agent_client *c = k.c;
+    const char *dir = k.dir, *count = k.count;
+    assert_true(kiln_agent_hello_has_capability(kiln_agent_client_hello(c), "prepare"));
     assert_int_equal(count_lines(count), 0); /* the hello does not wait for it */
     struct kiln_error err = {0};
     int64_t ms = -1;
@@ -447,8 +462,7 @@ test_prepare_runs_ready_command_once(void **state)
     assert_true(!s.out.data || !strstr(s.out.data, "waiting-for-ready"));
     assert_int_equal(count_lines(count), 1);
     kiln_buf_clear(&s.out);
-    stop_agent(&t, c);
-    kiln_rm_rf(dir, NULL);
+    counted_stop(&k);
 }
 
 static void

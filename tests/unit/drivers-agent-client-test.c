@@ -21,6 +21,7 @@
 #include "common/fs.h"
 #include "common/hash.h"
 #include "common/json.h"
+#include "common/time.h"
 #include "drivers/agent-client.h"
 #include "guest-agent/proto.h"
 #include "guest-agent/serve.h"
@@ -1015,26 +1016,18 @@ test_malicious_fetch_rejected(void **state)
     kiln_rm_rf(dir, NULL);
 }
 
-static int64_t
-realtime_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Every sync tells the agent the host's wall-clock time. */
 static void
 test_sync_sends_host_time(void **state)
 {
     struct hostile h = {.answer = answer_pong};
     struct kiln_agent_client *c = hostile_start(&h);
-    int64_t now = realtime_ms();
+    int64_t now = kiln_realtime_ms();
     assert_true(h.sync_time_ms > now - 5000 && h.sync_time_ms <= now);
     h.sync_time_ms = 0;
     struct kiln_error err = {0};
     assert_int_equal(kiln_agent_client_sync(c, 3000, &err), 0);
-    now = realtime_ms();
+    now = kiln_realtime_ms();
     assert_true(h.sync_time_ms > now - 5000 && h.sync_time_ms <= now);
     hostile_stop(&h, c);
 }
@@ -1173,13 +1166,13 @@ test_clock_stepped_to_host_time(void **state)
 {
     struct clock_agent ca = {0};
     clock_agent_start(&ca, true);
-    int64_t host = realtime_ms() + 3600 * 1000;
+    int64_t host = kiln_realtime_ms() + 3600 * 1000;
     _cleanup_json_ json_t *h1 = raw_sync(ca.fd, &ca.dec, 1, json_integer(host));
     assert_int_equal(ca.hook.calls, 1);
     assert_int_equal(ca.hook.set_ms, host);
     json_int_t step = json_integer_value(json_object_get(h1, "clock-stepped-ms"));
     assert_true(step > 3600 * 1000 - 2000 && step <= 3600 * 1000);
-    host = realtime_ms() - 86400 * 1000;
+    host = kiln_realtime_ms() - 86400 * 1000;
     _cleanup_json_ json_t *h2 = raw_sync(ca.fd, &ca.dec, 2, json_integer(host));
     assert_int_equal(ca.hook.calls, 2);
     assert_int_equal(ca.hook.set_ms, host);
@@ -1198,7 +1191,7 @@ test_clock_not_stepped_within_a_second(void **state)
 {
     struct clock_agent ca = {0};
     clock_agent_start(&ca, true);
-    _cleanup_json_ json_t *h1 = raw_sync(ca.fd, &ca.dec, 1, json_integer(realtime_ms() + 900));
+    _cleanup_json_ json_t *h1 = raw_sync(ca.fd, &ca.dec, 1, json_integer(kiln_realtime_ms() + 900));
     assert_null(json_object_get(h1, "clock-stepped-ms"));
     assert_int_equal(ca.hook.calls, 0);
     struct kiln_agent_client *c = NULL;
@@ -1219,7 +1212,7 @@ test_clock_not_stepped_without_option(void **state)
     struct clock_agent ca = {0};
     clock_agent_start(&ca, false);
     _cleanup_json_ json_t *h =
-        raw_sync(ca.fd, &ca.dec, 1, json_integer(realtime_ms() + 3600 * 1000));
+        raw_sync(ca.fd, &ca.dec, 1, json_integer(kiln_realtime_ms() + 3600 * 1000));
     assert_int_equal(ca.hook.calls, 0);
     assert_null(json_object_get(h, "clock-stepped-ms"));
     clock_agent_stop(&ca);
@@ -1232,7 +1225,7 @@ test_clock_bad_time_ignored(void **state)
 {
     struct clock_agent ca = {0};
     clock_agent_start(&ca, true);
-    int64_t ahead = realtime_ms() + 3600 * 1000;
+    int64_t ahead = kiln_realtime_ms() + 3600 * 1000;
     json_t *bad[] = {
         json_string("1900000000000"),
         json_real((double)ahead),
