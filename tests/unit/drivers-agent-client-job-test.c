@@ -16,69 +16,7 @@
 #include "guest-agent/proto.h"
 #include "guest-agent/serve.h"
 
-struct agent_thread {
-    pthread_t thread;
-    int fd;
-    struct kiln_agent_serve_config cfg;
-    int result;
-    volatile sig_atomic_t *cancel; /* the client's cancel flag, or NULL */
-};
-
-static void *
-agent_main(void *arg)
-{
-    struct agent_thread *t = arg;
-    struct kiln_error err = {0};
-    t->result = kiln_agent_serve_fd(t->fd, &t->cfg, &err);
-    if (t->result < 0)
-        fprintf(stderr, "agent: %s\n", err.message);
-    close(t->fd);
-    return NULL;
-}
-
-/* The real agent (engine included: cfg.run stays NULL) serving one end of a socketpair. */
-static struct kiln_agent_client *
-start_agent(struct agent_thread *t, const char *state_dir, const char *boot_id)
-{
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    t->fd = sv[1];
-    t->cfg.state_directory = state_dir;
-    t->cfg.boot_id = boot_id;
-    assert_int_equal(pthread_create(&t->thread, NULL, agent_main, t), 0);
-    struct kiln_agent_client_options o = {.connect_timeout_ms = 10000,
-                                          .reply_timeout_ms = 10000,
-                                          .ping_interval_ms = 1000,
-                                          .cancel = t->cancel};
-    struct kiln_agent_client *c = NULL;
-    struct kiln_error err = {0};
-    if (kiln_agent_client_open_fd(sv[0], &o, &c, &err) < 0)
-        fail_msg("open: %s", err.message);
-    return c;
-}
-
-static void
-stop_agent(struct agent_thread *t, struct kiln_agent_client *c)
-{
-    kiln_agent_client_free(c);
-    pthread_join(t->thread, NULL);
-}
-
-static char *
-tmpdir(void)
-{
-    char *d = NULL;
-    assert_int_equal(kiln_mkdtemp("kiln-agent-job-test", &d, NULL), 0);
-    return d;
-}
-
-static char *
-write_doc(const char *dir, const char *name, const char *text)
-{
-    char *p = kiln_path_join(dir, name);
-    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
-    return p;
-}
+#include "agent-thread.h"
 
 struct seen {
     int starts, ends;

@@ -19,6 +19,8 @@
 #include "drivers/libvirt.h"
 #include "guest-agent/serve.h"
 
+#include "agent-thread.h"
+
 static const char *hung_doc =
     "name: hung\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
     "      - name: Start\n        action: ExecuteBash\n        inputs:\n"
@@ -31,59 +33,15 @@ static const char *quick_doc =
     "      - name: Say\n        action: ExecuteBash\n        inputs:\n"
     "          commands: [\"echo quick\"]\n";
 
-/* --- the real agent in a thread ------------------------------------------------------------- */
-
-struct agent_thread {
-    pthread_t thread;
-    int fd;                  /* serve this stream, or */
-    const char *socket_path; /* listen here */
-    struct kiln_agent_serve_config cfg;
-    volatile sig_atomic_t stop;
-};
-
-static void *
-agent_main(void *arg)
-{
-    struct agent_thread *t = arg;
-    struct kiln_error err = {0};
-    int r = t->socket_path ? kiln_agent_serve_socket(t->socket_path, &t->cfg, &err)
-                           : kiln_agent_serve_fd(t->fd, &t->cfg, &err);
-    if (r < 0)
-        fprintf(stderr, "agent: %s\n", err.message);
-    if (!t->socket_path)
-        close(t->fd);
-    return NULL;
-}
-
-static void
-agent_start(struct agent_thread *t, const char *state_dir,
-            int (*run)(const struct kiln_run_options *, struct kiln_run_result *,
-                       struct kiln_error *))
-{
-    t->cfg.state_directory = state_dir;
-    t->cfg.boot_id = "boot-1";
-    t->cfg.run = run;
-    t->cfg.stop = &t->stop;
-    assert_int_equal(pthread_create(&t->thread, NULL, agent_main, t), 0);
-}
-
-/* A client connected to the agent over a socketpair. */
+/* A client connected to the agent over a socketpair, the client pinging often. */
 static struct kiln_agent_client *
 agent_pair(struct agent_thread *t, const char *state_dir,
            int (*run)(const struct kiln_run_options *, struct kiln_run_result *,
                       struct kiln_error *))
 {
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    t->fd = sv[1];
-    agent_start(t, state_dir, run);
-    struct kiln_agent_client_options o = {
-        .connect_timeout_ms = 10000, .reply_timeout_ms = 10000, .ping_interval_ms = 300};
-    struct kiln_agent_client *c = NULL;
-    struct kiln_error err = {0};
-    if (kiln_agent_client_open_fd(sv[0], &o, &c, &err) < 0)
-        fail_msg("open: %s", err.message);
-    return c;
+    t->cfg.run = run;
+    t->ping_interval_ms = 300;
+    return start_agent(t, state_dir, "boot-1");
 }
 
 /* A job runner that starts a step and then ignores the cancel until the test lets it go, as an
@@ -100,22 +58,6 @@ stuck_run(const struct kiln_run_options *o, struct kiln_run_result *res, struct 
         usleep(20 * 1000);
     res->status = KILN_RUN_CANCELLED;
     return 0;
-}
-
-static char *
-tmpdir(void)
-{
-    char *d = NULL;
-    assert_int_equal(kiln_mkdtemp("kiln-jt", &d, NULL), 0);
-    return d;
-}
-
-static char *
-write_doc(const char *dir, const char *name, const char *text)
-{
-    char *p = kiln_path_join(dir, name);
-    assert_int_equal(kiln_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
-    return p;
 }
 
 struct seen {
@@ -176,8 +118,7 @@ test_client_deadline_cancels_hung_step(void **state)
         kiln_asprintf("%s/%s/detailedoutput.json", logs, res.log_folder);
     assert_int_equal(access(detailed, R_OK), 0);
     kiln_agent_job_result_clear(&res);
-    kiln_agent_client_free(c);
-    pthread_join(t.thread, NULL);
+    stop_agent(&t, c);
     kiln_rm_rf(dir, NULL);
 }
 
@@ -199,8 +140,7 @@ test_client_deadline_not_reached(void **state)
     assert_false(res.timed_out);
     assert_null(res.step);
     kiln_agent_job_result_clear(&res);
-    kiln_agent_client_free(c);
-    pthread_join(t.thread, NULL);
+    stop_agent(&t, c);
     kiln_rm_rf(dir, NULL);
 }
 
@@ -227,8 +167,7 @@ test_client_deadline_agent_ignores_cancel(void **state)
     assert_non_null(strstr(err.message, "the job's time ran out in build/Stuck"));
     assert_non_null(strstr(err.message, "did not end it within 1 s of the cancel"));
     release_stuck = 1;
-    kiln_agent_client_free(c);
-    pthread_join(t.thread, NULL);
+    stop_agent(&t, c);
     kiln_rm_rf(dir, NULL);
 }
 
@@ -266,7 +205,8 @@ lv_start(struct lv *f, const char *build_id,
         fail_msg("%s", err.message);
     f->socket = kiln_asprintf("%s/guest/agent.sock", f->dir);
     f->agent.socket_path = f->socket;
-    agent_start(&f->agent, f->state, run);
+    f->agent.cfg.run = run;
+    agent_start(&f->agent, f->state, "boot-1");
 }
 
 static void
