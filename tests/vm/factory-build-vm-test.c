@@ -21,11 +21,7 @@
 #include "images/catalog.h"
 
 struct fx {
-    char *dir;
-    struct kiln_store *store;
-    char *infra;
-    char *dist;
-    char *recipe;
+    struct vm_home h;
 };
 
 /* The tiny image as tests/vm/setup built it in the default Kiln home. */
@@ -40,11 +36,8 @@ static int
 setup(void **state)
 {
     struct fx *f = kiln_new(struct fx, 1);
-    if (vm_home_new("kiln-build-vm", "[qcow2, raw]", false, &f->dir, &f->store) < 0)
+    if (vm_home_open(&f->h, "kiln-build-vm", "[qcow2, raw]", false) < 0)
         return -1;
-    f->infra = kiln_path_join(f->dir, "infra.yml");
-    f->dist = kiln_path_join(f->dir, "dist.yml");
-    f->recipe = kiln_path_join(f->dir, "recipe.yml");
     *state = f;
     return 0;
 }
@@ -53,38 +46,20 @@ static int
 teardown(void **state)
 {
     struct fx *f = *state;
-    kiln_store_free(f->store);
-    kiln_rm_rf(f->dir, NULL);
-    free(f->dir);
-    free(f->infra);
-    free(f->dist);
-    free(f->recipe);
+    vm_home_close(&f->h);
     free(f);
     return 0;
-}
-
-static void
-assert_no_resources(struct fx *f, const char *build_id)
-{
-    struct kiln_resource_record *list = NULL;
-    size_t n = 0;
-    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
-    for (size_t i = 0; i < n; i++)
-        fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
-    assert_int_equal(n, 0);
-    kiln_resource_record_list_free(list, n);
-    assert_int_equal(vm_domains_of(build_id), 0);
 }
 
 static struct kiln_build_options
 options(struct fx *f)
 {
     return (struct kiln_build_options){
-        .recipe_path = f->recipe,
-        .infrastructure_path = f->infra,
-        .distribution_path = f->dist,
-        .home = f->dir,
-        .store = f->store,
+        .recipe_path = f->h.recipe,
+        .infrastructure_path = f->h.infra,
+        .distribution_path = f->h.dist,
+        .home = f->h.dir,
+        .store = f->h.store,
         .resolve_parent = resolve_tiny,
         .ready_timeout_seconds = 300,
     };
@@ -97,7 +72,7 @@ test_build_tiny(void **state)
     char *comp =
         kiln_asprintf("%s/examples/recipes/components/hello-world.yml", kiln_test_source_dir());
     /* The first step of the build finds the network configured (the agent's ready command). */
-    vm_put(f->dir, "network.yml",
+    vm_put(f->h.dir, "network.yml",
            "name: network-first\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
            "      - name: DefaultRoute\n        action: ExecuteBash\n        inputs:\n"
            "          commands: [\"ip route | grep -q 'default via 10.0.2.2'\"]\n");
@@ -106,17 +81,17 @@ test_build_tiny(void **state)
                                  "    parameters:\n"
                                  "      - name: greeting\n        value: [hello from a vm test]\n",
                                  comp);
-    vm_put(f->dir, "recipe.yml", recipe);
+    vm_put(f->h.dir, "recipe.yml", recipe);
     struct kiln_build_options opts = options(f);
     struct kiln_build_result res;
     struct kiln_error err = {0};
     if (kiln_build_run(&opts, &res, &err) < 0)
         fail_msg("%s", err.message);
     assert_int_equal(res.status, KILN_IMAGE_AVAILABLE);
-    assert_no_resources(f, res.build_id);
+    vm_assert_no_resources(&f->h, res.build_id);
 
     struct kiln_image_record *rec = NULL;
-    assert_int_equal(kiln_store_image_get_by_build_id(f->store, res.build_id, &rec, NULL), 0);
+    assert_int_equal(kiln_store_image_get_by_build_id(f->h.store, res.build_id, &rec, NULL), 0);
     assert_int_equal(rec->n_outputs, 2);
     for (size_t i = 0; i < rec->n_outputs; i++) {
         struct stat st;
@@ -130,7 +105,7 @@ test_build_tiny(void **state)
     console = kiln_asprintf("%s/%s-test.console.log", rec->log_dir, res.build_id);
     assert_int_equal(access(console, R_OK), 0);
     free(console);
-    char *work = kiln_asprintf("%s/builds/%s", f->dir, res.build_id);
+    char *work = kiln_asprintf("%s/builds/%s", f->h.dir, res.build_id);
     assert_int_equal(access(work, F_OK), -1);
     free(work);
     /* The inventory ran in the guest: the tiny image has no package manager. */
@@ -150,11 +125,11 @@ static void
 test_failing_component(void **state)
 {
     struct fx *f = *state;
-    vm_put(f->dir, "fails.yml",
+    vm_put(f->h.dir, "fails.yml",
            "name: fails\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
            "      - name: Fail\n        action: ExecuteBash\n        inputs:\n"
            "          commands: [\"echo about to fail\", \"exit 7\"]\n");
-    vm_put(f->dir, "recipe.yml",
+    vm_put(f->h.dir, "recipe.yml",
            "name: vm-fails\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
            "  - path: fails.yml\n");
     struct kiln_build_options opts = options(f);
@@ -168,7 +143,7 @@ test_failing_component(void **state)
     assert_non_null(strstr(res.reason, "failed in build/Fail"));
     assert_non_null(strstr(res.reason, "exit status 7"));
     assert_non_null(strstr(res.reason, "last output: about to fail"));
-    assert_no_resources(f, res.build_id);
+    vm_assert_no_resources(&f->h, res.build_id);
     kiln_build_result_clear(&res);
 }
 
@@ -179,13 +154,13 @@ test_keep_and_reap(void **state)
     char *infra = kiln_asprintf("driver: libvirt\nlibvirt:\n  uri: %s\n  accel: tcg\nvcpus: 1\n"
                                 "memoryMiB: 256\nterminateInstanceOnFailure: false\n",
                                 vm_uri());
-    vm_put(f->dir, "infra.yml", infra);
+    vm_put(f->h.dir, "infra.yml", infra);
     free(infra);
-    vm_put(f->dir, "fails.yml",
+    vm_put(f->h.dir, "fails.yml",
            "name: fails\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
            "      - name: Fail\n        action: ExecuteBash\n        inputs:\n"
            "          commands: [\"exit 7\"]\n");
-    vm_put(f->dir, "recipe.yml",
+    vm_put(f->h.dir, "recipe.yml",
            "name: vm-keep\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
            "  - path: fails.yml\n");
     struct kiln_build_options opts = options(f);
@@ -196,10 +171,10 @@ test_keep_and_reap(void **state)
     assert_non_null(res.kept_instance);
     /* The failed guest is still there, and a plain reap leaves it alone. */
     assert_int_equal(vm_domains_of(res.build_id), 1);
-    assert_int_equal(kiln_build_reap(f->store, NULL, false, NULL, NULL, &err), 0);
+    assert_int_equal(kiln_build_reap(f->h.store, NULL, false, NULL, NULL, &err), 0);
     assert_int_equal(vm_domains_of(res.build_id), 1);
-    assert_int_equal(kiln_build_reap(f->store, NULL, true, NULL, NULL, &err), 1);
-    assert_no_resources(f, res.build_id);
+    assert_int_equal(kiln_build_reap(f->h.store, NULL, true, NULL, NULL, &err), 1);
+    vm_assert_no_resources(&f->h, res.build_id);
     kiln_build_result_clear(&res);
 }
 
@@ -211,23 +186,23 @@ static void
 test_cli_cancel(void **state)
 {
     struct fx *f = *state;
-    vm_put(f->dir, "slow.yml",
+    vm_put(f->h.dir, "slow.yml",
            "name: slow\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n"
            "      - name: Sleep\n        action: ExecuteBash\n        inputs:\n"
            "          commands: [\"echo sleeping\", \"sleep 300\"]\n");
-    vm_put(f->dir, "recipe.yml",
+    vm_put(f->h.dir, "recipe.yml",
            "name: vm-cancel\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
            "  - path: slow.yml\n");
     /* The CLI resolves tiny in its own home: give it the catalog's images folder. */
     char *catalog = kiln_catalog_home();
     char *images = kiln_path_join(catalog, "images");
-    char *link = kiln_path_join(f->dir, "images");
+    char *link = kiln_path_join(f->h.dir, "images");
     assert_int_equal(symlink(images, link), 0);
     const char *bdir = getenv("KILN_BUILD_DIR");
     char *bin = kiln_asprintf("%s/factory/kiln", bdir ? bdir : "build");
-    char *errpath = kiln_path_join(f->dir, "stderr");
-    const char *argv[] = {bin,       "--home",           f->dir,   "build",          "--recipe",
-                          f->recipe, "--infrastructure", f->infra, "--distribution", f->dist,
+    char *errpath = kiln_path_join(f->h.dir, "stderr");
+    const char *argv[] = {bin,       "--home",           f->h.dir,   "build",          "--recipe",
+                          f->h.recipe, "--infrastructure", f->h.infra, "--distribution", f->h.dist,
                           NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -255,9 +230,9 @@ test_cli_cancel(void **state)
     assert_int_equal(WEXITSTATUS(status), 130);
     assert_true(time(NULL) - t0 < 60);
     struct kiln_image_record *rec = NULL;
-    assert_int_equal(kiln_store_image_get(f->store, "vm-cancel", "1.0.0", 1, &rec, NULL), 0);
+    assert_int_equal(kiln_store_image_get(f->h.store, "vm-cancel", "1.0.0", 1, &rec, NULL), 0);
     assert_int_equal(rec->status, KILN_IMAGE_CANCELLED);
-    assert_no_resources(f, rec->build_id);
+    vm_assert_no_resources(&f->h, rec->build_id);
     kiln_image_record_free(rec);
     free(errpath);
     free(bin);

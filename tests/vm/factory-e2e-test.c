@@ -29,11 +29,7 @@
 extern char **environ;
 
 struct fx {
-    char *dir; /* the Kiln home, and where the test's files go */
-    struct kiln_store *store;
-    char *infra;
-    char *dist;
-    char *recipe;
+    struct vm_home h;
     struct kiln_buf steps;   /* every progress step line */
     struct kiln_buf console; /* every console output of the guest's steps */
     struct kiln_build_progress progress;
@@ -63,11 +59,8 @@ static int
 setup(void **state)
 {
     struct fx *f = kiln_new(struct fx, 1);
-    if (vm_home_new("kiln-e2e-vm", "[qcow2]", true, &f->dir, &f->store) < 0)
+    if (vm_home_open(&f->h, "kiln-e2e-vm", "[qcow2]", true) < 0)
         return -1;
-    f->infra = kiln_path_join(f->dir, "infra.yml");
-    f->dist = kiln_path_join(f->dir, "dist.yml");
-    f->recipe = kiln_path_join(f->dir, "recipe.yml");
     kiln_buf_init(&f->steps);
     kiln_buf_init(&f->console);
     f->progress =
@@ -80,12 +73,7 @@ static int
 teardown(void **state)
 {
     struct fx *f = *state;
-    kiln_store_free(f->store);
-    kiln_rm_rf(f->dir, NULL);
-    free(f->dir);
-    free(f->infra);
-    free(f->dist);
-    free(f->recipe);
+    vm_home_close(&f->h);
     kiln_buf_clear(&f->steps);
     kiln_buf_clear(&f->console);
     free(f);
@@ -97,26 +85,9 @@ teardown(void **state)
 static struct kiln_image_record *
 assert_clean(struct fx *f, const char *build_id, enum kiln_image_status status)
 {
-    struct kiln_resource_record *list = NULL;
-    size_t n = 0;
-    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
-    for (size_t i = 0; i < n; i++)
-        fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
-    assert_int_equal(n, 0);
-    kiln_resource_record_list_free(list, n);
-    assert_int_equal(vm_domains_of(build_id), 0);
-    assert_int_equal(vm_entries_in(f->dir, "builds"), 0);
-    assert_int_equal(vm_entries_in(f->dir, "run"), 0);
-    for (int i = 0; i < 2; i++) {
-        char *sock = vm_fallback_socket(f->dir, build_id, i ? "test" : "build");
-        if (access(sock, F_OK) == 0)
-            fprintf(stderr, "socket left: %s\n", sock);
-        assert_int_equal(access(sock, F_OK), -1);
-        free(sock);
-    }
-
+    vm_assert_no_leftovers(&f->h, build_id);
     struct kiln_image_record *rec = NULL;
-    assert_int_equal(kiln_store_image_get_by_build_id(f->store, build_id, &rec, NULL), 0);
+    assert_int_equal(kiln_store_image_get_by_build_id(f->h.store, build_id, &rec, NULL), 0);
     assert_int_equal(rec->status, status);
     if (status == KILN_IMAGE_AVAILABLE)
         assert_null(rec->reason);
@@ -129,11 +100,11 @@ static struct kiln_build_options
 options(struct fx *f)
 {
     return (struct kiln_build_options){
-        .recipe_path = f->recipe,
-        .infrastructure_path = f->infra,
-        .distribution_path = f->dist,
-        .home = f->dir,
-        .store = f->store,
+        .recipe_path = f->h.recipe,
+        .infrastructure_path = f->h.infra,
+        .distribution_path = f->h.dist,
+        .home = f->h.dir,
+        .store = f->h.store,
         .ready_timeout_seconds = 300,
         .progress = &f->progress,
     };
@@ -146,7 +117,7 @@ write_recipe(struct fx *f, const char *name, const char *component)
     char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
                                  "components:\n  - path: %s\n",
                                  name, comp);
-    vm_put(f->dir, "recipe.yml", recipe);
+    vm_put(f->h.dir, "recipe.yml", recipe);
     free(recipe);
     free(comp);
 }
@@ -317,7 +288,7 @@ spawn_kiln(struct fx *f, const char *const *args, const char *out, const char *e
 {
     const char *bdir = getenv("KILN_BUILD_DIR");
     char *bin = kiln_asprintf("%s/factory/kiln", bdir ? bdir : "build");
-    const char *argv[16] = {bin, "--home", f->dir};
+    const char *argv[16] = {bin, "--home", f->h.dir};
     size_t n = 3;
     for (size_t i = 0; args[i]; i++)
         argv[n++] = args[i];
@@ -355,8 +326,8 @@ show_file(const char *path)
 static json_t *
 image_show(struct fx *f, const char *name)
 {
-    char *out = kiln_path_join(f->dir, "show.json");
-    char *errfile = kiln_path_join(f->dir, "show.err");
+    char *out = kiln_path_join(f->h.dir, "show.json");
+    char *errfile = kiln_path_join(f->h.dir, "show.err");
     char *ref = kiln_asprintf("%s/1.0.0", name);
     const char *args[] = {"image", "show", ref, "--json", NULL};
     int rc = wait_exit(spawn_kiln(f, args, out, errfile));
@@ -387,12 +358,12 @@ test_two_builds_at_once(void **state)
                                      "      - name: text\n        value: [built by %s]\n",
                                      names[i], comp, names[i]);
         char *file = kiln_asprintf("%s.yml", names[i]);
-        vm_put(f->dir, file, recipe);
-        char *path = kiln_path_join(f->dir, file);
-        outs[i] = kiln_asprintf("%s/%s.out", f->dir, names[i]);
-        errs[i] = kiln_asprintf("%s/%s.err", f->dir, names[i]);
+        vm_put(f->h.dir, file, recipe);
+        char *path = kiln_path_join(f->h.dir, file);
+        outs[i] = kiln_asprintf("%s/%s.out", f->h.dir, names[i]);
+        errs[i] = kiln_asprintf("%s/%s.err", f->h.dir, names[i]);
         const char *args[] = {"build",  "--recipe",       path,    "--infrastructure",
-                              f->infra, "--distribution", f->dist, NULL};
+                              f->h.infra, "--distribution", f->h.dist, NULL};
         pids[i] = spawn_kiln(f, args, outs[i], errs[i]);
         free(path);
         free(file);

@@ -24,9 +24,7 @@
 #include "images/catalog.h"
 
 struct fx {
-    char *dir; /* the Kiln home, and where the test's files go */
-    struct kiln_store *store;
-    char *infra, *dist, *recipe;
+    struct vm_home h;
     struct kiln_buf steps;
     struct kiln_build_progress progress;
     time_t test_started; /* when the test stage began */
@@ -55,7 +53,7 @@ write_recipe(struct fx *f, const char *name, const char *component)
     char *recipe = kiln_asprintf("name: %s\nsemanticVersion: 1.0.0\nparentImage: tiny\n"
                                  "components:\n  - path: %s\n",
                                  name, comp);
-    vm_put(f->dir, "recipe.yml", recipe);
+    vm_put(f->h.dir, "recipe.yml", recipe);
     free(recipe);
     free(comp);
 }
@@ -64,11 +62,8 @@ static int
 setup(void **state)
 {
     struct fx *f = kiln_new(struct fx, 1);
-    if (vm_home_new("kiln-jt-vm", "[qcow2]", true, &f->dir, &f->store) < 0)
+    if (vm_home_open(&f->h, "kiln-jt-vm", "[qcow2]", true) < 0)
         return -1;
-    f->infra = kiln_path_join(f->dir, "infra.yml");
-    f->dist = kiln_path_join(f->dir, "dist.yml");
-    f->recipe = kiln_path_join(f->dir, "recipe.yml");
     kiln_buf_init(&f->steps);
     f->progress = (struct kiln_build_progress){.stage = on_stage, .step = on_step, .userdata = f};
     *state = f;
@@ -79,12 +74,7 @@ static int
 teardown(void **state)
 {
     struct fx *f = *state;
-    kiln_store_free(f->store);
-    kiln_rm_rf(f->dir, NULL);
-    free(f->dir);
-    free(f->infra);
-    free(f->dist);
-    free(f->recipe);
+    vm_home_close(&f->h);
     kiln_buf_clear(&f->steps);
     free(f);
     return 0;
@@ -98,11 +88,11 @@ build_times_out(struct fx *f, int seconds, const char *component_name,
                 struct kiln_build_result *res)
 {
     struct kiln_build_options opts = {
-        .recipe_path = f->recipe,
-        .infrastructure_path = f->infra,
-        .distribution_path = f->dist,
-        .home = f->dir,
-        .store = f->store,
+        .recipe_path = f->h.recipe,
+        .infrastructure_path = f->h.infra,
+        .distribution_path = f->h.dist,
+        .home = f->h.dir,
+        .store = f->h.store,
         .ready_timeout_seconds = 300,
         .progress = &f->progress,
         .test_timeout_seconds = seconds,
@@ -141,23 +131,9 @@ build_times_out(struct fx *f, int seconds, const char *component_name,
     free(log_dir);
 
     /* Nothing of the build remains. */
-    struct kiln_resource_record *list = NULL;
-    size_t n = 0;
-    assert_int_equal(kiln_store_resource_list(f->store, NULL, &list, &n, NULL), 0);
-    for (size_t i = 0; i < n; i++)
-        fprintf(stderr, "left in the store: %s %s\n", list[i].kind, list[i].rid);
-    assert_int_equal(n, 0);
-    kiln_resource_record_list_free(list, n);
-    assert_int_equal(vm_domains_of(res->build_id), 0);
-    assert_int_equal(vm_entries_in(f->dir, "builds"), 0);
-    assert_int_equal(vm_entries_in(f->dir, "run"), 0);
-    for (int i = 0; i < 2; i++) {
-        char *sock = vm_fallback_socket(f->dir, res->build_id, i ? "test" : "build");
-        assert_int_equal(access(sock, F_OK), -1);
-        free(sock);
-    }
+    vm_assert_no_leftovers(&f->h, res->build_id);
     struct kiln_image_record *rec = NULL;
-    assert_int_equal(kiln_store_image_get_by_build_id(f->store, res->build_id, &rec, NULL), 0);
+    assert_int_equal(kiln_store_image_get_by_build_id(f->h.store, res->build_id, &rec, NULL), 0);
     assert_int_equal(rec->status, KILN_IMAGE_FAILED);
     assert_string_equal(rec->reason, res->reason);
     assert_int_equal(rec->n_outputs, 0);
