@@ -201,3 +201,18 @@ kiln_mkdtemp(const char *prefix, char **ret_path, struct kiln_error *err)
     *ret_path = path;
     return 0;
 }
+
+char *
+kiln_home_dir(void)
+{
+    const char *h = getenv("KILN_HOME");
+    if (h && *h)
+        return kiln_strdup(h);
+    if (geteuid() == 0)
+        return kiln_strdup("/var/lib/kiln");
+    const char *xdg = getenv("XDG_DATA_HOME");
+    if (xdg && *xdg)
+        return kiln_path_join(xdg, "kiln");
+    const char *home = getenv("HOME");
+    return kiln_asprintf("%s/.local/share/kiln", home && *home ? home : "/tmp");
+}

@@ -19,5 +19,8 @@ int kiln_mkdir_p(const char *path, mode_t mode, struct kiln_error *err);
 /* Remove a file or a whole tree; never follows symbolic links; missing is not an error. */
 int kiln_rm_rf(const char *path, struct kiln_error *err);
 char *kiln_path_join(const char *a, const char *b);
+/* The Kiln home: $KILN_HOME, else /var/lib/kiln for root, else $XDG_DATA_HOME/kiln
+ * (~/.local/share/kiln). */
+char *kiln_home_dir(void);
 /* Create a fresh private directory under $TMPDIR (or /tmp) from a prefix. */
 int kiln_mkdtemp(const char *prefix, char **ret_path, struct kiln_error *err);

@@ -137,22 +137,6 @@ notify(const struct libvirt_conn *c, const char *kind, const char *id, bool live
         c->on_resource(c->userdata, kind, id, live);
 }
 
-/* The Kiln home: $KILN_HOME, /var/lib/kiln for root, $XDG_DATA_HOME/kiln otherwise. */
-static char *
-kiln_home(void)
-{
-    const char *h = getenv("KILN_HOME");
-    if (h && *h)
-        return kiln_strdup(h);
-    if (geteuid() == 0)
-        return kiln_strdup("/var/lib/kiln");
-    const char *xdg = getenv("XDG_DATA_HOME");
-    if (xdg && *xdg)
-        return kiln_asprintf("%s/kiln", xdg);
-    const char *home = getenv("HOME");
-    return kiln_asprintf("%s/.local/share/kiln", home ? home : "/tmp");
-}
-
 /* The last n lines of a console log, sanitised for an error message (or "" when empty). */
 static char *
 console_tail(const char *path, unsigned n)
@@ -333,7 +317,7 @@ resolve_accel(struct libvirt_conn *c, int probe_seconds)
     char key[KILN_HASH_MAX_HEX];
     kiln_hash_buf_hex(KILN_HASH_SHA256, key_src, strlen(key_src), key);
     key[16] = '\0';
-    _cleanup_free_ char *home = kiln_home();
+    _cleanup_free_ char *home = kiln_home_dir();
     _cleanup_free_ char *cache_dir = kiln_path_join(home, "cache");
     _cleanup_free_ char *cache = kiln_asprintf("%s/accel-%s", cache_dir, key);
 
@@ -429,7 +413,7 @@ libvirt_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret_co
      * host, whose Kiln home keeps the saved guests. */
     if (setting_bool(s, "warmStart", true) && strstr(c->uri, ":///")) {
         const char *wd = setting_str(s, "warmDir", NULL);
-        _cleanup_free_ char *home = cfg->home ? kiln_strdup(cfg->home) : kiln_home();
+        _cleanup_free_ char *home = cfg->home ? kiln_strdup(cfg->home) : kiln_home_dir();
         c->warm_dir = wd ? kiln_strdup(wd) : kiln_path_join(home, "warm");
     }
     c->on_resource = cfg->on_resource;

@@ -1336,20 +1336,3 @@ kiln_pipeline_load(const char *path, struct kiln_pipeline **ret, struct kiln_err
     *ret = TAKE_PTR(p);
     return 0;
 }
-
-/* ---- the Kiln home ---- */
-
-char *
-kiln_home_dir(void)
-{
-    const char *h = getenv("KILN_HOME");
-    if (h && *h)
-        return kiln_strdup(h);
-    if (geteuid() == 0)
-        return kiln_strdup("/var/lib/kiln");
-    const char *xdg = getenv("XDG_DATA_HOME");
-    if (xdg && *xdg)
-        return kiln_path_join(xdg, "kiln");
-    const char *home = getenv("HOME");
-    return kiln_asprintf("%s/.local/share/kiln", home && *home ? home : "/tmp");
-}

@@ -206,7 +206,3 @@ kiln_pipeline_freep(struct kiln_pipeline **p)
     kiln_pipeline_free(*p);
 }
 
-/* ---- the Kiln home ---- */
-
-/* $KILN_HOME, else /var/lib/kiln for root, else $XDG_DATA_HOME/kiln (~/.local/share/kiln). */
-char *kiln_home_dir(void);

@@ -10,21 +10,6 @@
 #include "common/json.h"
 #include "images/catalog.h"
 
-char *
-kiln_catalog_home(void)
-{
-    const char *h = getenv("KILN_HOME");
-    if (h && *h)
-        return kiln_strdup(h);
-    if (geteuid() == 0)
-        return kiln_strdup("/var/lib/kiln");
-    const char *xdg = getenv("XDG_DATA_HOME");
-    if (xdg && *xdg)
-        return kiln_asprintf("%s/kiln", xdg);
-    const char *home = getenv("HOME");
-    return kiln_asprintf("%s/.local/share/kiln", home ? home : "/tmp");
-}
-
 static bool
 valid_image_name(const char *s)
 {
@@ -128,7 +113,7 @@ kiln_catalog_resolve(const char *home, const char *name_or_path, struct kiln_ima
         return kiln_error_set(err, -EINVAL, "no image given");
     if (strchr(name_or_path, '/'))
         return resolve_path(name_or_path, ret, err);
-    _cleanup_free_ char *h = home ? kiln_strdup(home) : kiln_catalog_home();
+    _cleanup_free_ char *h = home ? kiln_strdup(home) : kiln_home_dir();
     if (valid_image_name(name_or_path)) {
         struct kiln_error name_err = {0};
         int r = resolve_name(h, name_or_path, ret, &name_err);
@@ -151,7 +136,7 @@ cmp_str(const void *a, const void *b)
 int
 kiln_catalog_list(const char *home, char ***ret, struct kiln_error *err)
 {
-    _cleanup_free_ char *h = home ? kiln_strdup(home) : kiln_catalog_home();
+    _cleanup_free_ char *h = home ? kiln_strdup(home) : kiln_home_dir();
     _cleanup_free_ char *images = kiln_path_join(h, "images");
     size_t n = 0;
     char **names = kiln_new(char *, 1);

@@ -3,13 +3,10 @@
 #pragma once
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "drivers/driver.h"
 
-/* The Kiln home: $KILN_HOME, /var/lib/kiln for root, $XDG_DATA_HOME/kiln (or
- * ~/.local/share/kiln) otherwise. */
-char *kiln_catalog_home(void);
-
-/* Resolve name_or_path (home NULL: kiln_catalog_home()):
+/* Resolve name_or_path (home NULL: kiln_home_dir()):
  * - a catalog name: HOME/images/NAME/current/image.json; the reference points at the image's
  *   digest folder (never at "current"), so overlays keep working after a rebuild;
  * - a path (anything with a '/', or an existing file): absolute, with its format ("qcow2" or

@@ -183,7 +183,7 @@ kiln_import_image(const struct kiln_import_options *opts, struct kiln_image_ref 
     _cleanup_free_ char *src_format = TAKE_PTR(src.kind);
     kiln_image_ref_clear(&src);
 
-    _cleanup_free_ char *home = opts->home ? kiln_strdup(opts->home) : kiln_catalog_home();
+    _cleanup_free_ char *home = opts->home ? kiln_strdup(opts->home) : kiln_home_dir();
     _cleanup_free_ char *dir = NULL, *dest = NULL, *digest_name = NULL;
     if (opts->dest) {
         dest = kiln_strdup(opts->dest);

@@ -12,7 +12,7 @@ struct kiln_import_options {
      * (with image.json, and HOME/images/NAME/current), so that NAME works as a parent image. */
     const char *dest;
     const char *name;    /* catalog name (required when dest is NULL) */
-    const char *home;    /* Kiln home, NULL: kiln_catalog_home() */
+    const char *home;    /* Kiln home, NULL: kiln_home_dir() */
     const char *agent;   /* the kiln-agent binary to inject */
 };
 
@@ -25,7 +25,7 @@ int kiln_import_image(const struct kiln_import_options *opts, struct kiln_image_
                       struct kiln_error *err);
 
 /* The entry point of `kiln image import --name NAME --file FILE`: import FILE (qcow2 or raw, a
- * path) into the catalog of home (NULL: kiln_catalog_home()) as NAME. agent NULL: $KILN_AGENT,
+ * path) into the catalog of home (NULL: kiln_home_dir()) as NAME. agent NULL: $KILN_AGENT,
  * else the kiln-agent built beside the running program (BUILD/guest-agent/kiln-agent), else
  * /usr/local/lib/kiln/kiln-agent or /usr/lib/kiln/kiln-agent. */
 int kiln_image_import(const char *name, const char *file, const char *agent, const char *home,

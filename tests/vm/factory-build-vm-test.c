@@ -194,7 +194,7 @@ test_cli_cancel(void **state)
            "name: vm-cancel\nsemanticVersion: 1.0.0\nparentImage: tiny\ncomponents:\n"
            "  - path: slow.yml\n");
     /* The CLI resolves tiny in its own home: give it the catalog's images folder. */
-    char *catalog = kiln_catalog_home();
+    char *catalog = kiln_home_dir();
     char *images = kiln_path_join(catalog, "images");
     char *link = kiln_path_join(f->h.dir, "images");
     assert_int_equal(symlink(images, link), 0);

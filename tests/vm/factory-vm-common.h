@@ -69,7 +69,7 @@ vm_home_open(struct vm_home *h, const char *prefix, const char *formats, bool ca
     vm_put(h->dir, "dist.yml", dist);
     free(dist);
     if (catalog) {
-        char *home = kiln_catalog_home();
+        char *home = kiln_home_dir();
         char *images = kiln_path_join(home, "images");
         char *link = kiln_path_join(h->dir, "images");
         assert_int_equal(symlink(images, link), 0);
