@@ -352,22 +352,12 @@ setting_str(const json_t *settings, const char *key, const char *def)
     return v ? v : def;
 }
 
-/* A boolean setting, under the infrastructure's libvirt section or at its top. */
+/* A boolean of the infrastructure's libvirt section (validated by the factory). */
 static bool
-setting_bool(const json_t *settings, const char *key, bool def)
+libvirt_setting_bool(const json_t *settings, const char *key, bool def)
 {
-    const json_t *lv = settings ? json_object_get(settings, "libvirt") : NULL;
-    const json_t *v = lv ? json_object_get(lv, key) : NULL;
-    if (!v && settings)
-        v = json_object_get(settings, key);
-    if (json_is_boolean(v))
-        return json_is_true(v);
-    const char *str = json_string_value(v);
-    if (str && strcasecmp(str, "false") == 0)
-        return false;
-    if (str && strcasecmp(str, "true") == 0)
-        return true;
-    return def;
+    const json_t *v = json_object_get(json_object_get(settings, "libvirt"), key);
+    return json_is_boolean(v) ? json_is_true(v) : def;
 }
 
 static int
@@ -411,7 +401,7 @@ libvirt_open(const struct kiln_driver_config *cfg, unsigned flags, void **ret_co
     c->network = !(net && json_is_false(net));
     /* Warm start (infrastructure `libvirt: {warmStart: false}` turns it off): only on this
      * host, whose Kiln home keeps the saved guests. */
-    if (setting_bool(s, "warmStart", true) && strstr(c->uri, ":///")) {
+    if (libvirt_setting_bool(s, "warmStart", true) && strstr(c->uri, ":///")) {
         const char *wd = setting_str(s, "warmDir", NULL);
         _cleanup_free_ char *home = cfg->home ? kiln_strdup(cfg->home) : kiln_home_dir();
         c->warm_dir = wd ? kiln_strdup(wd) : kiln_path_join(home, "warm");

@@ -1,6 +1,7 @@
-/* The Linux cleanup document (Image Builder's post-build housekeeping, run by Kiln in the guest
- * before the snapshot). Sections and their skip flags follow Image Builder's Linux cleanup
- * script: a file named after the flag in workingDirectory skips that section. */
+/* The AWSTOE documents Kiln itself runs in the guest: the Linux cleanup (Image Builder's
+ * post-build housekeeping, before the snapshot; its sections and skip flags follow Image
+ * Builder's Linux cleanup script: a file named after the flag in workingDirectory skips that
+ * section), the package inventory, the boot-kernel report and the recipe's user data. */
 #include "factory/build.h"
 
 static const char cleanup_document[] =
