@@ -498,6 +498,22 @@ run_job(struct build *b, const char *document, const char *const *phases, json_t
     return r;
 }
 
+/* Run one of Kiln's own documents (text, written to the work folder as NAME.yml): its build
+ * phase, on the current instance, as run_job does. */
+static int
+run_kiln_document(struct build *b, const char *name, const char *text, json_t *parameters,
+                  const char *what, const char *log_sub, int timeout_seconds,
+                  struct kiln_error *err)
+{
+    _cleanup_free_ char *file = kiln_asprintf("%s.yml", name);
+    _cleanup_free_ char *path = kiln_path_join(b->work_dir, file);
+    int r = kiln_write_file_atomic(path, text, strlen(text), 0644, err);
+    if (r < 0)
+        return r;
+    static const char *const phases[] = {"build", NULL};
+    return run_job(b, path, phases, parameters, what, log_sub, timeout_seconds, NULL, err);
+}
+
 static int
 launch(struct build *b, const struct kiln_image_ref *image, const char *role,
        struct kiln_error *err)
@@ -996,15 +1012,9 @@ kiln_boot_kernel_keeps_direct(const struct kiln_boot_kernel *k, char **ret_note)
 static int
 inventory(struct build *b, struct kiln_error *err)
 {
-    _cleanup_free_ char *path = kiln_path_join(b->work_dir, "kiln-inventory.yml");
-    const char *doc = kiln_build_inventory_document();
-    int r = kiln_write_file_atomic(path, doc, strlen(doc), 0644, err);
-    if (r < 0)
-        return r;
-    static const char *const phases[] = {"build", NULL};
     struct kiln_error e = {0};
-    r = run_job(b, path, phases, NULL, "the package inventory (kiln-inventory)", "inventory", 600,
-                NULL, &e);
+    int r = run_kiln_document(b, "kiln-inventory", kiln_build_inventory_document(), NULL,
+                              "the package inventory (kiln-inventory)", "inventory", 600, &e);
     if (r == -ECANCELED || cancelled(b))
         return kiln_error_set(err, -ECANCELED, "cancelled");
     if (r < 0) {
@@ -1025,16 +1035,10 @@ layer_keeps_direct(struct build *b, size_t i, bool *ret, struct kiln_error *err)
     *ret = false;
     if (!b->booted_direct)
         return 0;
-    _cleanup_free_ char *path = kiln_path_join(b->work_dir, "kiln-boot-kernel.yml");
-    const char *doc = kiln_build_boot_kernel_document();
-    int r = kiln_write_file_atomic(path, doc, strlen(doc), 0644, err);
-    if (r < 0)
-        return r;
-    static const char *const phases[] = {"build", NULL};
     _cleanup_free_ char *sub = kiln_asprintf("layer/%02zu-boot-kernel", i + 1);
     struct kiln_error e = {0};
-    r = run_job(b, path, phases, NULL, "the kernel report (kiln-boot-kernel)", sub, 300, NULL,
-                &e);
+    int r = run_kiln_document(b, "kiln-boot-kernel", kiln_build_boot_kernel_document(), NULL,
+                              "the kernel report (kiln-boot-kernel)", sub, 300, &e);
     if (r == -ECANCELED || cancelled(b))
         return kiln_error_set(err, -ECANCELED, "cancelled");
     struct kiln_boot_kernel k = {0};
@@ -1216,18 +1220,12 @@ user_data(struct build *b, struct kiln_error *err)
                       b->ops->name);
         return 0;
     }
-    _cleanup_free_ char *path = kiln_path_join(b->work_dir, "kiln-user-data.yml");
-    const char *doc = kiln_build_user_data_document();
-    r = kiln_write_file_atomic(path, doc, strlen(doc), 0644, err);
-    if (r < 0)
-        return r;
-    static const char *const phases[] = {"build", NULL};
     _cleanup_json_ json_t *params = json_pack("{s:s}", "userData", rec->user_data_override);
     b->component_index = (unsigned)rec->n_components;
     b->phase_label = "kiln-user-data";
-    return run_job(b, path, phases, params,
-                   "the user data (additionalInstanceConfiguration.userDataOverride)",
-                   "user-data", -1, NULL, err);
+    return run_kiln_document(b, "kiln-user-data", kiln_build_user_data_document(), params,
+                             "the user data (additionalInstanceConfiguration.userDataOverride)",
+                             "user-data", -1, err);
 }
 
 static int
@@ -1304,20 +1302,14 @@ stages(struct build *b, struct kiln_error *err)
     progress_stage(b, "cleanup");
     b->component_index = (unsigned)rec->n_components;
     b->phase_label = "kiln-linux-cleanup";
-    _cleanup_free_ char *cleanup = kiln_path_join(b->work_dir, "kiln-linux-cleanup.yml");
-    const char *doc = kiln_build_cleanup_document();
-    r = kiln_write_file_atomic(cleanup, doc, strlen(doc), 0644, err);
-    if (r < 0)
-        return r;
     {
-        static const char *const phases[] = {"build", NULL};
         _cleanup_free_ char *keep = kiln_asprintf("%s-cleanup", b->image->build_id);
         _cleanup_json_ json_t *params = json_pack("{s:s, s:s}", "workingDirectory",
                                                   rec->working_directory, "keepToeFolder", keep);
         /* It only removes files: ten minutes are plenty, and a hung cleanup must not hold
          * the build for ever. */
-        r = run_job(b, cleanup, phases, params, "the Linux cleanup (kiln-linux-cleanup)", "cleanup",
-                    600, NULL, err);
+        r = run_kiln_document(b, "kiln-linux-cleanup", kiln_build_cleanup_document(), params,
+                              "the Linux cleanup (kiln-linux-cleanup)", "cleanup", 600, err);
         if (r < 0)
             return r;
     }
